@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what building and testing the extension needs, skipping whatever is already there.
+# Works as root (CI) or as a user with sudo. Idempotent: a second run only checks.
+set -euo pipefail
+
+PGRX_VERSION=0.18.0
+PG_MAJOR=15
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+need_pkgs=()
+for pkg in postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-contrib libclang-dev clang sudo pkg-config libssl-dev; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    echo "setup: installing ${need_pkgs[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
+fi
+
+# Debian's postgresql package starts a cluster of its own; we never use it.
+if command -v pg_lsclusters >/dev/null 2>&1 && pg_lsclusters -h 2>/dev/null | grep -q online; then
+    as_root pg_ctlcluster "$PG_MAJOR" main stop 2>/dev/null || true
+fi
+
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION\$"; then
+    echo "setup: installing cargo-pgrx $PGRX_VERSION (takes a few minutes)"
+    cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
+fi
+
+PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"
+PGRX_HOME="${PGRX_HOME:-$HOME/.pgrx}"
+if ! grep -qs "pg$PG_MAJOR = \"$PG_CONFIG\"" "$PGRX_HOME/config.toml"; then
+    echo "setup: cargo pgrx init --pg$PG_MAJOR $PG_CONFIG"
+    cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG"
+fi
+
+# The extension is installed into the system server's directories; let the
+# postgres user (who runs every scratch cluster) read the build tree.
+echo "setup: ready (cargo-pgrx $PGRX_VERSION, PostgreSQL $PG_MAJOR)"

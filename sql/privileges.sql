@@ -1,0 +1,20 @@
+-- Privileges and dump registration, once every object exists.
+-- PUBLIC gets nothing: README shows the GRANTs an application role needs.
+
+REVOKE ALL ON SCHEMA billing FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA billing FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA billing FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.reject_ledger_change() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_power(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_has_power(text, numeric) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_add(text, numeric, text, text, text, text, text, text, timestamptz, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_deduct(text, numeric, text, text, text, text, text, text, text) FROM PUBLIC;
+
+-- pg_dump keeps balances, grants, the ledger, the sequences and any type a DBA added.
+SELECT pg_catalog.pg_extension_config_dump('billing.accounts', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.grants', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.account_log', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.grants_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.account_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.account_types', 'WHERE NOT builtin');
+SELECT pg_catalog.pg_extension_config_dump('billing.source_types', 'WHERE NOT builtin');

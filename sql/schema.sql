@@ -1,0 +1,132 @@
+-- billing schema: tables, seed data and the ledger's append-only guard.
+-- Every table's primary key and unique keys begin with user_id (except the two
+-- small reference tables of type codes), so the user tables can be
+-- distributed by user_id.
+
+CREATE SCHEMA billing;
+COMMENT ON SCHEMA billing IS 'Credit billing: accounts, expiring grants and the append-only ledger';
+
+CREATE TABLE billing.account_types (
+    code        text PRIMARY KEY CHECK (code ~ '^[A-Z][A-Z0-9_]*$'),
+    direction   smallint NOT NULL CHECK (direction IN (-1, 1)),
+    description text NOT NULL DEFAULT '',
+    builtin     boolean NOT NULL DEFAULT false
+);
+COMMENT ON TABLE billing.account_types IS 'Kinds of ledger entry; direction +1 credits, -1 debits. Add new ones with INSERT.';
+COMMENT ON COLUMN billing.account_types.builtin IS 'Seeded by the extension (not dumped; CREATE EXTENSION recreates it)';
+
+CREATE TABLE billing.source_types (
+    code        text PRIMARY KEY CHECK (code ~ '^[A-Z][A-Z0-9_]*$'),
+    description text NOT NULL DEFAULT '',
+    builtin     boolean NOT NULL DEFAULT false
+);
+COMMENT ON TABLE billing.source_types IS 'Where a change comes from (RECHARGE, CHAT, ...). Add new ones with INSERT.';
+COMMENT ON COLUMN billing.source_types.builtin IS 'Seeded by the extension (not dumped; CREATE EXTENSION recreates it)';
+
+INSERT INTO billing.account_types (code, direction, description, builtin) VALUES
+    ('RECHARGE_INC',            1, 'Purchased power',                              true),
+    ('RECHARGE_GIVE_INC',       1, 'Bonus power given with a purchase',            true),
+    ('RECHARGE_DEC',           -1, 'Purchased power taken back',                   true),
+    ('SYSTEM_MANUAL_INC',       1, 'Manual correction by staff, credit',           true),
+    ('SYSTEM_MANUAL_DEC',      -1, 'Manual correction by staff, debit',            true),
+    ('CHAT_DEC',               -1, 'Chat usage',                                   true),
+    ('AGENT_CHAT_DEC',         -1, 'Agent chat usage',                             true),
+    ('AGENT_GUEST_CHAT_DEC',   -1, 'Agent chat usage by a guest of the user',      true),
+    ('PLUGIN_DEC',             -1, 'Plugin usage',                                 true),
+    ('MEMBERSHIP_GIFT_INC',     1, 'Power gifted with a membership',               true),
+    ('MEMBERSHIP_GIFT_DEC',    -1, 'Membership gift taken back',                   true),
+    ('MEMBERSHIP_GIFT_EXPIRED',-1, 'Membership gift expired unspent',              true),
+    ('CARD_KEY_REDEEM_INC',     1, 'Power from a redeemed card key',               true);
+
+INSERT INTO billing.source_types (code, description, builtin) VALUES
+    ('RECHARGE',        'A purchase',              true),
+    ('SYSTEM',          'Staff or the system',     true),
+    ('CHAT',            'Chat',                    true),
+    ('AGENT_CHAT',      'Agent chat',              true),
+    ('PLUGIN',          'A plugin',                true),
+    ('MEMBERSHIP_GIFT', 'A membership',            true),
+    ('CARD_KEY_REDEEM', 'A card key',              true);
+
+CREATE TABLE billing.accounts (
+    user_id      text PRIMARY KEY,
+    permanent    numeric NOT NULL DEFAULT 0 CHECK (permanent >= 0),
+    grants_total numeric NOT NULL DEFAULT 0 CHECK (grants_total >= 0),
+    next_expiry  timestamptz,
+    last_seq     bigint NOT NULL DEFAULT 0 CHECK (last_seq >= 0),
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at   timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE billing.accounts IS 'One row per user: the row every write locks, with cached totals. Change it only through the billing functions.';
+COMMENT ON COLUMN billing.accounts.permanent IS 'Power that never expires';
+COMMENT ON COLUMN billing.accounts.grants_total IS 'Sum of remaining over grants not yet swept (cache; includes grants that expired since)';
+COMMENT ON COLUMN billing.accounts.next_expiry IS 'Soonest expire_at among grants with remaining > 0 (cache); at or before now() means a sweep is due';
+COMMENT ON COLUMN billing.accounts.last_seq IS 'seq of the user''s latest ledger entry';
+
+CREATE SEQUENCE billing.grants_id_seq;
+CREATE TABLE billing.grants (
+    user_id         text NOT NULL,
+    id              bigint NOT NULL DEFAULT pg_catalog.nextval('billing.grants_id_seq'::pg_catalog.regclass),
+    amount          numeric NOT NULL CHECK (amount > 0),
+    remaining       numeric NOT NULL CHECK (remaining >= 0 AND remaining <= amount),
+    expire_at       timestamptz NOT NULL,
+    subscription_id text,
+    log_id          bigint NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (user_id, id)
+);
+ALTER SEQUENCE billing.grants_id_seq OWNED BY billing.grants.id;
+CREATE INDEX grants_spendable ON billing.grants (user_id, expire_at, id) INCLUDE (remaining) WHERE remaining > 0;
+COMMENT ON TABLE billing.grants IS 'Expiring credits (membership gifts and the like), spent soonest-expiring first';
+COMMENT ON COLUMN billing.grants.remaining IS 'What is left to spend; 0 once spent or expired';
+COMMENT ON COLUMN billing.grants.log_id IS 'id of the ledger entry that created the grant';
+
+CREATE SEQUENCE billing.account_log_id_seq;
+CREATE TABLE billing.account_log (
+    id                  bigint NOT NULL DEFAULT pg_catalog.nextval('billing.account_log_id_seq'::pg_catalog.regclass),
+    user_id             text NOT NULL,
+    seq                 bigint NOT NULL CHECK (seq > 0),
+    direction           smallint NOT NULL CHECK (direction IN (-1, 1)),
+    amount              numeric NOT NULL CHECK (amount > 0),
+    balance_after       numeric NOT NULL,
+    account_type        text NOT NULL,
+    source_type         text NOT NULL,
+    source              text NOT NULL,
+    remark              text,
+    association_no      text,
+    association_user_id text,
+    subscription_id     text,
+    expire_at           timestamptz,
+    detail              jsonb NOT NULL,
+    idempotency_key     text,
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (user_id, seq)
+);
+ALTER SEQUENCE billing.account_log_id_seq OWNED BY billing.account_log.id;
+CREATE UNIQUE INDEX account_log_idempotency ON billing.account_log (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+COMMENT ON TABLE billing.account_log IS 'The ledger: one immutable entry per change of a balance. Append-only; corrections are new entries.';
+COMMENT ON COLUMN billing.account_log.id IS 'Globally increasing entry id';
+COMMENT ON COLUMN billing.account_log.seq IS 'Per-user entry number 1, 2, 3, ... without gaps';
+COMMENT ON COLUMN billing.account_log.direction IS '+1 credit, -1 debit';
+COMMENT ON COLUMN billing.account_log.amount IS 'Power moved, always > 0';
+COMMENT ON COLUMN billing.account_log.balance_after IS 'The user''s available power right after this entry';
+COMMENT ON COLUMN billing.account_log.detail IS 'Funding: {"permanent": x, "grants": [{"id": g, "amount": y}]}; amounts are positive, direction gives the sign';
+COMMENT ON COLUMN billing.account_log.idempotency_key IS 'Caller''s key: a repeat with the same key returns this entry';
+
+CREATE FUNCTION billing.reject_ledger_change() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'billing.account_log is append-only: % is not allowed', TG_OP
+        USING ERRCODE = 'PB006',
+              HINT = 'Record a correction as a new entry (billing_add or billing_deduct).';
+END
+$$;
+COMMENT ON FUNCTION billing.reject_ledger_change() IS 'Trigger: rejects UPDATE, DELETE and TRUNCATE on the ledger';
+
+CREATE TRIGGER account_log_append_only
+    BEFORE UPDATE OR DELETE ON billing.account_log
+    FOR EACH ROW EXECUTE FUNCTION billing.reject_ledger_change();
+CREATE TRIGGER account_log_no_truncate
+    BEFORE TRUNCATE ON billing.account_log
+    FOR EACH STATEMENT EXECUTE FUNCTION billing.reject_ledger_change();

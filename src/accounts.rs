@@ -1,0 +1,255 @@
+//! Accounts and grants: reading a user's power, adding credits, deducting them.
+//!
+//! Every write locks the user's `billing.accounts` row first (creating it
+//! for a credit), then reads what it needs with a fresh snapshot, then writes
+//! the grants, the account's cached totals and one ledger entry in a single
+//! statement. The account row caches `grants_total` (the remaining of every
+//! grant not yet swept) and `next_expiry` (the soonest expiry among them), so
+//! reading the power needs no scan of the grants unless one has expired.
+
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use rust_decimal::Decimal;
+
+use crate::amounts::{checked_add, checked_sub};
+use crate::drawdown::{self, LiveGrant};
+use crate::errors::{BillingError, BillingResult, SqlState};
+use crate::fmgr::{sql_function, Args, Returned, MAX_REMARK_CHARS};
+use crate::ledger::{self, decimal, Direction, Movement, Totals};
+use crate::plans::{self, Plans};
+
+/// The locked account row.
+struct Account {
+    permanent: Decimal,
+    grants_total: Decimal,
+    next_expiry: Option<pg_sys::TimestampTz>,
+    last_seq: i64,
+    /// A grant with remaining > 0 has expired and not been swept yet.
+    has_expired: bool,
+}
+
+/// A live grant with its expiry, in spending order.
+struct Grant {
+    live: LiveGrant,
+    expire_at: pg_sys::TimestampTz,
+}
+
+fn lock(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str) -> BillingResult<Option<Account>> {
+    let table = client.update(&plans.lock_account, None, &[user_id.into()])?;
+    if table.is_empty() {
+        return Ok(None);
+    }
+    let row = table.first();
+    Ok(Some(Account {
+        permanent: decimal(&row, 1, "permanent")?,
+        grants_total: decimal(&row, 2, "grants_total")?,
+        next_expiry: row.get::<TimestampWithTimeZone>(3)?.map(Into::into),
+        last_seq: row.get::<i64>(4)?.unwrap_or(0),
+        has_expired: row.get::<bool>(5)?.unwrap_or(false),
+    }))
+}
+
+fn lock_or_create(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str) -> BillingResult<Account> {
+    if let Some(account) = lock(client, plans, user_id)? {
+        return Ok(account);
+    }
+    client.update(&plans.create_account, None, &[user_id.into()])?;
+    lock(client, plans, user_id)?.ok_or_else(|| BillingError::internal("account row vanished after insert"))
+}
+
+fn live_grants(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, account: &Account) -> BillingResult<Vec<Grant>> {
+    if account.grants_total.is_zero() {
+        return Ok(Vec::new());
+    }
+    let table = client.update(&plans.live_grants, None, &[user_id.into()])?;
+    let mut grants = Vec::with_capacity(table.len());
+    for row in table {
+        let id = row.get::<i64>(1)?.ok_or_else(|| BillingError::internal("grant id is NULL"))?;
+        let remaining = row.get::<AnyNumeric>(2)?.ok_or_else(|| BillingError::internal("remaining is NULL"))?;
+        let expire_at = row.get::<TimestampWithTimeZone>(3)?.ok_or_else(|| BillingError::internal("expire_at is NULL"))?;
+        grants.push(Grant {
+            live: LiveGrant { id, remaining: crate::amounts::parse_stored("remaining", &remaining.to_string())? },
+            expire_at: expire_at.into(),
+        });
+    }
+    Ok(grants)
+}
+
+/// Power the user can spend now, given the locked row (and its live grants when needed).
+fn available(account: &Account, grants: &[Grant]) -> BillingResult<Decimal> {
+    if account.has_expired {
+        let live: Vec<LiveGrant> = grants.iter().map(|g| g.live.clone()).collect();
+        Ok(drawdown::available(account.permanent, &live))
+    } else {
+        checked_add(account.permanent, account.grants_total)
+    }
+}
+
+fn insufficient_power(movement: &Movement, available: Decimal) -> BillingError {
+    BillingError::new(
+        SqlState::InsufficientPower,
+        format!("insufficient power for user {:?}", movement.user_id),
+    )
+    .with_detail(format!("Requested {}, available {}.", movement.amount, available.normalize()))
+    .with_hint("Add power with billing_add, or deduct less.")
+}
+
+/// The arguments billing_add and billing_deduct share, in the same positions.
+fn movement(args: &Args, direction: Direction) -> BillingResult<Movement> {
+    Ok(Movement {
+        direction,
+        user_id: args.key(0, "user_id")?,
+        amount: args.amount(1, "amount")?,
+        account_type: args.key(2, "account_type")?,
+        source_type: args.key(3, "source_type")?,
+        source: args.key(4, "source")?,
+        remark: args.text(5, "remark", MAX_REMARK_CHARS)?,
+        association_no: args.optional_key(6, "association_no")?,
+        association_user_id: args.optional_key(7, "association_user_id")?,
+        subscription_id: None,
+        expire_at: None,
+        idempotency_key: None,
+    })
+}
+
+/// billing_power(user_id text) RETURNS numeric
+fn power(args: &Args) -> Returned {
+    let user_id = args.key(0, "user_id")?;
+    let power = read_power(&user_id)?;
+    Ok(ledger::numeric(power).into_datum())
+}
+sql_function!(pg_finfo_billing_power, billing_power => power);
+
+/// billing_has_power(user_id text, amount numeric) RETURNS boolean
+fn has_power(args: &Args) -> Returned {
+    let user_id = args.key(0, "user_id")?;
+    let amount = args.amount(1, "amount")?;
+    Ok((read_power(&user_id)? >= amount).into_datum())
+}
+sql_function!(pg_finfo_billing_has_power, billing_has_power => has_power);
+
+/// Available power without taking a lock; an unknown user has none.
+fn read_power(user_id: &str) -> BillingResult<Decimal> {
+    Spi::connect(|client| {
+        let plans = plans::get(client)?;
+        let table = client.select(&plans.power, None, &[user_id.into()])?;
+        if table.is_empty() {
+            return Ok(Decimal::ZERO);
+        }
+        decimal(&table.first(), 1, "power")
+    })
+}
+
+/// billing_add(user_id, amount, account_type, source_type, source, remark, association_no,
+///             association_user_id, expire_at, subscription_id, idempotency_key)
+fn add(args: &Args) -> Returned {
+    let mut movement = movement(args, Direction::Credit)?;
+    movement.expire_at = args.timestamptz(8).map(Into::into);
+    movement.subscription_id = args.optional_key(9, "subscription_id")?;
+    movement.idempotency_key = args.optional_key(10, "idempotency_key")?;
+    if let Some(expire_at) = movement.expire_at {
+        check_future_expiry(expire_at)?;
+    }
+    Spi::connect_mut(|client| {
+        let plans = plans::get(client)?;
+        ledger::check_types(client, plans, &movement)?;
+        let account = lock_or_create(client, plans, &movement.user_id)?;
+        if let Some(original) = ledger::replay(client, plans, &movement)? {
+            return Ok(Some(original));
+        }
+        let grants = if account.has_expired { live_grants(client, plans, &movement.user_id, &account)? } else { Vec::new() };
+        let balance_after = checked_add(available(&account, &grants)?, movement.amount)?;
+        let seq = account.last_seq + 1;
+        let entry = match movement.expire_at {
+            None => {
+                let totals = Totals {
+                    permanent: checked_add(account.permanent, movement.amount)?,
+                    grants_total: account.grants_total,
+                    next_expiry: account.next_expiry,
+                };
+                let detail = ledger::detail_json(movement.amount, &[]);
+                ledger::write_entry(client, plans, &movement, seq, balance_after, &detail, &totals, &[])?
+            }
+            Some(expire_at) => {
+                let totals = Totals {
+                    permanent: account.permanent,
+                    grants_total: checked_add(account.grants_total, movement.amount)?,
+                    next_expiry: Some(account.next_expiry.map_or(expire_at, |next| next.min(expire_at))),
+                };
+                ledger::write_grant(client, plans, &movement, seq, balance_after, &totals)?
+            }
+        };
+        Ok(Some(entry))
+    })
+}
+sql_function!(pg_finfo_billing_add, billing_add => add);
+
+fn check_future_expiry(expire_at: pg_sys::TimestampTz) -> BillingResult<()> {
+    let infinite = expire_at == i64::MAX || expire_at == i64::MIN;
+    if infinite {
+        return Err(BillingError::invalid_argument("expire_at", "must be a finite time")
+            .with_hint("Omit expire_at for credits that never expire."));
+    }
+    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    if expire_at <= now {
+        return Err(BillingError::invalid_argument("expire_at", "must be in the future")
+            .with_detail("Credits that have already expired could never be spent."));
+    }
+    Ok(())
+}
+
+/// billing_deduct(user_id, amount, account_type, source_type, source, remark, association_no,
+///                association_user_id, idempotency_key)
+fn deduct(args: &Args) -> Returned {
+    let mut movement = movement(args, Direction::Debit)?;
+    movement.idempotency_key = args.optional_key(8, "idempotency_key")?;
+    Spi::connect_mut(|client| {
+        let plans = plans::get(client)?;
+        ledger::check_types(client, plans, &movement)?;
+        let account = lock(client, plans, &movement.user_id)?;
+        if let Some(original) = ledger::replay(client, plans, &movement)? {
+            return Ok(Some(original));
+        }
+        let Some(account) = account else {
+            return Err(insufficient_power(&movement, Decimal::ZERO));
+        };
+        let grants = live_grants(client, plans, &movement.user_id, &account)?;
+        let live: Vec<LiveGrant> = grants.iter().map(|g| g.live.clone()).collect();
+        let plan = drawdown::plan(movement.amount, account.permanent, &live)
+            .map_err(|available| insufficient_power(&movement, available))?;
+        let balance_after = checked_sub(drawdown::available(account.permanent, &live), movement.amount)?;
+        let totals = Totals {
+            permanent: checked_sub(account.permanent, plan.from_permanent)?,
+            grants_total: checked_sub(account.grants_total, plan.grants_total())?,
+            next_expiry: next_expiry_after(&account, &grants, &plan.from_grants),
+        };
+        let detail = ledger::detail_json(plan.from_permanent, &plan.from_grants);
+        let entry = ledger::write_entry(
+            client,
+            plans,
+            &movement,
+            account.last_seq + 1,
+            balance_after,
+            &detail,
+            &totals,
+            &plan.from_grants,
+        )?;
+        Ok(Some(entry))
+    })
+}
+sql_function!(pg_finfo_billing_deduct, billing_deduct => deduct);
+
+/// The soonest expiry among grants with remaining > 0 once `taken` is spent.
+/// An expired, unswept grant keeps the old (past) value until a sweep clears it.
+fn next_expiry_after(account: &Account, grants: &[Grant], taken: &[(i64, Decimal)]) -> Option<pg_sys::TimestampTz> {
+    if account.has_expired {
+        return account.next_expiry;
+    }
+    grants
+        .iter()
+        .find(|g| {
+            let take = taken.iter().find(|(id, _)| *id == g.live.id).map_or(Decimal::ZERO, |(_, t)| *t);
+            g.live.remaining > take
+        })
+        .map(|g| g.expire_at)
+}

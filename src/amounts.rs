@@ -1,0 +1,127 @@
+//! Amounts of power: parsing and validating what callers pass in.
+//!
+//! Amounts are exact decimals (rust_decimal in Rust, numeric in SQL). A
+//! single amount is greater than zero, has at most [`MAX_SCALE`] decimal
+//! places and is at most [`MAX_AMOUNT`].
+
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+
+use crate::errors::{BillingError, BillingResult, SqlState};
+
+/// Decimal places an amount may carry.
+pub const MAX_SCALE: u32 = 8;
+
+/// The largest amount one call accepts: 1,000,000,000,000 (10^12).
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(0xD4A5_1000, 0xE8, 0, false, 0);
+
+/// Parses numeric's text form (as numeric_out prints it) into a validated amount.
+/// `argument` names the SQL argument in the error message.
+pub fn parse_amount(argument: &str, text: &str) -> BillingResult<Decimal> {
+    let text = text.trim();
+    match text {
+        "NaN" => return Err(BillingError::invalid_argument(argument, "must be a number, not NaN")),
+        "Infinity" | "-Infinity" => {
+            return Err(BillingError::invalid_argument(argument, "must be finite"))
+        }
+        _ => {}
+    }
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let well_formed = !whole.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit());
+    if !well_formed {
+        return Err(BillingError::invalid_argument(argument, format!("is not a number: {text}")));
+    }
+    let significant_fraction = fraction.trim_end_matches('0');
+    let is_zero = whole.bytes().all(|b| b == b'0') && significant_fraction.is_empty();
+    if is_zero {
+        return Err(BillingError::invalid_argument(argument, "must be greater than zero"));
+    }
+    if negative {
+        return Err(BillingError::invalid_argument(argument, format!("must be greater than zero, got {text}")));
+    }
+    if significant_fraction.len() > MAX_SCALE as usize {
+        return Err(BillingError::invalid_argument(
+            argument,
+            format!("has more than {MAX_SCALE} decimal places: {text}"),
+        ));
+    }
+    let whole = whole.trim_start_matches('0');
+    let max_whole_digits = MAX_AMOUNT.trunc().to_string().len();
+    let amount = if whole.len() > max_whole_digits {
+        None
+    } else {
+        let canonical = format!("{}.{}", if whole.is_empty() { "0" } else { whole }, significant_fraction);
+        Decimal::from_str(canonical.trim_end_matches('.')).ok()
+    };
+    match amount {
+        Some(amount) if amount <= MAX_AMOUNT => Ok(amount.normalize()),
+        _ => Err(BillingError::invalid_argument(argument, format!("must be at most {MAX_AMOUNT}, got {text}"))),
+    }
+}
+
+/// Adds two balances, failing rather than losing precision.
+pub fn checked_add(a: Decimal, b: Decimal) -> BillingResult<Decimal> {
+    a.checked_add(b).ok_or_else(out_of_range)
+}
+
+/// Subtracts two balances, failing rather than losing precision.
+pub fn checked_sub(a: Decimal, b: Decimal) -> BillingResult<Decimal> {
+    a.checked_sub(b).ok_or_else(out_of_range)
+}
+
+fn out_of_range() -> BillingError {
+    BillingError::new(SqlState::NumericValueOutOfRange, "balance out of the range billing can compute")
+}
+
+/// Parses a stored balance (numeric's text form) into a Decimal.
+pub fn parse_stored(column: &str, text: &str) -> BillingResult<Decimal> {
+    Decimal::from_str(text).map_err(|e| BillingError::internal(format!("stored {column} {text:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(result: BillingResult<Decimal>) -> &'static str {
+        result.unwrap_err().state.code()
+    }
+
+    #[test]
+    fn accepts_positive_amounts_up_to_eight_places() {
+        assert_eq!(parse_amount("amount", "1").unwrap(), Decimal::ONE);
+        assert_eq!(parse_amount("amount", "0.00000001").unwrap().to_string(), "0.00000001");
+        assert_eq!(parse_amount("amount", "12.50000000000").unwrap().to_string(), "12.5");
+        assert_eq!(parse_amount("amount", "000012").unwrap().to_string(), "12");
+        assert_eq!(parse_amount("amount", "1000000000000").unwrap(), MAX_AMOUNT);
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_positive_bounded_amount() {
+        for bad in ["0", "0.000", "-1", "-0.5", "NaN", "Infinity", "-Infinity", "0.000000001", "1000000000000.01", "1e5", "", "abc", "99999999999999999999999999999999999"] {
+            assert_eq!(code(parse_amount("amount", bad)), "22023", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_the_argument() {
+        let err = parse_amount("actual_amount", "-3").unwrap_err();
+        assert!(err.message.starts_with("actual_amount "), "{}", err.message);
+    }
+
+    #[test]
+    fn max_amount_is_ten_to_the_twelfth() {
+        assert_eq!(MAX_AMOUNT.to_string(), "1000000000000");
+    }
+
+    #[test]
+    fn arithmetic_overflow_is_22003() {
+        assert_eq!(checked_add(Decimal::MAX, Decimal::ONE).unwrap_err().state.code(), "22003");
+    }
+}

@@ -1,0 +1,169 @@
+//! Every failure the extension reports, with its stable SQLSTATE.
+//!
+//! Our own codes live in class PB. pgrx's error type only knows PostgreSQL's
+//! built-in codes (an unknown one becomes XX000), so a [`BillingError`] is
+//! carried out of the guarded Rust code as a value and raised with
+//! PostgreSQL's own `errstart`/`errcode`/`errfinish` from the C entry point,
+//! after every Rust value has been dropped. Errors that PostgreSQL raises
+//! while we run SQL (a lock timeout, a cancel, a serialization failure) pass
+//! through pgrx untouched.
+
+use std::ffi::{c_char, c_int, CString};
+use std::fmt;
+
+use pgrx::pg_sys;
+
+/// One of the extension's SQLSTATEs. README lists them all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SqlState {
+    /// PB001: the user does not have enough available power.
+    InsufficientPower,
+    /// PB002: unknown account_type or source_type, or a type of the wrong direction.
+    InvalidType,
+    /// PB003: an idempotency key was reused for a different operation.
+    IdempotencyConflict,
+    /// 22023: an argument has a value the function does not accept.
+    InvalidParameterValue,
+    /// 22004: a required argument is NULL.
+    NullValueNotAllowed,
+    /// 22003: a balance would leave the range the extension computes in.
+    NumericValueOutOfRange,
+    /// XX000: a bug; the message says what.
+    Internal,
+}
+
+impl SqlState {
+    pub fn code(self) -> &'static str {
+        match self {
+            SqlState::InsufficientPower => "PB001",
+            SqlState::InvalidType => "PB002",
+            SqlState::IdempotencyConflict => "PB003",
+            SqlState::InvalidParameterValue => "22023",
+            SqlState::NullValueNotAllowed => "22004",
+            SqlState::NumericValueOutOfRange => "22003",
+            SqlState::Internal => "XX000",
+        }
+    }
+
+    /// PostgreSQL's packed form of a five-character SQLSTATE (MAKE_SQLSTATE).
+    fn packed(self) -> c_int {
+        self.code()
+            .bytes()
+            .enumerate()
+            .map(|(i, ch)| ((ch as c_int - '0' as c_int) & 0x3F) << (6 * i))
+            .sum()
+    }
+}
+
+/// An error on its way to the client: SQLSTATE, message, and optional DETAIL and HINT.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BillingError {
+    pub state: SqlState,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+pub type BillingResult<T> = Result<T, BillingError>;
+
+impl BillingError {
+    pub fn new(state: SqlState, message: impl Into<String>) -> Self {
+        BillingError { state, message: message.into(), detail: None, hint: None }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn invalid_argument(argument: &str, problem: impl fmt::Display) -> Self {
+        BillingError::new(SqlState::InvalidParameterValue, format!("{argument} {problem}"))
+    }
+
+    pub fn null_argument(argument: &str) -> Self {
+        BillingError::new(SqlState::NullValueNotAllowed, format!("{argument} must not be NULL"))
+    }
+
+    pub fn internal(what: impl fmt::Display) -> Self {
+        BillingError::new(SqlState::Internal, format!("billing internal error: {what}"))
+    }
+
+    /// Reports the error to PostgreSQL, which aborts the current (sub)transaction.
+    ///
+    /// # Safety
+    /// Call only from a C entry point, with no Rust value that needs dropping
+    /// still alive in any frame between here and PostgreSQL: `errfinish`
+    /// longjmps straight back into PostgreSQL.
+    pub unsafe fn raise(self) -> ! {
+        // Copy the texts into palloc'd memory (freed by the abort) and drop the Rust strings.
+        let message = palloc_cstring(&self.message);
+        let detail = self.detail.as_deref().map(palloc_cstring);
+        let hint = self.hint.as_deref().map(palloc_cstring);
+        let state = self.state;
+        drop(self);
+
+        unsafe extern "C-unwind" {
+            fn errstart(elevel: c_int, domain: *const c_char) -> bool;
+            fn errcode(sqlerrcode: c_int) -> c_int;
+            fn errmsg(fmt: *const c_char, ...) -> c_int;
+            fn errdetail(fmt: *const c_char, ...) -> c_int;
+            fn errhint(fmt: *const c_char, ...) -> c_int;
+            fn errfinish(filename: *const c_char, lineno: c_int, funcname: *const c_char);
+        }
+        const PERCENT_S: *const c_char = c"%s".as_ptr();
+        unsafe {
+            if errstart(pgrx::PgLogLevel::ERROR as c_int, std::ptr::null()) {
+                errcode(state.packed());
+                errmsg(PERCENT_S, message);
+                if let Some(detail) = detail {
+                    errdetail(PERCENT_S, detail);
+                }
+                if let Some(hint) = hint {
+                    errhint(PERCENT_S, hint);
+                }
+                errfinish(c"billing".as_ptr(), 0, std::ptr::null());
+            }
+        }
+        unreachable!("errfinish returned from an ERROR")
+    }
+}
+
+impl fmt::Display for BillingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.state.code(), self.message)
+    }
+}
+
+impl From<pgrx::spi::SpiError> for BillingError {
+    fn from(e: pgrx::spi::SpiError) -> Self {
+        BillingError::internal(format!("SPI: {e}"))
+    }
+}
+
+fn palloc_cstring(text: &str) -> *const c_char {
+    let c = CString::new(text.replace('\0', " ")).expect("NUL bytes were replaced");
+    unsafe { pg_sys::pstrdup(c.as_ptr()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packs_sqlstates_like_postgres() {
+        // MAKE_SQLSTATE('2','2','0','2','3') from PostgreSQL's errcodes.h
+        assert_eq!(
+            SqlState::InvalidParameterValue.packed(),
+            pgrx::pg_sys::errcodes::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE as c_int
+        );
+        assert_eq!(
+            SqlState::Internal.packed(),
+            pgrx::pg_sys::errcodes::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR as c_int
+        );
+    }
+}

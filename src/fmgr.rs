@@ -1,0 +1,118 @@
+//! The C entry points of our SQL functions, and reading their arguments.
+//!
+//! The SQL signatures are written by hand in `sql/` (names, defaults,
+//! SECURITY DEFINER, pinned search_path); each points at one symbol declared
+//! here with [`sql_function!`]. The body runs inside pgrx's guard, so a
+//! PostgreSQL error or a Rust panic is reported as pgrx always does; a
+//! [`BillingError`] comes back as a value and is raised with its own SQLSTATE
+//! once the guarded code has returned and dropped everything it owned.
+
+use pgrx::datum::{AnyNumeric, FromDatum, TimestampWithTimeZone};
+use pgrx::pg_sys;
+use rust_decimal::Decimal;
+
+use crate::amounts;
+use crate::errors::{BillingError, BillingResult};
+
+/// What a function body returns: a value, or SQL NULL.
+pub type Returned = BillingResult<Option<pg_sys::Datum>>;
+
+/// Declares `pg_finfo_<symbol>` and the `<symbol>` entry point that runs `body`.
+macro_rules! sql_function {
+    ($finfo:ident, $symbol:ident => $body:path) => {
+        #[no_mangle]
+        #[doc(hidden)]
+        pub extern "C" fn $finfo() -> &'static ::pgrx::pg_sys::Pg_finfo_record {
+            const V1: ::pgrx::pg_sys::Pg_finfo_record =
+                ::pgrx::pg_sys::Pg_finfo_record { api_version: 1 };
+            &V1
+        }
+
+        #[no_mangle]
+        #[doc(hidden)]
+        pub unsafe extern "C-unwind" fn $symbol(
+            fcinfo: ::pgrx::pg_sys::FunctionCallInfo,
+        ) -> ::pgrx::pg_sys::Datum {
+            unsafe { $crate::fmgr::call(fcinfo, $body) }
+        }
+    };
+}
+pub(crate) use sql_function;
+
+/// Runs `body` under pgrx's guard and turns its result into what fmgr expects.
+///
+/// # Safety
+/// `fcinfo` must be the call's own; only for use by [`sql_function!`].
+pub unsafe fn call(fcinfo: pg_sys::FunctionCallInfo, body: fn(&Args) -> Returned) -> pg_sys::Datum {
+    let outcome = unsafe { pg_sys::panic::pgrx_extern_c_guard(|| body(&Args { fcinfo })) };
+    match outcome {
+        Ok(Some(datum)) => datum,
+        Ok(None) => unsafe {
+            (*fcinfo).isnull = true;
+            pg_sys::Datum::from(0usize)
+        },
+        // Nothing of the body is alive any more: raising (a longjmp) is safe here.
+        Err(error) => unsafe { error.raise() },
+    }
+}
+
+/// The arguments of one call, read by position and named in errors.
+pub struct Args {
+    fcinfo: pg_sys::FunctionCallInfo,
+}
+
+/// Longest text accepted for identifiers such as user_id, source and keys.
+pub const MAX_KEY_CHARS: usize = 255;
+/// Longest remark accepted.
+pub const MAX_REMARK_CHARS: usize = 4000;
+
+impl Args {
+    fn get<T: FromDatum>(&self, position: usize) -> Option<T> {
+        unsafe { pgrx::fcinfo::pg_getarg::<T>(self.fcinfo, position) }
+    }
+
+    /// A text argument that may be NULL, limited to `max_chars`.
+    pub fn text(&self, position: usize, name: &str, max_chars: usize) -> BillingResult<Option<String>> {
+        match self.get::<String>(position) {
+            None => Ok(None),
+            Some(value) => {
+                if value.chars().count() > max_chars {
+                    return Err(BillingError::invalid_argument(
+                        name,
+                        format!("is longer than {max_chars} characters"),
+                    ));
+                }
+                Ok(Some(value))
+            }
+        }
+    }
+
+    /// A required text argument: not NULL, not empty or only white space.
+    pub fn key(&self, position: usize, name: &str) -> BillingResult<String> {
+        let value = self.text(position, name, MAX_KEY_CHARS)?.ok_or_else(|| BillingError::null_argument(name))?;
+        if value.trim().is_empty() {
+            return Err(BillingError::invalid_argument(name, "must not be empty"));
+        }
+        Ok(value)
+    }
+
+    /// An optional identifier-like text: NULL is absent, but an empty one is a mistake.
+    pub fn optional_key(&self, position: usize, name: &str) -> BillingResult<Option<String>> {
+        match self.text(position, name, MAX_KEY_CHARS)? {
+            Some(value) if value.trim().is_empty() => {
+                Err(BillingError::invalid_argument(name, "must not be empty when given"))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// A required amount: positive, at most 8 decimal places, within the bound.
+    pub fn amount(&self, position: usize, name: &str) -> BillingResult<Decimal> {
+        let numeric = self.get::<AnyNumeric>(position).ok_or_else(|| BillingError::null_argument(name))?;
+        amounts::parse_amount(name, &numeric.to_string())
+    }
+
+    pub fn timestamptz(&self, position: usize) -> Option<TimestampWithTimeZone> {
+        self.get::<TimestampWithTimeZone>(position)
+    }
+}

@@ -1,0 +1,259 @@
+//! The ledger: one immutable `billing.account_log` entry for every change.
+//!
+//! This module checks what an entry may say (known account and source types
+//! of the right direction), answers idempotent repeats with the original
+//! entry, and writes an entry together with the account's new totals.
+
+use pgrx::datum::{AnyNumeric, DatumWithOid, TimestampWithTimeZone};
+use pgrx::pg_sys;
+use pgrx::spi::{SpiClient, SpiTupleTable};
+use rust_decimal::Decimal;
+
+use crate::amounts;
+use crate::errors::{BillingError, BillingResult, SqlState};
+use crate::plans::Plans;
+
+/// Which way an entry moves power.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Credit,
+    Debit,
+}
+
+impl Direction {
+    pub fn sign(self) -> i16 {
+        match self {
+            Direction::Credit => 1,
+            Direction::Debit => -1,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Direction::Credit => "credit",
+            Direction::Debit => "debit",
+        }
+    }
+}
+
+/// What a caller asked to record: the arguments every entry carries.
+#[derive(Debug)]
+pub struct Movement {
+    pub direction: Direction,
+    pub user_id: String,
+    pub amount: Decimal,
+    pub account_type: String,
+    pub source_type: String,
+    pub source: String,
+    pub remark: Option<String>,
+    pub association_no: Option<String>,
+    pub association_user_id: Option<String>,
+    pub subscription_id: Option<String>,
+    pub expire_at: Option<pg_sys::TimestampTz>,
+    pub idempotency_key: Option<String>,
+}
+
+/// The account's cached totals as they will be after the entry.
+pub struct Totals {
+    pub permanent: Decimal,
+    pub grants_total: Decimal,
+    pub next_expiry: Option<pg_sys::TimestampTz>,
+}
+
+/// Rejects an unknown account_type or source_type, or a type of the wrong direction (PB002).
+pub fn check_types(client: &SpiClient<'_>, plans: &Plans, movement: &Movement) -> BillingResult<()> {
+    let row = client
+        .select(&plans.types, None, &[movement.account_type.as_str().into(), movement.source_type.as_str().into()])?
+        .first();
+    let direction = row.get::<i16>(1)?;
+    let source_known = row.get::<bool>(2)?.unwrap_or(false);
+    match direction {
+        None => {
+            return Err(BillingError::new(
+                SqlState::InvalidType,
+                format!("unknown account_type {:?}", movement.account_type),
+            )
+            .with_hint("Known types are listed in billing.account_types; a DBA adds new ones with INSERT."))
+        }
+        Some(sign) if sign != movement.direction.sign() => {
+            let actual = if sign > 0 { Direction::Credit } else { Direction::Debit };
+            return Err(BillingError::new(
+                SqlState::InvalidType,
+                format!(
+                    "account_type {:?} is a {} type, but this call records a {}",
+                    movement.account_type,
+                    actual.describe(),
+                    movement.direction.describe()
+                ),
+            )
+            .with_hint("Credits use *_INC types, debits *_DEC types (see billing.account_types)."));
+        }
+        Some(_) => {}
+    }
+    if !source_known {
+        return Err(BillingError::new(
+            SqlState::InvalidType,
+            format!("unknown source_type {:?}", movement.source_type),
+        )
+        .with_hint("Known types are listed in billing.source_types; a DBA adds new ones with INSERT."));
+    }
+    Ok(())
+}
+
+/// With an idempotency key: the entry an earlier identical call wrote, or PB003 if
+/// the key was used for something else. Call with the account row locked.
+pub fn replay(client: &mut SpiClient<'_>, plans: &Plans, movement: &Movement) -> BillingResult<Option<pg_sys::Datum>> {
+    let Some(key) = movement.idempotency_key.as_deref() else {
+        return Ok(None);
+    };
+    let table = client.update(&plans.idempotent_entry, None, &[movement.user_id.as_str().into(), key.into()])?;
+    if table.is_empty() {
+        return Ok(None);
+    }
+    let row = table.first();
+    let direction = row.get::<i16>(2)?.unwrap_or(0);
+    let amount = decimal(&row, 3, "amount")?;
+    let account_type = row.get::<String>(4)?.unwrap_or_default();
+    if direction != movement.direction.sign() || amount != movement.amount || account_type != movement.account_type {
+        return Err(BillingError::new(
+            SqlState::IdempotencyConflict,
+            format!("idempotency_key {key:?} was already used for a different operation"),
+        )
+        .with_detail(format!(
+            "The earlier entry is a {} of {} as {}; this call asks for a {} of {} as {}.",
+            if direction > 0 { "credit" } else { "debit" },
+            amount,
+            account_type,
+            movement.direction.describe(),
+            movement.amount,
+            movement.account_type
+        ))
+        .with_hint("Use a new idempotency key for a new operation."));
+    }
+    whole_row(&row, 1).map(Some)
+}
+
+/// The ledger detail of an entry that moves the permanent balance and/or grants:
+/// `{"permanent": 1.5, "grants": [{"id": 7, "amount": 2}]}` (absent parts left out).
+pub fn detail_json(from_permanent: Decimal, from_grants: &[(i64, Decimal)]) -> String {
+    let mut parts = Vec::new();
+    if !from_permanent.is_zero() {
+        parts.push(format!("\"permanent\": {}", from_permanent.normalize()));
+    }
+    if !from_grants.is_empty() {
+        let grants: Vec<String> = from_grants
+            .iter()
+            .map(|(id, amount)| format!("{{\"id\": {id}, \"amount\": {}}}", amount.normalize()))
+            .collect();
+        parts.push(format!("\"grants\": [{}]", grants.join(", ")));
+    }
+    format!("{{{}}}", parts.join(", "))
+}
+
+/// Writes an entry that moves the permanent balance and/or spends grants; returns the entry row.
+#[allow(clippy::too_many_arguments)]
+pub fn write_entry(
+    client: &mut SpiClient<'_>,
+    plans: &Plans,
+    movement: &Movement,
+    seq: i64,
+    balance_after: Decimal,
+    detail: &str,
+    totals: &Totals,
+    from_grants: &[(i64, Decimal)],
+) -> BillingResult<pg_sys::Datum> {
+    let grant_ids: Vec<i64> = from_grants.iter().map(|(id, _)| *id).collect();
+    let takes: Vec<AnyNumeric> = from_grants.iter().map(|(_, take)| numeric(*take)).collect();
+    let mut args = common_args(movement, seq, balance_after);
+    args.extend([
+        detail.into(),
+        movement.idempotency_key.as_deref().into(),
+        numeric(totals.permanent).into(),
+        numeric(totals.grants_total).into(),
+        timestamptz(totals.next_expiry),
+        grant_ids.into(),
+        takes.into(),
+    ]);
+    let table = client.update(&plans.write_entry, None, &args)?;
+    whole_row(&table.first(), 1)
+}
+
+/// Writes an entry that creates a grant of `movement.amount` expiring at `movement.expire_at`.
+pub fn write_grant(
+    client: &mut SpiClient<'_>,
+    plans: &Plans,
+    movement: &Movement,
+    seq: i64,
+    balance_after: Decimal,
+    totals: &Totals,
+) -> BillingResult<pg_sys::Datum> {
+    let mut args = common_args(movement, seq, balance_after);
+    args.extend([
+        timestamptz(movement.expire_at),
+        movement.idempotency_key.as_deref().into(),
+        numeric(totals.grants_total).into(),
+        timestamptz(totals.next_expiry),
+    ]);
+    let table = client.update(&plans.write_grant, None, &args)?;
+    whole_row(&table.first(), 1)
+}
+
+/// $1..$12 of both write statements.
+fn common_args(movement: &Movement, seq: i64, balance_after: Decimal) -> Vec<DatumWithOid<'static>> {
+    vec![
+        movement.user_id.clone().into(),
+        seq.into(),
+        movement.direction.sign().into(),
+        numeric(movement.amount).into(),
+        numeric(balance_after).into(),
+        movement.account_type.clone().into(),
+        movement.source_type.clone().into(),
+        movement.source.clone().into(),
+        movement.remark.clone().into(),
+        movement.association_no.clone().into(),
+        movement.association_user_id.clone().into(),
+        movement.subscription_id.clone().into(),
+    ]
+}
+
+pub fn numeric(value: Decimal) -> AnyNumeric {
+    AnyNumeric::try_from(value.normalize().to_string().as_str()).expect("a Decimal always prints as a valid numeric")
+}
+
+pub fn timestamptz(value: Option<pg_sys::TimestampTz>) -> DatumWithOid<'static> {
+    value
+        .map(|t| TimestampWithTimeZone::try_from(t).expect("a stored timestamptz is valid"))
+        .into()
+}
+
+/// A numeric column of the current row, as a Decimal.
+pub fn decimal(row: &SpiTupleTable<'_>, ordinal: usize, column: &str) -> BillingResult<Decimal> {
+    let value = row
+        .get::<AnyNumeric>(ordinal)?
+        .ok_or_else(|| BillingError::internal(format!("{column} is NULL")))?;
+    amounts::parse_stored(column, &value.to_string())
+}
+
+/// A whole-row column of the current row, copied out of SPI's memory so it can be returned.
+fn whole_row(row: &SpiTupleTable<'_>, ordinal: usize) -> BillingResult<pg_sys::Datum> {
+    let datum = row
+        .get_datum_by_ordinal(ordinal)?
+        .ok_or_else(|| BillingError::internal("the ledger row is NULL"))?;
+    Ok(unsafe { pg_sys::SPI_datumTransfer(datum, false, -1) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detail_names_every_funding_source() {
+        let d: Decimal = "1.50".parse().unwrap();
+        assert_eq!(
+            detail_json(d, &[(7, Decimal::TWO), (9, "0.25".parse().unwrap())]),
+            r#"{"permanent": 1.5, "grants": [{"id": 7, "amount": 2}, {"id": 9, "amount": 0.25}]}"#
+        );
+        assert_eq!(detail_json(Decimal::ZERO, &[(3, Decimal::ONE)]), r#"{"grants": [{"id": 3, "amount": 1}]}"#);
+        assert_eq!(detail_json(Decimal::TEN, &[]), r#"{"permanent": 10}"#);
+    }
+}

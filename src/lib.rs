@@ -1,0 +1,41 @@
+//! billing: credit billing inside PostgreSQL.
+//!
+//! The SQL schema comes first (sql/, in the order below), then the C entry
+//! points of the SQL functions, one module per concept:
+//! - `errors`: SQLSTATEs and raising them;
+//! - `amounts`: parsing and bounding amounts (pure);
+//! - `drawdown`: which credits a debit spends (pure);
+//! - `fmgr`: entry points and argument reading;
+//! - `plans`: the SQL each function runs, prepared once per backend;
+//! - `ledger`: types, idempotency and writing ledger entries;
+//! - `accounts`: power, billing_add and billing_deduct.
+
+pgrx::pg_module_magic!();
+
+mod accounts;
+mod amounts;
+mod drawdown;
+mod errors;
+mod fmgr;
+mod ledger;
+mod plans;
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+// The extension script, in order: tables and seed data, functions, then
+// privileges and dump registration once everything exists.
+pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+pgrx::extension_sql_file!("../sql/functions.sql", name = "functions", requires = ["schema"]);
+pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

@@ -1,0 +1,395 @@
+//! In-database tests (#[pg_test]): each runs in its own transaction, rolled back after.
+//! Races, real SAVEPOINTs and commits are in tests/ over real connections.
+
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// The SQLSTATE a statement fails with, or "00000".
+    fn sqlstate(statement: &str) -> String {
+        outcome(statement).0
+    }
+
+    /// (SQLSTATE, message, detail, hint) of running `statement` in a subtransaction.
+    fn outcome(statement: &str) -> (String, String, String, String) {
+        Spi::run(
+            "CREATE OR REPLACE FUNCTION pg_temp.outcome(statement text,
+                 OUT state text, OUT message text, OUT detail text, OUT hint text)
+             LANGUAGE plpgsql AS $$
+             BEGIN
+                 EXECUTE statement;
+                 state := '00000'; message := ''; detail := ''; hint := '';
+             EXCEPTION WHEN OTHERS THEN
+                 GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
+                                         detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
+             END $$",
+        )
+        .unwrap();
+        Spi::connect(|client| {
+            let row = client
+                .select("SELECT * FROM pg_temp.outcome($1)", None, &[statement.into()])
+                .unwrap()
+                .first();
+            let field = |n| row.get::<String>(n).unwrap().unwrap_or_default();
+            (field(1), field(2), field(3), field(4))
+        })
+    }
+
+    fn text(query: &str) -> String {
+        Spi::get_one::<String>(query).unwrap().unwrap_or_else(|| "NULL".into())
+    }
+
+    fn power(user: &str) -> String {
+        text(&format!("SELECT billing_power('{user}')::text"))
+    }
+
+    fn recharge(user: &str, amount: &str) {
+        Spi::run(&format!("SELECT billing_add('{user}', {amount}, 'RECHARGE_INC', 'RECHARGE', 'shop')")).unwrap();
+    }
+
+    fn gift(user: &str, amount: &str, expires_in: &str) -> i64 {
+        Spi::get_one::<i64>(&format!(
+            "SELECT (detail->'grants'->0->>'id')::bigint FROM billing_add('{user}', {amount}, 'MEMBERSHIP_GIFT_INC',
+                     'MEMBERSHIP_GIFT', 'vip', expire_at => now() + interval '{expires_in}', subscription_id => 'sub-1')"
+        ))
+        .unwrap()
+        .unwrap()
+    }
+
+    fn chat(user: &str, amount: &str) -> String {
+        text(&format!(
+            "SELECT detail::text FROM billing_deduct('{user}', {amount}, 'CHAT_DEC', 'CHAT', 'report')"
+        ))
+    }
+
+    /// Moves every grant of the user `by` into the past, as time passing would.
+    fn travel(user: &str, by: &str) {
+        Spi::run(&format!(
+            "UPDATE billing.grants SET expire_at = expire_at - interval '{by}' WHERE user_id = '{user}';
+             UPDATE billing.accounts SET next_expiry = next_expiry - interval '{by}' WHERE user_id = '{user}'"
+        ))
+        .unwrap();
+    }
+
+    /// Replays the ledger and returns the users whose stored balances disagree with it.
+    fn ledger_disagreements() -> i64 {
+        Spi::get_one::<i64>(
+            "WITH moves AS (
+                 SELECT l.user_id, l.direction * coalesce((l.detail->>'permanent')::numeric, 0) AS permanent
+                   FROM billing.account_log l),
+             perm AS (SELECT user_id, sum(permanent) AS permanent FROM moves GROUP BY user_id),
+             grant_moves AS (
+                 SELECT l.user_id, (g->>'id')::bigint AS id, sum(l.direction * (g->>'amount')::numeric) AS remaining
+                   FROM billing.account_log l, jsonb_array_elements(coalesce(l.detail->'grants', '[]')) g
+                  GROUP BY 1, 2)
+             SELECT (SELECT count(*) FROM billing.accounts a LEFT JOIN perm p USING (user_id)
+                      WHERE a.permanent <> coalesce(p.permanent, 0)
+                         OR a.grants_total <> (SELECT coalesce(sum(remaining), 0) FROM billing.grants g WHERE g.user_id = a.user_id)
+                         OR a.last_seq <> (SELECT count(*) FROM billing.account_log l WHERE l.user_id = a.user_id))
+                  + (SELECT count(*) FROM billing.grants g FULL JOIN grant_moves m USING (user_id, id)
+                      WHERE g.remaining IS DISTINCT FROM m.remaining)",
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    #[pg_test]
+    fn unknown_user_has_no_power() {
+        assert_eq!(power("nobody"), "0");
+        assert_eq!(text("SELECT billing_has_power('nobody', 0.01)::text"), "false");
+    }
+
+    #[pg_test]
+    fn recharge_raises_permanent_balance_and_writes_one_entry() {
+        let row = text(
+            "SELECT format('%s|%s|%s|%s|%s|%s', seq, direction, amount, balance_after, detail, remark)
+               FROM billing_add('u1', 100, 'RECHARGE_INC', 'RECHARGE', 'order-9', remark => 'first buy')",
+        );
+        assert_eq!(row, r#"1|1|100|100|{"permanent": 100}|first buy"#);
+        recharge("u1", "0.5");
+        assert_eq!(power("u1"), "100.5");
+        assert_eq!(text("SELECT billing_has_power('u1', 100.5)::text"), "true");
+        assert_eq!(text("SELECT billing_has_power('u1', 100.50000001)::text"), "false");
+        assert_eq!(text("SELECT string_agg(seq || ':' || balance_after, ',' ORDER BY seq) FROM billing.account_log WHERE user_id = 'u1'"), "1:100,2:100.5");
+        assert_eq!(ledger_disagreements(), 0);
+    }
+
+    #[pg_test]
+    fn deduct_returns_its_ledger_row() {
+        recharge("u1", "10");
+        let row = text("SELECT format('%s|%s|%s', seq, balance_after, direction) FROM billing_deduct('u1', 3, 'CHAT_DEC', 'CHAT', 'report')");
+        assert_eq!(row, "2|7|-1");
+        let named = text(
+            "SELECT account_type || '|' || association_no || '|' || association_user_id FROM billing_deduct(
+                 user_id => 'u1', amount => 1, account_type => 'PLUGIN_DEC', source_type => 'PLUGIN',
+                 source => 'search', association_no => 'task-7', association_user_id => 'guest-2')",
+        );
+        assert_eq!(named, "PLUGIN_DEC|task-7|guest-2");
+        assert_eq!(power("u1"), "6");
+    }
+
+    #[pg_test]
+    fn grants_are_spent_soonest_expiry_first_then_permanent() {
+        recharge("u1", "100");
+        let late = gift("u1", "10", "30 days");
+        let soon = gift("u1", "5", "1 day");
+        let middle = gift("u1", "7", "7 days");
+        assert_eq!(power("u1"), "122");
+        let detail = chat("u1", "20");
+        assert_eq!(detail, format!(r#"{{"grants": [{{"id": {soon}, "amount": 5}}, {{"id": {middle}, "amount": 7}}, {{"id": {late}, "amount": 8}}]}}"#));
+        let detail = chat("u1", "3.5");
+        // jsonb orders keys by length: "grants" prints before "permanent"
+        assert_eq!(detail, format!(r#"{{"grants": [{{"id": {late}, "amount": 2}}], "permanent": 1.5}}"#));
+        assert_eq!(power("u1"), "98.5");
+        assert_eq!(text("SELECT string_agg(remaining::text, ',' ORDER BY expire_at) FROM billing.grants WHERE user_id = 'u1'"), "0,0,0");
+        assert_eq!(text("SELECT permanent::text FROM billing.accounts WHERE user_id = 'u1'"), "98.5");
+        assert_eq!(ledger_disagreements(), 0);
+    }
+
+    #[pg_test]
+    fn grants_with_the_same_expiry_are_spent_oldest_first() {
+        Spi::run("SELECT billing_add('u1', 2, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'a', expire_at => '2999-01-01')").unwrap();
+        Spi::run("SELECT billing_add('u1', 2, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'b', expire_at => '2999-01-01')").unwrap();
+        chat("u1", "3");
+        assert_eq!(text("SELECT string_agg(remaining::text, ',' ORDER BY id) FROM billing.grants WHERE user_id = 'u1'"), "0,1");
+    }
+
+    #[pg_test]
+    fn expired_grant_is_never_spent() {
+        recharge("u1", "1");
+        gift("u1", "50", "1 hour");
+        travel("u1", "2 hours");
+        assert_eq!(power("u1"), "1");
+        let (state, message, detail, _) = outcome("SELECT billing_deduct('u1', 2, 'CHAT_DEC', 'CHAT', 'x')");
+        assert_eq!(state, "PB001");
+        assert!(message.contains("insufficient power"), "{message}");
+        assert_eq!(detail, "Requested 2, available 1.");
+        assert_eq!(chat("u1", "1"), r#"{"permanent": 1}"#);
+        assert_eq!(text("SELECT remaining::text FROM billing.grants WHERE user_id = 'u1'"), "50");
+        // a new gift is still spendable while the old one waits for a sweep
+        let fresh = gift("u1", "4", "1 day");
+        assert_eq!(power("u1"), "4");
+        assert_eq!(chat("u1", "4"), format!(r#"{{"grants": [{{"id": {fresh}, "amount": 4}}]}}"#));
+        assert_eq!(text("SELECT balance_after::text FROM billing.account_log WHERE user_id = 'u1' ORDER BY seq DESC LIMIT 1"), "0");
+    }
+
+    #[pg_test]
+    fn balance_after_counts_live_grants_only() {
+        gift("u1", "5", "1 hour");
+        travel("u1", "2 hours");
+        let after = text("SELECT balance_after::text FROM billing_add('u1', 3, 'RECHARGE_INC', 'RECHARGE', 'shop')");
+        assert_eq!(after, "3");
+    }
+
+    #[pg_test]
+    fn insufficient_power_changes_nothing() {
+        recharge("u1", "5");
+        gift("u1", "2", "1 day");
+        let (state, _, detail, hint) = outcome("SELECT billing_deduct('u1', 7.01, 'CHAT_DEC', 'CHAT', 'x')");
+        assert_eq!((state.as_str(), detail.as_str()), ("PB001", "Requested 7.01, available 7."));
+        assert!(!hint.is_empty());
+        assert_eq!(sqlstate("SELECT billing_deduct('ghost', 1, 'CHAT_DEC', 'CHAT', 'x')"), "PB001");
+        assert_eq!(power("u1"), "7");
+        assert_eq!(text("SELECT count(*)::text FROM billing.account_log WHERE user_id = 'u1'"), "2");
+        assert_eq!(text("SELECT count(*)::text FROM billing.accounts WHERE user_id = 'ghost'"), "0");
+    }
+
+    #[pg_test]
+    fn exact_balance_can_be_spent_to_zero() {
+        recharge("u1", "1.25");
+        gift("u1", "0.75", "1 day");
+        chat("u1", "2");
+        assert_eq!(power("u1"), "0");
+        assert_eq!(sqlstate("SELECT billing_deduct('u1', 0.00000001, 'CHAT_DEC', 'CHAT', 'x')"), "PB001");
+    }
+
+    #[pg_test]
+    fn idempotent_repeat_returns_the_original_entry() {
+        recharge("u1", "10");
+        let first = text("SELECT id || '/' || seq FROM billing_deduct('u1', 4, 'CHAT_DEC', 'CHAT', 'r', idempotency_key => 'k1')");
+        let again = text("SELECT id || '/' || seq FROM billing_deduct('u1', 4, 'CHAT_DEC', 'CHAT', 'r', idempotency_key => 'k1')");
+        assert_eq!(first, again);
+        assert_eq!(power("u1"), "6");
+        let add1 = text("SELECT id::text FROM billing_add('u2', 5, 'RECHARGE_INC', 'RECHARGE', 'o', idempotency_key => 'pay-1')");
+        let add2 = text("SELECT id::text FROM billing_add('u2', 5, 'RECHARGE_INC', 'RECHARGE', 'o', idempotency_key => 'pay-1')");
+        assert_eq!(add1, add2);
+        assert_eq!(power("u2"), "5");
+        // same key for something else
+        assert_eq!(sqlstate("SELECT billing_deduct('u1', 5, 'CHAT_DEC', 'CHAT', 'r', idempotency_key => 'k1')"), "PB003");
+        assert_eq!(sqlstate("SELECT billing_deduct('u1', 4, 'PLUGIN_DEC', 'PLUGIN', 'r', idempotency_key => 'k1')"), "PB003");
+        assert_eq!(sqlstate("SELECT billing_deduct('u2', 5, 'CHAT_DEC', 'CHAT', 'r', idempotency_key => 'pay-1')"), "PB003");
+        // keys belong to one user
+        assert_eq!(sqlstate("SELECT billing_deduct('u2', 1, 'CHAT_DEC', 'CHAT', 'r', idempotency_key => 'k1')"), "00000");
+        assert_eq!(text("SELECT count(*)::text FROM billing.account_log"), "4");
+    }
+
+    #[pg_test]
+    fn null_arguments_are_22004() {
+        let calls = [
+            "billing_add(NULL, 1, 'RECHARGE_INC', 'RECHARGE', 's')",
+            "billing_add('u', NULL, 'RECHARGE_INC', 'RECHARGE', 's')",
+            "billing_add('u', 1, NULL, 'RECHARGE', 's')",
+            "billing_add('u', 1, 'RECHARGE_INC', NULL, 's')",
+            "billing_add('u', 1, 'RECHARGE_INC', 'RECHARGE', NULL)",
+            "billing_deduct(NULL, 1, 'CHAT_DEC', 'CHAT', 's')",
+            "billing_deduct('u', NULL, 'CHAT_DEC', 'CHAT', 's')",
+            "billing_deduct('u', 1, NULL, 'CHAT', 's')",
+            "billing_deduct('u', 1, 'CHAT_DEC', NULL, 's')",
+            "billing_deduct('u', 1, 'CHAT_DEC', 'CHAT', NULL)",
+            "billing_power(NULL)",
+            "billing_has_power(NULL, 1)",
+            "billing_has_power('u', NULL)",
+        ];
+        for call in calls {
+            let (state, message, _, _) = outcome(&format!("SELECT {call}"));
+            assert_eq!(state, "22004", "{call}: {message}");
+            assert!(message.ends_with("must not be NULL"), "{call}: {message}");
+        }
+    }
+
+    #[pg_test]
+    fn bad_amounts_are_22023_naming_the_argument() {
+        for amount in ["0", "-1", "'NaN'", "'Infinity'", "'-Infinity'", "0.000000001", "1000000000000.5", "1e30"] {
+            for call in [
+                format!("billing_add('u', {amount}, 'RECHARGE_INC', 'RECHARGE', 's')"),
+                format!("billing_deduct('u', {amount}, 'CHAT_DEC', 'CHAT', 's')"),
+                format!("billing_has_power('u', {amount})"),
+            ] {
+                let (state, message, _, _) = outcome(&format!("SELECT {call}"));
+                assert_eq!(state, "22023", "{call}: {message}");
+                assert!(message.starts_with("amount "), "{call}: {message}");
+            }
+        }
+        // the bound itself and eight decimal places are fine
+        recharge("u", "1000000000000");
+        recharge("u", "0.00000001");
+        assert_eq!(power("u"), "1000000000000.00000001");
+    }
+
+    #[pg_test]
+    fn bad_texts_are_22023() {
+        let long = "x".repeat(256);
+        let cases = [
+            format!("billing_add('', 1, 'RECHARGE_INC', 'RECHARGE', 's')"),
+            format!("billing_add('   ', 1, 'RECHARGE_INC', 'RECHARGE', 's')"),
+            format!("billing_add('{long}', 1, 'RECHARGE_INC', 'RECHARGE', 's')"),
+            format!("billing_add('u', 1, 'RECHARGE_INC', 'RECHARGE', '')"),
+            format!("billing_add('u', 1, 'RECHARGE_INC', 'RECHARGE', 's', idempotency_key => '')"),
+            format!("billing_add('u', 1, 'RECHARGE_INC', 'RECHARGE', 's', remark => repeat('r', 4001))"),
+            format!("billing_deduct('u', 1, 'CHAT_DEC', 'CHAT', 's', association_no => ' ')"),
+            format!("billing_power('')"),
+            format!("billing_deduct('u', 1, 'CHAT_DEC', '', 's')"),
+        ];
+        for call in cases {
+            assert_eq!(sqlstate(&format!("SELECT {call}")), "22023", "{call}");
+        }
+    }
+
+    #[pg_test]
+    fn expiry_must_be_in_the_future_and_finite() {
+        for when in ["now()", "now() - interval '1 second'", "'infinity'", "'-infinity'"] {
+            let (state, message, _, _) = outcome(&format!(
+                "SELECT billing_add('u', 1, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 's', expire_at => {when})"
+            ));
+            assert_eq!(state, "22023", "{when}");
+            assert!(message.starts_with("expire_at "), "{message}");
+        }
+    }
+
+    #[pg_test]
+    fn unknown_or_wrong_direction_types_are_pb002() {
+        recharge("u", "10");
+        for call in [
+            "billing_add('u', 1, 'NOPE_INC', 'RECHARGE', 's')",
+            "billing_add('u', 1, 'CHAT_DEC', 'RECHARGE', 's')",
+            "billing_add('u', 1, 'RECHARGE_INC', 'NOPE', 's')",
+            "billing_deduct('u', 1, 'RECHARGE_INC', 'CHAT', 's')",
+            "billing_deduct('u', 1, 'chat_dec', 'CHAT', 's')",
+        ] {
+            assert_eq!(sqlstate(&format!("SELECT {call}")), "PB002", "{call}");
+        }
+        // a DBA adds a type with INSERT and it works at once
+        Spi::run("INSERT INTO billing.account_types (code, direction, description) VALUES ('IMAGE_DEC', -1, 'Images')").unwrap();
+        Spi::run("INSERT INTO billing.source_types (code, description) VALUES ('IMAGE', 'Image generation')").unwrap();
+        assert_eq!(chat_like("u", "IMAGE_DEC", "IMAGE"), "9");
+    }
+
+    fn chat_like(user: &str, account_type: &str, source_type: &str) -> String {
+        text(&format!("SELECT balance_after::text FROM billing_deduct('{user}', 1, '{account_type}', '{source_type}', 's')"))
+    }
+
+    #[pg_test]
+    fn ledger_is_append_only() {
+        recharge("u", "1");
+        for statement in [
+            "UPDATE billing.account_log SET amount = 1000",
+            "DELETE FROM billing.account_log",
+            "TRUNCATE billing.account_log",
+        ] {
+            assert_eq!(sqlstate(statement), "PB006", "{statement}");
+        }
+        assert_eq!(text("SELECT amount::text FROM billing.account_log"), "1");
+    }
+
+    #[pg_test]
+    fn an_error_later_in_a_subtransaction_undoes_the_charge() {
+        recharge("u", "10");
+        assert_eq!(
+            sqlstate("DO $$ BEGIN PERFORM billing_deduct('u', 4, 'CHAT_DEC', 'CHAT', 's'); RAISE EXCEPTION 'task failed'; END $$"),
+            "P0001"
+        );
+        assert_eq!(power("u"), "10");
+        assert_eq!(text("SELECT count(*)::text FROM billing.account_log WHERE user_id = 'u'"), "1");
+        chat("u", "4");
+        assert_eq!(text("SELECT max(seq)::text FROM billing.account_log WHERE user_id = 'u'"), "2");
+    }
+
+    #[pg_test]
+    fn sequence_numbers_have_no_gaps_and_balances_replay() {
+        for i in 1..=20 {
+            recharge("a", &format!("{i}.5"));
+            if i % 3 == 0 {
+                gift("a", "2", &format!("{i} days"));
+            }
+            if i % 2 == 0 {
+                chat("a", "3.25");
+            }
+        }
+        assert_eq!(
+            text("SELECT (count(*) = max(seq) AND min(seq) = 1)::text FROM billing.account_log WHERE user_id = 'a'"),
+            "true"
+        );
+        assert_eq!(ledger_disagreements(), 0);
+        assert_eq!(
+            text("SELECT (balance_after = billing_power('a'))::text FROM billing.account_log WHERE user_id = 'a' ORDER BY seq DESC LIMIT 1"),
+            "true"
+        );
+    }
+
+    #[pg_test]
+    fn functions_are_security_definer_with_pinned_search_path_and_not_public() {
+        let unsafe_functions = text(
+            "SELECT coalesce(string_agg(p.proname, ','), '') FROM pg_proc p
+              WHERE p.proname LIKE 'billing\\_%'
+                AND (NOT p.prosecdef
+                     OR NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)
+                     OR has_function_privilege('public', p.oid, 'EXECUTE') IS NOT FALSE
+                     OR p.proacl IS NULL)",
+        );
+        assert_eq!(unsafe_functions, "");
+        assert_eq!(text("SELECT count(*)::text FROM pg_proc WHERE proname LIKE 'billing\\_%'"), "4");
+    }
+
+    #[pg_test]
+    fn every_function_and_table_has_a_comment() {
+        let missing = text(
+            "SELECT coalesce(string_agg(name, ','), '') FROM (
+                 SELECT p.proname AS name FROM pg_proc p WHERE p.proname LIKE 'billing\\_%'
+                    AND obj_description(p.oid, 'pg_proc') IS NULL
+                 UNION ALL
+                 SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'billing'::regnamespace
+                    AND c.relkind = 'r' AND obj_description(c.oid, 'pg_class') IS NULL) m",
+        );
+        assert_eq!(missing, "");
+    }
+}
