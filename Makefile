@@ -1,0 +1,63 @@
+# billing: credit billing inside PostgreSQL 15 (pgrx 0.18).
+#   make demo   install what is missing, build, and run a short scenario in a throwaway cluster
+#   make test   every test: unit, #[pg_test], pgspot, SQL regression, isolation, client integration
+SHELL := /bin/bash
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+export PG_CONFIG
+
+ROOT := $(filter 0,$(shell id -u))
+SUDO_FLAG := $(if $(ROOT),,--sudo)
+PGRX_TEST_DATA := /tmp/billing-pgrx-test-data
+VENV := $(CURDIR)/target/venv
+
+.PHONY: all setup install install-release test unit-and-pg-tests lint regress integration demo bench clean
+
+all: test
+
+setup:
+	@bash scripts/setup.sh
+
+# Debug build, used by the tests.
+install: setup
+	cargo pgrx install --pg-config "$(PG_CONFIG)" $(SUDO_FLAG)
+
+# Optimised build, used by the demo and the benchmarks.
+install-release: setup
+	cargo pgrx install --release --pg-config "$(PG_CONFIG)" $(SUDO_FLAG)
+
+test: unit-and-pg-tests install lint regress integration
+	@echo "make test: all suites passed"
+
+# Pure Rust unit tests and the in-database #[pg_test]s (pgrx starts its own cluster).
+unit-and-pg-tests: setup
+	rm -rf "$(PGRX_TEST_DATA)" && mkdir -p "$(PGRX_TEST_DATA)"
+ifeq ($(ROOT),0)
+	chown postgres: "$(PGRX_TEST_DATA)"
+	cargo pgrx test pg15 --runas postgres --pgdata "$(PGRX_TEST_DATA)"
+else
+	cargo pgrx test pg15 --pgdata "$(PGRX_TEST_DATA)"
+endif
+
+# pgspot: the linter for extension scripts, over the installed script.
+lint: install
+	@test -x "$(VENV)/bin/pgspot" || { python3 -m venv "$(VENV)" && "$(VENV)/bin/pip" install -q pgspot; }
+	"$(VENV)/bin/pgspot" --ignore PS017 "$$($(PG_CONFIG) --sharedir)/extension/billing--$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml).sql"
+
+# pg_regress SQL files (test/sql, test/expected) and isolation specs (test/specs).
+regress: install
+	scripts/with-cluster.sh scripts/regress.sh
+
+# Real client connections: concurrency, savepoints, privileges, dump and restore.
+integration: install
+	scripts/with-cluster.sh cargo test --manifest-path tests/Cargo.toml --no-fail-fast -- --test-threads=2
+
+demo: install-release
+	scripts/with-cluster.sh psql -X -v ON_ERROR_STOP=0 -f demo/demo.sql
+
+bench: install-release
+	scripts/with-cluster.sh bench/run.sh
+
+clean:
+	cargo clean
+	rm -rf tests/target "$(PGRX_TEST_DATA)"

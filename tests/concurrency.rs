@@ -1,0 +1,128 @@
+//! Many connections charging the same user at once: no overspending, no lost
+//! update, one ledger entry per successful call, and a ledger that replays.
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use common::*;
+
+const CONNECTIONS: usize = 16;
+
+#[test]
+fn sixteen_connections_deducting_from_one_user_never_overspend() {
+    let db = fresh_database("overspend");
+    let mut c = connect(&db);
+    c.batch_execute(
+        "SELECT billing_add('hot', 500, 'RECHARGE_INC', 'RECHARGE', 'shop');
+         SELECT billing_add('hot', 60, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'vip', expire_at => now() + interval '1 day');
+         SELECT billing_add('hot', 40, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'vip', expire_at => now() + interval '2 days');",
+    )
+    .unwrap();
+    let start = Arc::new(Barrier::new(CONNECTIONS));
+    let workers: Vec<_> = (0..CONNECTIONS)
+        .map(|n| {
+            let db = db.clone();
+            let start = start.clone();
+            thread::spawn(move || {
+                let mut c = connect(&db);
+                start.wait();
+                let (mut spent, mut ok, mut refused) = (0i64, 0i64, 0i64);
+                for i in 0..60 {
+                    // amounts 1, 2, 3: together the connections ask for far more than 600
+                    let amount = (1 + (n + i) % 3) as i64;
+                    let result = c.query_one(
+                        "SELECT seq FROM billing_deduct('hot', $1::bigint::numeric, 'CHAT_DEC', 'CHAT', 'load')",
+                        &[&amount],
+                    );
+                    match sqlstate(result).as_str() {
+                        "00000" => {
+                            spent += amount;
+                            ok += 1
+                        }
+                        "PB001" => refused += 1,
+                        other => panic!("unexpected SQLSTATE {other}"),
+                    }
+                }
+                (spent, ok, refused)
+            })
+        })
+        .collect();
+    let results: Vec<(i64, i64, i64)> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    let spent: i64 = results.iter().map(|r| r.0).sum();
+    let succeeded: i64 = results.iter().map(|r| r.1).sum();
+    let refused: i64 = results.iter().map(|r| r.2).sum();
+
+    let left: i64 = c.query_one("SELECT billing_power('hot')::bigint", &[]).unwrap().get(0);
+    assert_eq!(spent + left, 600, "every credit is either spent once or still there");
+    assert!(left >= 0 && left < 3, "refusals happened only when power ran out (left {left})");
+    assert!(refused > 0, "demand exceeded supply, so some calls were refused");
+    let debits: i64 = c.query_one("SELECT count(*) FROM billing.account_log WHERE direction = -1", &[]).unwrap().get(0);
+    assert_eq!(debits, succeeded, "one ledger entry per successful call");
+    assert_eq!(ledger_disagreements(&mut c), 0);
+    assert_eq!(text(&mut c, "SELECT (balance_after = billing_power('hot'))::text FROM billing.account_log ORDER BY seq DESC LIMIT 1"), "true");
+    // grants were spent before the permanent balance
+    assert_eq!(text(&mut c, "SELECT sum(remaining)::text FROM billing.grants"), "0");
+}
+
+#[test]
+fn concurrent_repeats_of_one_idempotency_key_charge_once() {
+    let db = fresh_database("idem");
+    connect(&db).batch_execute("SELECT billing_add('u', 1000, 'RECHARGE_INC', 'RECHARGE', 'shop')").unwrap();
+    let start = Arc::new(Barrier::new(8));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let db = db.clone();
+            let start = start.clone();
+            thread::spawn(move || {
+                let mut c = connect(&db);
+                start.wait();
+                (0..40)
+                    .map(|k| {
+                        let key = format!("req-{k}");
+                        let row = c
+                            .query_one(
+                                "SELECT id FROM billing_deduct('u', 2, 'CHAT_DEC', 'CHAT', 'api', idempotency_key => $1)",
+                                &[&key],
+                            )
+                            .unwrap();
+                        row.get::<_, i64>(0)
+                    })
+                    .collect::<Vec<i64>>()
+            })
+        })
+        .collect();
+    let ids: Vec<Vec<i64>> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    for other in &ids[1..] {
+        assert_eq!(other, &ids[0], "every repeat returns the original entry");
+    }
+    let mut c = connect(&db);
+    assert_eq!(text(&mut c, "SELECT (billing_power('u') = 920)::text"), "true");
+    assert_eq!(text(&mut c, "SELECT count(*)::text FROM billing.account_log WHERE direction = -1"), "40");
+    assert_eq!(ledger_disagreements(&mut c), 0);
+}
+
+#[test]
+fn adds_for_a_new_user_from_many_connections_create_one_account() {
+    let db = fresh_database("newuser");
+    let start = Arc::new(Barrier::new(8));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let db = db.clone();
+            let start = start.clone();
+            thread::spawn(move || {
+                let mut c = connect(&db);
+                start.wait();
+                for _ in 0..10 {
+                    c.execute("SELECT billing_add('fresh', 1.5, 'RECHARGE_INC', 'RECHARGE', 'shop')", &[]).unwrap();
+                }
+            })
+        })
+        .collect();
+    workers.into_iter().for_each(|w| w.join().unwrap());
+    let mut c = connect(&db);
+    assert_eq!(text(&mut c, "SELECT (billing_power('fresh') = 120)::text"), "true");
+    assert_eq!(text(&mut c, "SELECT count(*)::text FROM billing.accounts"), "1");
+    assert_eq!(ledger_disagreements(&mut c), 0);
+}

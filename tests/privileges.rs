@@ -1,0 +1,96 @@
+//! What README's GRANTs give an application role, and what nobody gets.
+
+mod common;
+
+use common::*;
+
+const APP_GRANTS: &str = "
+    GRANT EXECUTE ON FUNCTION billing_power(text), billing_has_power(text, numeric),
+      billing_add(text, numeric, text, text, text, text, text, text, timestamptz, text, text),
+      billing_deduct(text, numeric, text, text, text, text, text, text, text) TO app;
+    GRANT USAGE ON SCHEMA billing TO app;
+    GRANT SELECT ON billing.account_log, billing.accounts, billing.grants TO app;";
+
+fn setup_roles(db: &str) {
+    let mut admin = connect(db);
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN
+                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app') THEN CREATE ROLE app LOGIN; END IF;
+                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'stranger') THEN CREATE ROLE stranger LOGIN; END IF;
+             END $$;
+             {APP_GRANTS}"
+        ))
+        .unwrap();
+}
+
+#[test]
+fn an_application_role_calls_and_reads_but_cannot_write_tables() {
+    let db = fresh_database("app_role");
+    setup_roles(&db);
+    let mut app = connect_as(&db, "app");
+    app.batch_execute("SELECT billing_add('u', 10, 'RECHARGE_INC', 'RECHARGE', 'shop')").unwrap();
+    let row = app.query_one("SELECT seq, balance_after::text FROM billing_deduct('u', 3, 'CHAT_DEC', 'CHAT', 'x')", &[]).unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, String>(1)), (2, "7".to_string()));
+    assert_eq!(power(&mut app, "u"), "7");
+    assert_eq!(text(&mut app, "SELECT count(*)::text FROM billing.account_log"), "2");
+    for statement in [
+        "UPDATE billing.accounts SET permanent = 1000000",
+        "INSERT INTO billing.accounts (user_id, permanent) VALUES ('v', 5)",
+        "DELETE FROM billing.grants",
+        "INSERT INTO billing.account_log (user_id, seq, direction, amount, balance_after, account_type, source_type, source, detail) VALUES ('u', 3, 1, 1, 8, 'RECHARGE_INC', 'RECHARGE', 'x', '{}')",
+        "UPDATE billing.account_log SET amount = 1",
+        "DELETE FROM billing.account_log",
+        "TRUNCATE billing.account_log",
+        "INSERT INTO billing.account_types (code, direction) VALUES ('FREE_INC', 1)",
+    ] {
+        assert_eq!(sqlstate(app.batch_execute(statement)), "42501", "{statement}");
+    }
+    assert_eq!(power(&mut app, "u"), "7");
+}
+
+#[test]
+fn a_role_without_grants_can_do_nothing() {
+    let db = fresh_database("stranger");
+    setup_roles(&db);
+    let mut stranger = connect_as(&db, "stranger");
+    for statement in [
+        "SELECT billing_power('u')",
+        "SELECT billing_has_power('u', 1)",
+        "SELECT billing_add('u', 10, 'RECHARGE_INC', 'RECHARGE', 'shop')",
+        "SELECT billing_deduct('u', 1, 'CHAT_DEC', 'CHAT', 'x')",
+        "SELECT * FROM billing.account_log",
+        "SELECT * FROM billing.accounts",
+    ] {
+        assert_eq!(sqlstate(stranger.batch_execute(statement)), "42501", "{statement}");
+    }
+}
+
+#[test]
+fn look_alike_objects_in_public_do_not_change_what_the_functions_do() {
+    let db = fresh_database("search_path");
+    setup_roles(&db);
+    connect(&db).batch_execute("GRANT CREATE ON SCHEMA public TO app").unwrap();
+    let mut app = connect_as(&db, "app");
+    app.batch_execute(
+        "CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE sql AS $$ SELECT '2000-01-01'::timestamptz $$;
+         CREATE FUNCTION public.nextval(regclass) RETURNS bigint LANGUAGE sql AS $$ SELECT 1::bigint $$;
+         CREATE FUNCTION public.text_eq_any(text, text) RETURNS boolean LANGUAGE sql AS $$ SELECT true $$;
+         CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = public.text_eq_any);
+         CREATE TABLE public.accounts (user_id text, permanent numeric);
+         SET search_path = public, pg_catalog;",
+    )
+    .unwrap();
+    app.batch_execute(
+        "SELECT billing_add('u', 10, 'RECHARGE_INC', 'RECHARGE', 'shop');
+         SELECT billing_add('other', 99, 'RECHARGE_INC', 'RECHARGE', 'shop');
+         SELECT billing_add('u', 5, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'vip', expire_at => pg_catalog.now() + interval '1 day');
+         SELECT billing_deduct('u', 12, 'CHAT_DEC', 'CHAT', 'x');",
+    )
+    .unwrap();
+    let mut admin = connect(&db);
+    assert_eq!(power(&mut admin, "u"), "3");
+    assert_eq!(power(&mut admin, "other"), "99");
+    assert_eq!(text(&mut admin, "SELECT count(DISTINCT id)::text FROM billing.account_log"), "4");
+    assert_eq!(ledger_disagreements(&mut admin), 0);
+}
