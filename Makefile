@@ -39,10 +39,12 @@ else
 	cargo pgrx test pg15 --pgdata "$(PGRX_TEST_DATA)"
 endif
 
-# pgspot: the linter for extension scripts, over the installed script.
+# pgspot, the linter for extension scripts, over the installed script: any warning fails.
 lint: install
 	@test -x "$(VENV)/bin/pgspot" || { python3 -m venv "$(VENV)" && "$(VENV)/bin/pip" install -q pgspot; }
-	"$(VENV)/bin/pgspot" --ignore PS017 "$$($(PG_CONFIG) --sharedir)/extension/billing--$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml).sql"
+	@script="$$($(PG_CONFIG) --sharedir)/extension/billing--$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml).sql"; \
+	  out=$$("$(VENV)/bin/pgspot" "$$script"); echo "$$out"; \
+	  echo "$$out" | grep -q "Errors: 0 Warnings: 0 Unknown: 0"
 
 # pg_regress SQL files (test/sql, test/expected) and isolation specs (test/specs).
 regress: install

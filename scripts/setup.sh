@@ -20,11 +20,6 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
 fi
 
-# Debian's postgresql package starts a cluster of its own; we never use it.
-if command -v pg_lsclusters >/dev/null 2>&1 && pg_lsclusters -h 2>/dev/null | grep -q online; then
-    as_root pg_ctlcluster "$PG_MAJOR" main stop 2>/dev/null || true
-fi
-
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION\$"; then
     echo "setup: installing cargo-pgrx $PGRX_VERSION (takes a few minutes)"
@@ -38,6 +33,4 @@ if ! grep -qs "pg$PG_MAJOR = \"$PG_CONFIG\"" "$PGRX_HOME/config.toml"; then
     cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG"
 fi
 
-# The extension is installed into the system server's directories; let the
-# postgres user (who runs every scratch cluster) read the build tree.
 echo "setup: ready (cargo-pgrx $PGRX_VERSION, PostgreSQL $PG_MAJOR)"

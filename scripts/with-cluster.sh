@@ -40,8 +40,10 @@ trap 'exit 130' INT TERM
 
 as_pg "$BINDIR/initdb" -D "$DIR/data" -U "$PGUSER_NAME" --auth=trust -E UTF8 --locale=C.UTF-8 >"$DIR/initdb.log" 2>&1 ||
     { cat "$DIR/initdb.log" >&2; exit 1; }
+# The server must not inherit RUST_BACKTRACE: pgrx would append a Rust
+# backtrace to the DETAIL of every PostgreSQL error that passes through it.
 # shellcheck disable=SC2086
-as_pg "$BINDIR/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w \
+as_pg env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$BINDIR/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w \
     -o "-p $PORT -k $DIR -c listen_addresses='' -c max_connections=200 ${BILLING_PG_OPTS:-}" start >/dev/null ||
     { cat "$DIR/server.log" >&2; exit 1; }
 

@@ -7,8 +7,8 @@ CREATE SCHEMA billing;
 COMMENT ON SCHEMA billing IS 'Credit billing: accounts, expiring grants and the append-only ledger';
 
 CREATE TABLE billing.account_types (
-    code        text PRIMARY KEY CHECK (code ~ '^[A-Z][A-Z0-9_]*$'),
-    direction   smallint NOT NULL CHECK (direction IN (-1, 1)),
+    code        text PRIMARY KEY CHECK (code OPERATOR(pg_catalog.~) '^[A-Z][A-Z0-9_]*$'),
+    direction   smallint NOT NULL CHECK (direction OPERATOR(pg_catalog.=) 1 OR direction OPERATOR(pg_catalog.=) -1),
     description text NOT NULL DEFAULT '',
     builtin     boolean NOT NULL DEFAULT false
 );
@@ -16,7 +16,7 @@ COMMENT ON TABLE billing.account_types IS 'Kinds of ledger entry; direction +1 c
 COMMENT ON COLUMN billing.account_types.builtin IS 'Seeded by the extension (not dumped; CREATE EXTENSION recreates it)';
 
 CREATE TABLE billing.source_types (
-    code        text PRIMARY KEY CHECK (code ~ '^[A-Z][A-Z0-9_]*$'),
+    code        text PRIMARY KEY CHECK (code OPERATOR(pg_catalog.~) '^[A-Z][A-Z0-9_]*$'),
     description text NOT NULL DEFAULT '',
     builtin     boolean NOT NULL DEFAULT false
 );
@@ -49,10 +49,10 @@ INSERT INTO billing.source_types (code, description, builtin) VALUES
 
 CREATE TABLE billing.accounts (
     user_id      text PRIMARY KEY,
-    permanent    numeric NOT NULL DEFAULT 0 CHECK (permanent >= 0),
-    grants_total numeric NOT NULL DEFAULT 0 CHECK (grants_total >= 0),
+    permanent    numeric NOT NULL DEFAULT 0 CHECK (permanent OPERATOR(pg_catalog.>=) 0),
+    grants_total numeric NOT NULL DEFAULT 0 CHECK (grants_total OPERATOR(pg_catalog.>=) 0),
     next_expiry  timestamptz,
-    last_seq     bigint NOT NULL DEFAULT 0 CHECK (last_seq >= 0),
+    last_seq     bigint NOT NULL DEFAULT 0 CHECK (last_seq OPERATOR(pg_catalog.>=) 0),
     created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at   timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -66,8 +66,8 @@ CREATE SEQUENCE billing.grants_id_seq;
 CREATE TABLE billing.grants (
     user_id         text NOT NULL,
     id              bigint NOT NULL DEFAULT pg_catalog.nextval('billing.grants_id_seq'::pg_catalog.regclass),
-    amount          numeric NOT NULL CHECK (amount > 0),
-    remaining       numeric NOT NULL CHECK (remaining >= 0 AND remaining <= amount),
+    amount          numeric NOT NULL CHECK (amount OPERATOR(pg_catalog.>) 0),
+    remaining       numeric NOT NULL CHECK (remaining OPERATOR(pg_catalog.>=) 0 AND remaining OPERATOR(pg_catalog.<=) amount),
     expire_at       timestamptz NOT NULL,
     subscription_id text,
     log_id          bigint NOT NULL,
@@ -75,7 +75,7 @@ CREATE TABLE billing.grants (
     PRIMARY KEY (user_id, id)
 );
 ALTER SEQUENCE billing.grants_id_seq OWNED BY billing.grants.id;
-CREATE INDEX grants_spendable ON billing.grants (user_id, expire_at, id) INCLUDE (remaining) WHERE remaining > 0;
+CREATE INDEX grants_spendable ON billing.grants (user_id, expire_at, id) INCLUDE (remaining) WHERE remaining OPERATOR(pg_catalog.>) 0;
 COMMENT ON TABLE billing.grants IS 'Expiring credits (membership gifts and the like), spent soonest-expiring first';
 COMMENT ON COLUMN billing.grants.remaining IS 'What is left to spend; 0 once spent or expired';
 COMMENT ON COLUMN billing.grants.log_id IS 'id of the ledger entry that created the grant';
@@ -84,9 +84,9 @@ CREATE SEQUENCE billing.account_log_id_seq;
 CREATE TABLE billing.account_log (
     id                  bigint NOT NULL DEFAULT pg_catalog.nextval('billing.account_log_id_seq'::pg_catalog.regclass),
     user_id             text NOT NULL,
-    seq                 bigint NOT NULL CHECK (seq > 0),
-    direction           smallint NOT NULL CHECK (direction IN (-1, 1)),
-    amount              numeric NOT NULL CHECK (amount > 0),
+    seq                 bigint NOT NULL CHECK (seq OPERATOR(pg_catalog.>) 0),
+    direction           smallint NOT NULL CHECK (direction OPERATOR(pg_catalog.=) 1 OR direction OPERATOR(pg_catalog.=) -1),
+    amount              numeric NOT NULL CHECK (amount OPERATOR(pg_catalog.>) 0),
     balance_after       numeric NOT NULL,
     account_type        text NOT NULL,
     source_type         text NOT NULL,

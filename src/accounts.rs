@@ -147,8 +147,8 @@ fn add(args: &Args) -> Returned {
     movement.expire_at = args.timestamptz(8).map(Into::into);
     movement.subscription_id = args.optional_key(9, "subscription_id")?;
     movement.idempotency_key = args.optional_key(10, "idempotency_key")?;
-    if let Some(expire_at) = movement.expire_at {
-        check_future_expiry(expire_at)?;
+    if movement.idempotency_key.is_none() {
+        check_expiry(&movement)?;
     }
     Spi::connect_mut(|client| {
         let plans = plans::get(client)?;
@@ -157,6 +157,8 @@ fn add(args: &Args) -> Returned {
         if let Some(original) = ledger::replay(client, plans, &movement)? {
             return Ok(Some(original));
         }
+        // A repeat of a gift returns its entry even after the gift's expiry has passed.
+        check_expiry(&movement)?;
         let grants = if account.has_expired { live_grants(client, plans, &movement.user_id, &account)? } else { Vec::new() };
         let balance_after = checked_add(available(&account, &grants)?, movement.amount)?;
         let seq = account.last_seq + 1;
@@ -184,7 +186,11 @@ fn add(args: &Args) -> Returned {
 }
 sql_function!(pg_finfo_billing_add, billing_add => add);
 
-fn check_future_expiry(expire_at: pg_sys::TimestampTz) -> BillingResult<()> {
+/// A grant's expire_at must be finite and in the future.
+fn check_expiry(movement: &Movement) -> BillingResult<()> {
+    let Some(expire_at) = movement.expire_at else {
+        return Ok(());
+    };
     let infinite = expire_at == i64::MAX || expire_at == i64::MIN;
     if infinite {
         return Err(BillingError::invalid_argument("expire_at", "must be a finite time")

@@ -10,6 +10,7 @@
 
 use std::ffi::{c_char, c_int, CString};
 use std::fmt;
+use std::panic::Location;
 
 use pgrx::pg_sys;
 
@@ -62,13 +63,16 @@ pub struct BillingError {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// Where in our source the error was made: reported as the error's LOCATION.
+    pub location: &'static Location<'static>,
 }
 
 pub type BillingResult<T> = Result<T, BillingError>;
 
 impl BillingError {
+    #[track_caller]
     pub fn new(state: SqlState, message: impl Into<String>) -> Self {
-        BillingError { state, message: message.into(), detail: None, hint: None }
+        BillingError { state, message: message.into(), detail: None, hint: None, location: Location::caller() }
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
@@ -81,14 +85,17 @@ impl BillingError {
         self
     }
 
+    #[track_caller]
     pub fn invalid_argument(argument: &str, problem: impl fmt::Display) -> Self {
         BillingError::new(SqlState::InvalidParameterValue, format!("{argument} {problem}"))
     }
 
+    #[track_caller]
     pub fn null_argument(argument: &str) -> Self {
         BillingError::new(SqlState::NullValueNotAllowed, format!("{argument} must not be NULL"))
     }
 
+    #[track_caller]
     pub fn internal(what: impl fmt::Display) -> Self {
         BillingError::new(SqlState::Internal, format!("billing internal error: {what}"))
     }
@@ -104,6 +111,8 @@ impl BillingError {
         let message = palloc_cstring(&self.message);
         let detail = self.detail.as_deref().map(palloc_cstring);
         let hint = self.hint.as_deref().map(palloc_cstring);
+        let file = palloc_cstring(self.location.file());
+        let line = self.location.line() as c_int;
         let state = self.state;
         drop(self);
 
@@ -126,7 +135,7 @@ impl BillingError {
                 if let Some(hint) = hint {
                     errhint(PERCENT_S, hint);
                 }
-                errfinish(c"billing".as_ptr(), 0, std::ptr::null());
+                errfinish(file, line, c"billing".as_ptr());
             }
         }
         unreachable!("errfinish returned from an ERROR")
@@ -140,6 +149,7 @@ impl fmt::Display for BillingError {
 }
 
 impl From<pgrx::spi::SpiError> for BillingError {
+    #[track_caller]
     fn from(e: pgrx::spi::SpiError) -> Self {
         BillingError::internal(format!("SPI: {e}"))
     }

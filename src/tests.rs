@@ -218,9 +218,15 @@ mod tests {
         assert_eq!(sqlstate("SELECT billing_deduct('u1', 5, 'CHAT_DEC', 'CHAT', 'r', idempotency_key => 'k1')"), "PB003");
         assert_eq!(sqlstate("SELECT billing_deduct('u1', 4, 'PLUGIN_DEC', 'PLUGIN', 'r', idempotency_key => 'k1')"), "PB003");
         assert_eq!(sqlstate("SELECT billing_deduct('u2', 5, 'CHAT_DEC', 'CHAT', 'r', idempotency_key => 'pay-1')"), "PB003");
+        // a repeated gift returns its entry even once its expiry has passed
+        let gift_entry = "SELECT id::text FROM billing_add('u3', 5, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'vip',
+                              expire_at => '2030-01-01', idempotency_key => 'gift-1')";
+        let original = text(gift_entry);
+        travel("u3", "100 years");
+        assert_eq!(text(gift_entry), original);
         // keys belong to one user
         assert_eq!(sqlstate("SELECT billing_deduct('u2', 1, 'CHAT_DEC', 'CHAT', 'r', idempotency_key => 'k1')"), "00000");
-        assert_eq!(text("SELECT count(*)::text FROM billing.account_log"), "4");
+        assert_eq!(text("SELECT count(*)::text FROM billing.account_log"), "5");
     }
 
     #[pg_test]

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs the pg_regress SQL tests (test/sql vs test/expected) and the isolation
+# specs (test/specs) against the cluster in PGHOST/PGPORT. Run it through
+# scripts/with-cluster.sh; `make regress` does.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+PGXS_TEST="$(dirname "$("$PG_CONFIG" --pgxs)")/../test"
+OUT=$(mktemp -d /tmp/billing-regress.XXXXXX)
+trap 'rm -rf "$OUT"' EXIT
+
+common=(--use-existing --host="$PGHOST" --port="$PGPORT" --user="$PGUSER"
+        --bindir="$("$PG_CONFIG" --bindir)" --inputdir=test)
+sql_tests=$(cd test/sql && ls -- *.sql | sed 's/\.sql$//')
+specs=$(cd test/specs && ls -- *.spec | sed 's/\.spec$//')
+
+# With --use-existing the tools do not create their databases.
+for db in billing_regress billing_isolation; do
+    psql -X -q -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" postgres
+done
+
+status=0
+mkdir -p "$OUT/sql" "$OUT/isolation"
+# shellcheck disable=SC2086
+"$PGXS_TEST/regress/pg_regress" "${common[@]}" --outputdir="$OUT/sql" --dbname=billing_regress $sql_tests || status=1
+# shellcheck disable=SC2086
+"$PGXS_TEST/isolation/pg_isolation_regress" "${common[@]}" --outputdir="$OUT/isolation" --dbname=billing_isolation $specs || status=1
+cat "$OUT"/*/regression.diffs 2>/dev/null || true
+# BILLING_REGRESS_RESULTS=DIR keeps the actual outputs (to review and adopt as expected).
+if [ -n "${BILLING_REGRESS_RESULTS:-}" ]; then
+    mkdir -p "$BILLING_REGRESS_RESULTS" && cp "$OUT"/*/results/*.out "$BILLING_REGRESS_RESULTS"/
+fi
+exit $status
