@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 
+/// README's GRANTs for an application role, word for word (role name aside).
 const APP_GRANTS: &str = "
     GRANT EXECUTE ON FUNCTION billing_power(text), billing_has_power(text, numeric),
       billing_add(text, numeric, text, text, text, text, text, text, timestamptz, text, text),
@@ -11,24 +12,20 @@ const APP_GRANTS: &str = "
     GRANT USAGE ON SCHEMA billing TO app;
     GRANT SELECT ON billing.account_log, billing.accounts, billing.grants TO app;";
 
-fn setup_roles(db: &str) {
+/// Roles are cluster-wide: each test gets its own (app, stranger) pair, named after its database.
+fn setup_roles(db: &str) -> (String, String) {
+    let (app, stranger) = (format!("{db}_app"), format!("{db}_stranger"));
     let mut admin = connect(db);
-    admin
-        .batch_execute(&format!(
-            "DO $$ BEGIN
-                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app') THEN CREATE ROLE app LOGIN; END IF;
-                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'stranger') THEN CREATE ROLE stranger LOGIN; END IF;
-             END $$;
-             {APP_GRANTS}"
-        ))
-        .unwrap();
+    admin.batch_execute(&format!("CREATE ROLE {app} LOGIN; CREATE ROLE {stranger} LOGIN")).unwrap();
+    admin.batch_execute(&APP_GRANTS.replace(" TO app;", &format!(" TO {app};"))).unwrap();
+    (app, stranger)
 }
 
 #[test]
 fn an_application_role_calls_and_reads_but_cannot_write_tables() {
     let db = fresh_database("app_role");
-    setup_roles(&db);
-    let mut app = connect_as(&db, "app");
+    let (app_role, _) = setup_roles(&db);
+    let mut app = connect_as(&db, &app_role);
     app.batch_execute("SELECT billing_add('u', 10, 'RECHARGE_INC', 'RECHARGE', 'shop')").unwrap();
     let row = app.query_one("SELECT seq, balance_after::text FROM billing_deduct('u', 3, 'CHAT_DEC', 'CHAT', 'x')", &[]).unwrap();
     assert_eq!((row.get::<_, i64>(0), row.get::<_, String>(1)), (2, "7".to_string()));
@@ -52,8 +49,8 @@ fn an_application_role_calls_and_reads_but_cannot_write_tables() {
 #[test]
 fn a_role_without_grants_can_do_nothing() {
     let db = fresh_database("stranger");
-    setup_roles(&db);
-    let mut stranger = connect_as(&db, "stranger");
+    let (_, stranger_role) = setup_roles(&db);
+    let mut stranger = connect_as(&db, &stranger_role);
     for statement in [
         "SELECT billing_power('u')",
         "SELECT billing_has_power('u', 1)",
@@ -69,9 +66,9 @@ fn a_role_without_grants_can_do_nothing() {
 #[test]
 fn look_alike_objects_in_public_do_not_change_what_the_functions_do() {
     let db = fresh_database("search_path");
-    setup_roles(&db);
-    connect(&db).batch_execute("GRANT CREATE ON SCHEMA public TO app").unwrap();
-    let mut app = connect_as(&db, "app");
+    let (app_role, _) = setup_roles(&db);
+    connect(&db).batch_execute(&format!("GRANT CREATE ON SCHEMA public TO {app_role}")).unwrap();
+    let mut app = connect_as(&db, &app_role);
     app.batch_execute(
         "CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE sql AS $$ SELECT '2000-01-01'::timestamptz $$;
          CREATE FUNCTION public.nextval(regclass) RETURNS bigint LANGUAGE sql AS $$ SELECT 1::bigint $$;
