@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""Benchmarks billing_deduct and billing_power with pgbench and writes BENCHMARKS.md.
+
+Run through scripts/with-cluster.sh (make bench does): it needs PGHOST/PGPORT/PGUSER
+of a throwaway cluster with the extension installed. Every row is measured in
+this run next to its reference (the floor, or a primary-key SELECT), so ratios
+compare like with like on the same machine at the same moment.
+Environment: BENCH_SECONDS (per pgbench run, default 10), BENCH_LEDGER_ROWS
+(default 10,000,000), BENCH_OUT (default BENCHMARKS.md).
+"""
+import datetime
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+LEDGER_ROWS = int(os.environ.get("BENCH_LEDGER_ROWS", "10000000"))
+OUT = os.environ.get("BENCH_OUT", os.path.join(ROOT, "BENCHMARKS.md"))
+DB = "bench"
+USERS = 10000
+CLIENTS = 8
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def psql(sql, db=DB):
+    """Runs SQL (several statements, each in its own transaction); returns the output."""
+    out = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db, "-f", "-"],
+                         input=sql, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"psql failed: {out.stderr}\n{sql}")
+    return out.stdout.strip()
+
+
+def pgbench(script, clients, seconds=SECONDS, latencies=False):
+    """Runs one pgbench script; returns tps and, with latencies, p50/p99 in ms."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "script.sql")
+        with open(path, "w") as f:
+            f.write(script)
+        cmd = ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)),
+               "-T", str(seconds), "-f", path, DB]
+        if latencies:
+            os.chmod(tmp, 0o777)
+            cmd += ["-l", "--log-prefix", os.path.join(tmp, "log")]
+        run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+        if run.returncode != 0 or "tps =" not in run.stdout:
+            sys.exit(f"pgbench failed:\n{script}\n{run.stdout}\n{run.stderr}")
+        tps = float(re.search(r"tps = ([0-9.]+)", run.stdout).group(1))
+        failed = re.search(r"number of failed transactions: (\d+)", run.stdout)
+        if failed and int(failed.group(1)) > 0:
+            sys.exit(f"pgbench saw failed transactions:\n{run.stdout}")
+        result = {"tps": tps}
+        if latencies:
+            times = []
+            for name in os.listdir(tmp):
+                if name.startswith("log"):
+                    with open(os.path.join(tmp, name)) as f:
+                        times += [int(line.split()[2]) / 1000.0 for line in f if line.strip()]
+            times.sort()
+            result["p50"] = times[len(times) // 2]
+            result["p99"] = times[int(len(times) * 0.99)]
+            result["mean"] = statistics.fmean(times)
+        return result
+
+
+def best(script, clients, rounds=2, latencies=False):
+    """The best of a few runs: the least disturbed by whatever else the machine did."""
+    runs = [pgbench(script, clients, latencies=latencies) for _ in range(rounds)]
+    return max(runs, key=lambda r: r["tps"])
+
+
+USER = "\\set u random(1, %d)\n" % USERS
+BILLING_DEDUCT = USER + "SELECT seq FROM billing_deduct('u' || :u, 1, 'CHAT_DEC', 'CHAT', 'bench');\n"
+PLPGSQL_DEDUCT = USER + "SELECT seq FROM bench.plpgsql_deduct('u' || :u, 1, 'CHAT_DEC', 'CHAT', 'bench');\n"
+FLOOR = USER + """WITH a AS (UPDATE bench.floor_accounts SET balance = balance - 1 WHERE user_id = 'u' || :u
+                  RETURNING user_id, balance)
+INSERT INTO bench.floor_log (user_id, amount, balance_after) SELECT user_id, 1, balance FROM a;
+"""
+# The usual service: one round trip per statement inside a transaction. A service
+# would plan the draw-down in its own code; here the statements carry it.
+APP_SIDE = USER + """BEGIN;
+SELECT permanent, grants_total, last_seq FROM billing.accounts WHERE user_id = 'u' || :u FOR UPDATE;
+SELECT id, remaining FROM billing.grants WHERE user_id = 'u' || :u AND remaining > 0 AND expire_at > now() ORDER BY expire_at, id;
+UPDATE billing.grants SET remaining = remaining - 1 WHERE user_id = 'u' || :u AND id = (SELECT id FROM billing.grants WHERE user_id = 'u' || :u AND remaining > 0 AND expire_at > now() ORDER BY expire_at, id LIMIT 1);
+UPDATE billing.accounts SET grants_total = grants_total - 1, last_seq = last_seq + 1, updated_at = now() WHERE user_id = 'u' || :u;
+INSERT INTO billing.account_log (user_id, seq, direction, amount, balance_after, account_type, source_type, source, detail) SELECT user_id, last_seq, -1, 1, permanent + grants_total, 'CHAT_DEC', 'CHAT', 'bench', '{"grants": []}' FROM billing.accounts WHERE user_id = 'u' || :u;
+COMMIT;
+"""
+
+
+def hot(script):
+    return script.replace(USER, "\\set u 0\n")
+
+
+def setup():
+    subprocess.run(["psql", "-X", "-q", "-d", "postgres", "-c", f"DROP DATABASE IF EXISTS {DB}", "-c", f"CREATE DATABASE {DB}"],
+                   check=True, capture_output=True)
+    psql("CREATE EXTENSION billing")
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", DB, "-f", os.path.join(HERE, "plpgsql_deduct.sql")],
+                   check=True, capture_output=True)
+    # 10,000 users (and the hot user u0), each with a permanent balance and 3 live grants
+    # large enough that no run exhausts them.
+    psql(f"""SELECT count(billing_add('u' || n, 1000000, 'RECHARGE_INC', 'RECHARGE', 'seed')) FROM generate_series(0, {USERS}) n;
+             SELECT count(billing_add('u' || n, 1000000, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'seed',
+                                      expire_at => now() + (k || ' days')::interval))
+               FROM generate_series(0, {USERS}) n, generate_series(30, 32) k;
+             INSERT INTO bench.floor_accounts SELECT 'u' || n, 1000000 FROM generate_series(0, {USERS}) n;
+             VACUUM ANALYZE;""")
+
+
+def many_grants_setup(users=2000, grants=100):
+    psql(f"""SELECT count(billing_add('g' || n, 1, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'seed',
+                                      expire_at => now() + (k || ' hours')::interval))
+               FROM generate_series(1, {users}) n, generate_series(1, {grants}) k;
+             VACUUM ANALYZE;""")
+    return users
+
+
+def load_ledger(rows):
+    """Other users' history: rows ledger entries for rows/10 users who are not in the runs."""
+    t0 = time.time()
+    psql(f"""INSERT INTO billing.account_log (user_id, seq, direction, amount, balance_after, account_type,
+                                             source_type, source, detail)
+             SELECT 'h' || (n / 10), n % 10 + 1, 1, 1, n % 10 + 1, 'RECHARGE_INC', 'RECHARGE', 'history',
+                    '{{"permanent": 1}}'
+               FROM generate_series(0, {rows - 1}) n;
+             VACUUM ANALYZE billing.account_log;""")
+    return time.time() - t0
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}x"
+
+
+def main():
+    started = datetime.datetime.now(datetime.timezone.utc)
+    setup()
+    rows = []  # (scenario, variant, measure, value, reference, ratio)
+
+    # 1. 10,000 users, 3 live grants each, 8 clients
+    floor = best(FLOOR, CLIENTS)
+    for name, script in [("billing_deduct", BILLING_DEDUCT), ("PL/pgSQL function", PLPGSQL_DEDUCT),
+                         ("application-side round trips", APP_SIDE)]:
+        r = best(script, CLIENTS)
+        rows.append(("1. 10k users, 3 grants, 8 clients", name, "TPS", f"{r['tps']:.0f}", f"floor {floor['tps']:.0f}", ratio(r["tps"], floor["tps"])))
+    floor1 = floor
+
+    # 2. one hot user, 8 clients
+    floor = best(hot(FLOOR), CLIENTS)
+    for name, script in [("billing_deduct", BILLING_DEDUCT), ("PL/pgSQL function", PLPGSQL_DEDUCT),
+                         ("application-side round trips", APP_SIDE)]:
+        r = best(hot(script), CLIENTS)
+        rows.append(("2. one hot user, 8 clients", name, "TPS", f"{r['tps']:.0f}", f"floor {floor['tps']:.0f}", ratio(r["tps"], floor["tps"])))
+
+    # 3. one client: latency
+    floor = best(FLOOR, 1, latencies=True)
+    lat = best(BILLING_DEDUCT, 1, latencies=True)
+    rows.append(("3. one client, latency", "billing_deduct", "p50 / p99 ms", f"{lat['p50']:.3f} / {lat['p99']:.3f}",
+                 f"floor {floor['p50']:.3f} / {floor['p99']:.3f}", ratio(floor["p50"], lat["p50"]) + " (p50 speed)"))
+
+    # 6. reads
+    pk = best(USER + "SELECT balance FROM bench.floor_accounts WHERE user_id = 'u' || :u;\n", CLIENTS)
+    for name, script in [("billing_power", USER + "SELECT billing_power('u' || :u);\n"),
+                         ("billing_has_power", USER + "SELECT billing_has_power('u' || :u, 5);\n")]:
+        r = best(script, CLIENTS)
+        rows.append(("6. reads, 8 clients", name, "calls/s", f"{r['tps']:.0f}", f"PK SELECT {pk['tps']:.0f}", ratio(r["tps"], pk["tps"])))
+
+    # 4. users with 100 live grants of 1 each; a deduct of 2.5 spans 3 or 4 grants
+    users = many_grants_setup()
+    many = "\\set u random(1, %d)\n" % users
+    for name, fn in [("billing_deduct", "billing_deduct"), ("PL/pgSQL function", "bench.plpgsql_deduct")]:
+        r = pgbench(many + f"SELECT seq FROM {fn}('g' || :u, 2.5, 'CHAT_DEC', 'CHAT', 'bench');\n", CLIENTS)
+        rows.append(("4. 100 grants per user, deduct spans 3-4, 8 clients", name, "TPS", f"{r['tps']:.0f}", f"floor {floor1['tps']:.0f}", ratio(r["tps"], floor1["tps"])))
+
+    # 5. the same deduct with an empty ledger and with LEDGER_ROWS more rows
+    before = best(BILLING_DEDUCT, 1, latencies=True)
+    load_seconds = load_ledger(LEDGER_ROWS)
+    after = best(BILLING_DEDUCT, 1, latencies=True)
+    ledger_size = psql("SELECT count(*) FROM billing.account_log")
+    rows.append(("5. ledger size, one client", "billing_deduct, small ledger", "mean / p99 ms",
+                 f"{before['mean']:.3f} / {before['p99']:.3f}", "", ""))
+    rows.append(("5. ledger size, one client", f"billing_deduct, +{LEDGER_ROWS:,} rows ({int(ledger_size):,} in all)", "mean / p99 ms",
+                 f"{after['mean']:.3f} / {after['p99']:.3f}", "small ledger", f"{after['mean'] / before['mean']:.2f}x time"))
+
+    # 7. mass operations
+    rows.append(("7. mass operations", f"loading {LEDGER_ROWS:,} ledger rows (INSERT ... SELECT)", "rows/s",
+                 f"{LEDGER_ROWS / load_seconds:,.0f}", "", "no billing mass operation exists yet"))
+
+    settings = psql("SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings "
+                    "WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', 'max_wal_size', 'wal_level', 'checkpoint_timeout')")
+    version = psql("SHOW server_version")
+    table = ["| scenario | variant | measure | value | reference (same run) | ratio |", "|---|---|---|---|---|---|"]
+    table += ["| " + " | ".join(r) + " |" for r in rows]
+    generated = "\n".join([
+        BEGIN,
+        f"Measured {started:%Y-%m-%d %H:%M} UTC by `make bench` on {os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {platform.platform()}, "
+        f"PostgreSQL {version} ({settings}). pgbench -M prepared, {SECONDS} s per run, best of 2 runs "
+        f"(one run for scenario 4, whose grants are consumed), clients and server on the same machine.",
+        "",
+        *table,
+        END,
+    ])
+    text = open(OUT).read() if os.path.exists(OUT) else "# Benchmarks\n\n" + BEGIN + "\n" + END + "\n"
+    if BEGIN not in text:
+        text += "\n" + BEGIN + "\n" + END + "\n"
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    with open(OUT, "w") as f:
+        f.write(head + generated + tail)
+    print(generated)
+
+
+if __name__ == "__main__":
+    main()
