@@ -47,20 +47,56 @@ INSERT INTO billing.source_types (code, description, builtin) VALUES
     ('MEMBERSHIP_GIFT', 'A membership',            true),
     ('CARD_KEY_REDEEM', 'A card key',              true);
 
+-- The ledger names these codes, and the functions remember codes they have
+-- seen: a code can be added, and its description changed, but it is never
+-- renamed, deleted or turned around.
+CREATE FUNCTION billing.guard_type_codes() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+        RAISE EXCEPTION '% rows cannot be deleted: the ledger refers to them', TG_TABLE_NAME
+            USING ERRCODE = 'PB007', HINT = 'Stop using the code instead.';
+    END IF;
+    IF NEW.code OPERATOR(pg_catalog.<>) OLD.code THEN
+        RAISE EXCEPTION 'the code of % rows cannot change: the ledger refers to them', TG_TABLE_NAME
+            USING ERRCODE = 'PB007', HINT = 'Add a new code instead.';
+    END IF;
+    -- only account_types has a direction (plpgsql reads NEW.direction only here)
+    IF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'account_types' THEN
+        IF NEW.direction OPERATOR(pg_catalog.<>) OLD.direction THEN
+            RAISE EXCEPTION 'the direction of account_types rows cannot change: the ledger refers to them'
+                USING ERRCODE = 'PB007', HINT = 'Add a new code instead.';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION billing.guard_type_codes() IS 'Trigger: type codes are never renamed, deleted or turned around';
+CREATE TRIGGER account_types_guard BEFORE UPDATE OR DELETE ON billing.account_types
+    FOR EACH ROW EXECUTE FUNCTION billing.guard_type_codes();
+CREATE TRIGGER source_types_guard BEFORE UPDATE OR DELETE ON billing.source_types
+    FOR EACH ROW EXECUTE FUNCTION billing.guard_type_codes();
+
 CREATE TABLE billing.accounts (
     user_id      text PRIMARY KEY,
     permanent    numeric NOT NULL DEFAULT 0 CHECK (permanent OPERATOR(pg_catalog.>=) 0),
     grants_total numeric NOT NULL DEFAULT 0 CHECK (grants_total OPERATOR(pg_catalog.>=) 0),
     next_expiry  timestamptz,
     last_seq     bigint NOT NULL DEFAULT 0 CHECK (last_seq OPERATOR(pg_catalog.>=) 0),
+    head_grant_id  bigint,
+    head_remaining numeric,
     created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at   timestamptz NOT NULL DEFAULT pg_catalog.now()
-);
+) WITH (fillfactor = 70);
 COMMENT ON TABLE billing.accounts IS 'One row per user: the row every write locks, with cached totals. Change it only through the billing functions.';
 COMMENT ON COLUMN billing.accounts.permanent IS 'Power that never expires';
 COMMENT ON COLUMN billing.accounts.grants_total IS 'Sum of remaining over grants not yet swept (cache; includes grants that expired since)';
 COMMENT ON COLUMN billing.accounts.next_expiry IS 'Soonest expire_at among grants with remaining > 0 (cache); at or before now() means a sweep is due';
 COMMENT ON COLUMN billing.accounts.last_seq IS 'seq of the user''s latest ledger entry';
+COMMENT ON COLUMN billing.accounts.head_grant_id IS 'The live grant spent next (soonest expiry, then oldest) as of the last write (cache)';
+COMMENT ON COLUMN billing.accounts.head_remaining IS 'remaining of head_grant_id (cache): a deduct it covers touches only that grant';
 
 CREATE SEQUENCE billing.grants_id_seq;
 CREATE TABLE billing.grants (
@@ -73,9 +109,11 @@ CREATE TABLE billing.grants (
     log_id          bigint NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (user_id, id)
-);
+) WITH (fillfactor = 80);
 ALTER SEQUENCE billing.grants_id_seq OWNED BY billing.grants.id;
-CREATE INDEX grants_spendable ON billing.grants (user_id, expire_at, id) INCLUDE (remaining) WHERE remaining OPERATOR(pg_catalog.>) 0;
+-- Deliberately no index mentions remaining, and rows leave room on their page:
+-- spending from a grant is then a HOT update that touches no index.
+CREATE INDEX grants_by_expiry ON billing.grants (user_id, expire_at, id);
 COMMENT ON TABLE billing.grants IS 'Expiring credits (membership gifts and the like), spent soonest-expiring first';
 COMMENT ON COLUMN billing.grants.remaining IS 'What is left to spend; 0 once spent or expired';
 COMMENT ON COLUMN billing.grants.log_id IS 'id of the ledger entry that created the grant';

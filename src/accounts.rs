@@ -26,6 +26,8 @@ struct Account {
     last_seq: i64,
     /// A grant with remaining > 0 has expired and not been swept yet.
     has_expired: bool,
+    /// The live grant spent next and its remaining (cache, exact while !has_expired).
+    head: Option<(i64, Decimal)>,
 }
 
 /// A live grant with its expiry, in spending order.
@@ -46,6 +48,10 @@ fn lock(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str) -> BillingResu
         next_expiry: row.get::<TimestampWithTimeZone>(3)?.map(Into::into),
         last_seq: row.get::<i64>(4)?.unwrap_or(0),
         has_expired: row.get::<bool>(5)?.unwrap_or(false),
+        head: match row.get::<i64>(6)? {
+            Some(id) => Some((id, decimal(&row, 7, "head_remaining")?)),
+            None => None,
+        },
     }))
 }
 
@@ -115,8 +121,11 @@ fn movement(args: &Args, direction: Direction) -> BillingResult<Movement> {
 /// billing_power(user_id text) RETURNS numeric
 fn power(args: &Args) -> Returned {
     let user_id = args.key(0, "user_id")?;
-    let power = read_power(&user_id)?;
-    Ok(ledger::numeric(power).into_datum())
+    Spi::connect(|client| {
+        let plans = plans::get(client)?;
+        let table = client.select(&plans.power, None, &[user_id.as_str().into()])?;
+        ledger::whole_row(&table.first(), 1).map(Some)
+    })
 }
 sql_function!(pg_finfo_billing_power, billing_power => power);
 
@@ -124,21 +133,14 @@ sql_function!(pg_finfo_billing_power, billing_power => power);
 fn has_power(args: &Args) -> Returned {
     let user_id = args.key(0, "user_id")?;
     let amount = args.amount(1, "amount")?;
-    Ok((read_power(&user_id)? >= amount).into_datum())
-}
-sql_function!(pg_finfo_billing_has_power, billing_has_power => has_power);
-
-/// Available power without taking a lock; an unknown user has none.
-fn read_power(user_id: &str) -> BillingResult<Decimal> {
     Spi::connect(|client| {
         let plans = plans::get(client)?;
-        let table = client.select(&plans.power, None, &[user_id.into()])?;
-        if table.is_empty() {
-            return Ok(Decimal::ZERO);
-        }
-        decimal(&table.first(), 1, "power")
+        let args = [user_id.as_str().into(), ledger::numeric(amount).into()];
+        let has = client.select(&plans.has_power, None, &args)?.first().get::<bool>(1)?;
+        Ok(has.into_datum())
     })
 }
+sql_function!(pg_finfo_billing_has_power, billing_has_power => has_power);
 
 /// billing_add(user_id, amount, account_type, source_type, source, remark, association_no,
 ///             association_user_id, expire_at, subscription_id, idempotency_key)
@@ -168,15 +170,22 @@ fn add(args: &Args) -> Returned {
                     permanent: checked_add(account.permanent, movement.amount)?,
                     grants_total: account.grants_total,
                     next_expiry: account.next_expiry,
+                    head: head_now(&account, &grants),
                 };
                 let detail = ledger::detail_json(movement.amount, &[]);
                 ledger::write_entry(client, plans, &movement, seq, balance_after, &detail, &totals, &[])?
             }
             Some(expire_at) => {
+                // The new grant is spent next if it expires before the current head
+                // (on a tie the older grant goes first).
+                let head = head_now(&account, &grants);
+                let head_expiry = if account.has_expired { grants.first().map(|g| g.expire_at) } else { account.next_expiry };
+                let new_is_head = head.is_none() || head_expiry.is_some_and(|h| expire_at < h);
                 let totals = Totals {
                     permanent: account.permanent,
                     grants_total: checked_add(account.grants_total, movement.amount)?,
                     next_expiry: Some(account.next_expiry.map_or(expire_at, |next| next.min(expire_at))),
+                    head: if new_is_head { None } else { head },
                 };
                 ledger::write_grant(client, plans, &movement, seq, balance_after, &totals)?
             }
@@ -212,10 +221,24 @@ fn deduct(args: &Args) -> Returned {
     Spi::connect_mut(|client| {
         let plans = plans::get(client)?;
         ledger::check_types(client, plans, &movement)?;
-        let account = lock(client, plans, &movement.user_id)?;
-        if let Some(original) = ledger::replay(client, plans, &movement)? {
-            return Ok(Some(original));
+        // With a key, lock first and look for an earlier call with it.
+        let locked = match movement.idempotency_key {
+            Some(_) => {
+                let account = lock(client, plans, &movement.user_id)?;
+                if let Some(original) = ledger::replay(client, plans, &movement)? {
+                    return Ok(Some(original));
+                }
+                Some(account)
+            }
+            None => None,
+        };
+        if let Some(entry) = ledger::fast_debit(client, plans, &movement)? {
+            return Ok(Some(entry));
         }
+        let account = match locked {
+            Some(account) => account,
+            None => lock(client, plans, &movement.user_id)?,
+        };
         let Some(account) = account else {
             return Err(insufficient_power(&movement, Decimal::ZERO));
         };
@@ -228,6 +251,7 @@ fn deduct(args: &Args) -> Returned {
             permanent: checked_sub(account.permanent, plan.from_permanent)?,
             grants_total: checked_sub(account.grants_total, plan.grants_total())?,
             next_expiry: next_expiry_after(&account, &grants, &plan.from_grants),
+            head: first_unspent(&grants, &plan.from_grants).map(|(g, left)| (g.live.id, left)),
         };
         let detail = ledger::detail_json(plan.from_permanent, &plan.from_grants);
         let entry = ledger::write_entry(
@@ -251,11 +275,23 @@ fn next_expiry_after(account: &Account, grants: &[Grant], taken: &[(i64, Decimal
     if account.has_expired {
         return account.next_expiry;
     }
-    grants
-        .iter()
-        .find(|g| {
-            let take = taken.iter().find(|(id, _)| *id == g.live.id).map_or(Decimal::ZERO, |(_, t)| *t);
-            g.live.remaining > take
-        })
-        .map(|g| g.expire_at)
+    first_unspent(grants, taken).map(|(g, _)| g.expire_at)
+}
+
+/// The first live grant (in spending order) with something left once `taken` is spent, and what is left.
+fn first_unspent<'g>(grants: &'g [Grant], taken: &[(i64, Decimal)]) -> Option<(&'g Grant, Decimal)> {
+    grants.iter().find_map(|g| {
+        let take = taken.iter().find(|(id, _)| *id == g.live.id).map_or(Decimal::ZERO, |(_, t)| *t);
+        let left = g.live.remaining - take;
+        (left > Decimal::ZERO).then_some((g, left))
+    })
+}
+
+/// The live grant spent next, before this write: the cache when it is exact, else the first live grant.
+fn head_now(account: &Account, grants: &[Grant]) -> Option<(i64, Decimal)> {
+    if account.has_expired {
+        grants.first().map(|g| (g.live.id, g.live.remaining))
+    } else {
+        account.head
+    }
 }

@@ -4,6 +4,9 @@
 //! of the right direction), answers idempotent repeats with the original
 //! entry, and writes an entry together with the account's new totals.
 
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+
 use pgrx::datum::{AnyNumeric, DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys;
 use pgrx::spi::{SpiClient, SpiTupleTable};
@@ -58,15 +61,43 @@ pub struct Totals {
     pub permanent: Decimal,
     pub grants_total: Decimal,
     pub next_expiry: Option<pg_sys::TimestampTz>,
+    /// The live grant spent next and its remaining.
+    pub head: Option<(i64, Decimal)>,
+}
+
+/// Type codes already found valid in this backend: account_type -> direction, and source types.
+/// Rows of the type tables cannot be deleted or change code or direction (a trigger
+/// guards them), so a code once valid stays valid; a relcache invalidation of any
+/// table (DROP EXTENSION, for one) empties the cache anyway.
+#[derive(Default)]
+struct KnownTypes {
+    account: HashMap<String, i16>,
+    source: HashSet<String>,
+}
+
+thread_local! {
+    static KNOWN_TYPES: RefCell<KnownTypes> = RefCell::new(KnownTypes::default());
+    static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+unsafe extern "C-unwind" fn forget_known_types(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
+    KNOWN_TYPES.with_borrow_mut(|known| *known = KnownTypes::default());
 }
 
 /// Rejects an unknown account_type or source_type, or a type of the wrong direction (PB002).
 pub fn check_types(client: &SpiClient<'_>, plans: &Plans, movement: &Movement) -> BillingResult<()> {
-    let row = client
-        .select(&plans.types, None, &[movement.account_type.as_str().into(), movement.source_type.as_str().into()])?
-        .first();
-    let direction = row.get::<i16>(1)?;
-    let source_known = row.get::<bool>(2)?.unwrap_or(false);
+    let cached = KNOWN_TYPES.with_borrow(|known| {
+        (known.account.get(&movement.account_type).copied(), known.source.contains(&movement.source_type))
+    });
+    let (direction, source_known) = match cached {
+        (Some(direction), true) => (Some(direction), true),
+        _ => {
+            let row = client
+                .select(&plans.types, None, &[movement.account_type.as_str().into(), movement.source_type.as_str().into()])?
+                .first();
+            (row.get::<i16>(1)?, row.get::<bool>(2)?.unwrap_or(false))
+        }
+    };
     match direction {
         None => {
             return Err(BillingError::new(
@@ -97,7 +128,23 @@ pub fn check_types(client: &SpiClient<'_>, plans: &Plans, movement: &Movement) -
         )
         .with_hint("Known types are listed in billing.source_types; a DBA adds new ones with INSERT."));
     }
+    remember_types(&movement.account_type, movement.direction.sign(), &movement.source_type);
     Ok(())
+}
+
+fn remember_types(account_type: &str, direction: i16, source_type: &str) {
+    if !CALLBACK_REGISTERED.get() {
+        unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_known_types), pg_sys::Datum::from(0usize)) };
+        CALLBACK_REGISTERED.set(true);
+    }
+    KNOWN_TYPES.with_borrow_mut(|known| {
+        if !known.account.contains_key(account_type) {
+            known.account.insert(account_type.to_owned(), direction);
+        }
+        if !known.source.contains(source_type) {
+            known.source.insert(source_type.to_owned());
+        }
+    });
 }
 
 /// With an idempotency key: the entry an earlier identical call wrote, or PB003 if
@@ -173,12 +220,15 @@ pub fn write_entry(
         timestamptz(totals.next_expiry),
         grant_ids.into(),
         takes.into(),
+        totals.head.map(|(id, _)| id).into(),
+        totals.head.map(|(_, remaining)| numeric(remaining)).into(),
     ]);
     let table = client.update(&plans.write_entry, None, &args)?;
     whole_row(&table.first(), 1)
 }
 
 /// Writes an entry that creates a grant of `movement.amount` expiring at `movement.expire_at`.
+/// `totals.head` is None when the new grant is the one spent next.
 pub fn write_grant(
     client: &mut SpiClient<'_>,
     plans: &Plans,
@@ -193,9 +243,32 @@ pub fn write_grant(
         movement.idempotency_key.as_deref().into(),
         numeric(totals.grants_total).into(),
         timestamptz(totals.next_expiry),
+        totals.head.is_none().into(),
+        totals.head.map(|(id, _)| id).into(),
+        totals.head.map(|(_, remaining)| numeric(remaining)).into(),
     ]);
     let table = client.update(&plans.write_grant, None, &args)?;
     whole_row(&table.first(), 1)
+}
+
+/// The common debit in one statement (see plans::FAST_DEBIT); None when it does not apply.
+pub fn fast_debit(client: &mut SpiClient<'_>, plans: &Plans, movement: &Movement) -> BillingResult<Option<pg_sys::Datum>> {
+    let args: [DatumWithOid<'_>; 9] = [
+        movement.user_id.as_str().into(),
+        numeric(movement.amount).into(),
+        movement.account_type.as_str().into(),
+        movement.source_type.as_str().into(),
+        movement.source.as_str().into(),
+        movement.remark.as_deref().into(),
+        movement.association_no.as_deref().into(),
+        movement.association_user_id.as_deref().into(),
+        movement.idempotency_key.as_deref().into(),
+    ];
+    let table = client.update(&plans.fast_debit, None, &args)?;
+    if table.is_empty() {
+        return Ok(None);
+    }
+    whole_row(&table.first(), 1).map(Some)
 }
 
 /// $1..$12 of both write statements.
@@ -234,8 +307,8 @@ pub fn decimal(row: &SpiTupleTable<'_>, ordinal: usize, column: &str) -> Billing
     amounts::parse_stored(column, &value.to_string())
 }
 
-/// A whole-row column of the current row, copied out of SPI's memory so it can be returned.
-fn whole_row(row: &SpiTupleTable<'_>, ordinal: usize) -> BillingResult<pg_sys::Datum> {
+/// A column of the current row, copied out of SPI's memory so it can be returned.
+pub fn whole_row(row: &SpiTupleTable<'_>, ordinal: usize) -> BillingResult<pg_sys::Datum> {
     let datum = row
         .get_datum_by_ordinal(ordinal)?
         .ok_or_else(|| BillingError::internal("the ledger row is NULL"))?;

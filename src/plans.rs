@@ -15,7 +15,8 @@ use crate::errors::BillingResult;
 /// Locks the user's account row: the first thing every write does.
 const LOCK_ACCOUNT: &str = "\
 SELECT permanent, grants_total, next_expiry, last_seq,
-       coalesce(next_expiry <= pg_catalog.now(), false) AS has_expired
+       coalesce(next_expiry OPERATOR(pg_catalog.<=) pg_catalog.now(), false) AS has_expired,
+       head_grant_id, head_remaining
   FROM billing.accounts
  WHERE user_id OPERATOR(pg_catalog.=) $1
    FOR UPDATE";
@@ -42,8 +43,9 @@ SELECT l, l.direction, l.amount, l.account_type
  WHERE l.user_id OPERATOR(pg_catalog.=) $1
    AND l.idempotency_key OPERATOR(pg_catalog.=) $2";
 
-/// Available power without a lock: the cached totals, or the grants when one has expired unswept.
-const POWER: &str = "\
+/// Available power without a lock: the cached totals, or the grants when one has expired
+/// unswept; 0 for an unknown user.
+const POWER: &str = "SELECT coalesce((\
 SELECT a.permanent OPERATOR(pg_catalog.+) CASE
          WHEN a.next_expiry IS NULL OR a.next_expiry OPERATOR(pg_catalog.>) pg_catalog.now() THEN a.grants_total
          ELSE (SELECT coalesce(pg_catalog.sum(g.remaining), 0)
@@ -53,14 +55,15 @@ SELECT a.permanent OPERATOR(pg_catalog.+) CASE
                   AND g.expire_at OPERATOR(pg_catalog.>) pg_catalog.now())
        END
   FROM billing.accounts AS a
- WHERE a.user_id OPERATOR(pg_catalog.=) $1";
+ WHERE a.user_id OPERATOR(pg_catalog.=) $1), 0)";
 
 /// One ledger entry that moves the permanent balance and/or spends grants,
 /// with the account's new cached totals, in one statement.
 ///  $1 user_id, $2 seq, $3 direction, $4 amount, $5 balance_after, $6 account_type,
 ///  $7 source_type, $8 source, $9 remark, $10 association_no, $11 association_user_id,
 ///  $12 subscription_id, $13 detail, $14 idempotency_key, $15 permanent, $16 grants_total,
-///  $17 next_expiry, $18 grant ids, $19 amounts taken from those grants
+///  $17 next_expiry, $18 grant ids, $19 amounts taken from those grants,
+///  $20 head_grant_id, $21 head_remaining
 const WRITE_ENTRY: &str = "\
 WITH spent AS (
   UPDATE billing.grants AS g
@@ -70,7 +73,7 @@ WITH spent AS (
 ), account AS (
   UPDATE billing.accounts
      SET permanent = $15, grants_total = $16, next_expiry = $17, last_seq = $2,
-         updated_at = pg_catalog.now()
+         head_grant_id = $20, head_remaining = $21, updated_at = pg_catalog.now()
    WHERE user_id OPERATOR(pg_catalog.=) $1
 )
 INSERT INTO billing.account_log AS l
@@ -80,7 +83,8 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14)
 RETURNING l";
 
 /// One ledger entry that creates a grant, with the account's new cached totals.
-///  $1..$12, $14 as in WRITE_ENTRY; $13 expire_at, $15 grants_total, $16 next_expiry
+///  $1..$12, $14 as in WRITE_ENTRY; $13 expire_at, $15 grants_total, $16 next_expiry,
+///  $17 whether the new grant is spent next (else $18/$19 stay the head grant and its remaining)
 const WRITE_GRANT: &str = "\
 WITH ids AS MATERIALIZED (
   SELECT pg_catalog.nextval('billing.account_log_id_seq'::pg_catalog.regclass) AS log_id,
@@ -90,7 +94,10 @@ WITH ids AS MATERIALIZED (
   SELECT $1, ids.grant_id, $4, $4, $13, $12, ids.log_id FROM ids
 ), account AS (
   UPDATE billing.accounts
-     SET grants_total = $15, next_expiry = $16, last_seq = $2, updated_at = pg_catalog.now()
+     SET grants_total = $15, next_expiry = $16, last_seq = $2, updated_at = pg_catalog.now(),
+         head_grant_id = CASE WHEN $17 THEN ids.grant_id ELSE $18 END,
+         head_remaining = CASE WHEN $17 THEN $4 ELSE $19 END
+    FROM ids
    WHERE user_id OPERATOR(pg_catalog.=) $1
 )
 INSERT INTO billing.account_log AS l
@@ -104,6 +111,48 @@ SELECT ids.log_id, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
   FROM ids
 RETURNING l";
 
+/// The common deduct in one statement: no idempotency key to check (or already
+/// checked under the lock), no expired grant waiting for a sweep, and either no
+/// grants at all or a next grant that covers the amount. Locks the account row
+/// by updating it; returns no row when those conditions do not hold, and the
+/// caller takes the general path.
+///  $1 user_id, $2 amount, $3 account_type, $4 source_type, $5 source, $6 remark,
+///  $7 association_no, $8 association_user_id, $9 idempotency_key
+const FAST_DEBIT: &str = "\
+WITH account AS (
+  UPDATE billing.accounts AS a
+     SET permanent = CASE WHEN a.grants_total OPERATOR(pg_catalog.=) 0
+                          THEN a.permanent OPERATOR(pg_catalog.-) $2 ELSE a.permanent END,
+         grants_total = CASE WHEN a.grants_total OPERATOR(pg_catalog.=) 0
+                             THEN a.grants_total ELSE a.grants_total OPERATOR(pg_catalog.-) $2 END,
+         head_remaining = a.head_remaining OPERATOR(pg_catalog.-) $2,
+         last_seq = a.last_seq OPERATOR(pg_catalog.+) 1,
+         updated_at = pg_catalog.now()
+   WHERE a.user_id OPERATOR(pg_catalog.=) $1
+     AND (a.next_expiry IS NULL OR a.next_expiry OPERATOR(pg_catalog.>) pg_catalog.now())
+     AND ((a.grants_total OPERATOR(pg_catalog.=) 0 AND a.permanent OPERATOR(pg_catalog.>=) $2)
+          OR a.head_remaining OPERATOR(pg_catalog.>) $2)
+  RETURNING a.user_id, a.last_seq, a.permanent OPERATOR(pg_catalog.+) a.grants_total AS balance_after,
+            a.head_grant_id
+), spent AS (
+  UPDATE billing.grants AS g
+     SET remaining = g.remaining OPERATOR(pg_catalog.-) $2
+    FROM account
+   WHERE g.user_id OPERATOR(pg_catalog.=) $1 AND g.id OPERATOR(pg_catalog.=) account.head_grant_id
+)
+INSERT INTO billing.account_log AS l
+       (user_id, seq, direction, amount, balance_after, account_type, source_type, source,
+        remark, association_no, association_user_id, detail, idempotency_key)
+SELECT account.user_id, account.last_seq, -1, $2, account.balance_after, $3, $4, $5, $6, $7, $8,
+       CASE WHEN account.head_grant_id IS NULL
+            THEN pg_catalog.jsonb_build_object('permanent', $2)
+            ELSE pg_catalog.jsonb_build_object('grants', pg_catalog.jsonb_build_array(
+                   pg_catalog.jsonb_build_object('id', account.head_grant_id, 'amount', $2)))
+       END,
+       $9
+  FROM account
+RETURNING l";
+
 /// Every prepared statement, kept for the life of the backend.
 pub struct Plans {
     pub lock_account: OwnedPreparedStatement,
@@ -114,6 +163,8 @@ pub struct Plans {
     pub power: OwnedPreparedStatement,
     pub write_entry: OwnedPreparedStatement,
     pub write_grant: OwnedPreparedStatement,
+    pub fast_debit: OwnedPreparedStatement,
+    pub has_power: OwnedPreparedStatement,
 }
 
 thread_local! {
@@ -122,6 +173,7 @@ thread_local! {
 
 const TEXT: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::TEXTOID);
 const INT8: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::INT8OID);
+const BOOL: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::BOOLOID);
 const INT2: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::INT2OID);
 const NUMERIC: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::NUMERICOID);
 const TIMESTAMPTZ: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::TIMESTAMPTZOID);
@@ -135,12 +187,13 @@ pub fn get(client: &SpiClient<'_>) -> BillingResult<&'static Plans> {
     }
     let entry_args = [
         TEXT, INT8, INT2, NUMERIC, NUMERIC, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT,
-        NUMERIC, NUMERIC, TIMESTAMPTZ, INT8_ARRAY, NUMERIC_ARRAY,
+        NUMERIC, NUMERIC, TIMESTAMPTZ, INT8_ARRAY, NUMERIC_ARRAY, INT8, NUMERIC,
     ];
     let grant_args = [
         TEXT, INT8, INT2, NUMERIC, NUMERIC, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TIMESTAMPTZ,
-        TEXT, NUMERIC, TIMESTAMPTZ,
+        TEXT, NUMERIC, TIMESTAMPTZ, BOOL, INT8, NUMERIC,
     ];
+    let has_power = format!("SELECT {} OPERATOR(pg_catalog.>=) $2", &POWER["SELECT ".len()..]);
     let plans = Plans {
         lock_account: client.prepare_mut(LOCK_ACCOUNT, &[TEXT])?.keep(),
         create_account: client.prepare_mut(CREATE_ACCOUNT, &[TEXT])?.keep(),
@@ -150,6 +203,10 @@ pub fn get(client: &SpiClient<'_>) -> BillingResult<&'static Plans> {
         power: client.prepare(POWER, &[TEXT])?.keep(),
         write_entry: client.prepare_mut(WRITE_ENTRY, &entry_args)?.keep(),
         write_grant: client.prepare_mut(WRITE_GRANT, &grant_args)?.keep(),
+        fast_debit: client
+            .prepare_mut(FAST_DEBIT, &[TEXT, NUMERIC, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT])?
+            .keep(),
+        has_power: client.prepare(has_power.as_str(), &[TEXT, NUMERIC])?.keep(),
     };
     let plans: &'static Plans = Box::leak(Box::new(plans));
     PLANS.set(Some(plans));

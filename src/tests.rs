@@ -87,7 +87,15 @@ mod tests {
                          OR a.grants_total <> (SELECT coalesce(sum(remaining), 0) FROM billing.grants g WHERE g.user_id = a.user_id)
                          OR a.last_seq <> (SELECT count(*) FROM billing.account_log l WHERE l.user_id = a.user_id))
                   + (SELECT count(*) FROM billing.grants g FULL JOIN grant_moves m USING (user_id, id)
-                      WHERE g.remaining IS DISTINCT FROM m.remaining)",
+                      WHERE g.remaining IS DISTINCT FROM m.remaining)
+                  + (SELECT count(*) FROM billing.accounts a
+                      LEFT JOIN LATERAL (SELECT g.id, g.remaining FROM billing.grants g
+                                          WHERE g.user_id = a.user_id AND g.remaining > 0 AND g.expire_at > now()
+                                          ORDER BY g.expire_at, g.id LIMIT 1) head ON true
+                      WHERE (a.next_expiry IS NULL OR a.next_expiry > now())
+                        AND (a.head_grant_id IS DISTINCT FROM head.id OR a.head_remaining IS DISTINCT FROM head.remaining
+                             OR a.next_expiry IS DISTINCT FROM (SELECT min(expire_at) FROM billing.grants g
+                                                                 WHERE g.user_id = a.user_id AND g.remaining > 0)))",
         )
         .unwrap()
         .unwrap()
@@ -144,6 +152,41 @@ mod tests {
         assert_eq!(text("SELECT string_agg(remaining::text, ',' ORDER BY expire_at) FROM billing.grants WHERE user_id = 'u1'"), "0,0,0");
         assert_eq!(text("SELECT permanent::text FROM billing.accounts WHERE user_id = 'u1'"), "98.5");
         assert_eq!(ledger_disagreements(), 0);
+    }
+
+    #[pg_test]
+    fn the_cached_next_grant_follows_every_change() {
+        // deducts that the next grant covers, that empty it exactly, that span grants;
+        // gifts that expire sooner or later than the next one, or at the same time
+        recharge("h", "10");
+        assert_eq!(ledger_disagreements(), 0);
+        chat("h", "1");
+        let a = gift("h", "5", "10 days");
+        assert_eq!(ledger_disagreements(), 0);
+        assert_eq!(chat("h", "2"), format!(r#"{{"grants": [{{"id": {a}, "amount": 2}}]}}"#));
+        let b = gift("h", "4", "5 days");
+        assert_eq!(ledger_disagreements(), 0);
+        assert_eq!(chat("h", "1"), format!(r#"{{"grants": [{{"id": {b}, "amount": 1}}]}}"#));
+        assert_eq!(chat("h", "3"), format!(r#"{{"grants": [{{"id": {b}, "amount": 3}}]}}"#));
+        assert_eq!(ledger_disagreements(), 0);
+        let c = gift("h", "2", "10 days");
+        assert_eq!(chat("h", "3"), format!(r#"{{"grants": [{{"id": {a}, "amount": 3}}]}}"#));
+        assert_eq!(ledger_disagreements(), 0);
+        assert_eq!(chat("h", "1"), format!(r#"{{"grants": [{{"id": {c}, "amount": 1}}]}}"#));
+        assert_eq!(chat("h", "2"), format!(r#"{{"grants": [{{"id": {c}, "amount": 1}}], "permanent": 1}}"#));
+        assert_eq!(ledger_disagreements(), 0);
+        assert_eq!(power("h"), "8");
+        // the next grant expires: nothing is taken from it, the later one goes next
+        let d = gift("h", "3", "1 hour");
+        let e = gift("h", "3", "2 days");
+        travel("h", "90 minutes");
+        Spi::run(&format!(
+            "UPDATE billing.grants SET expire_at = expire_at + interval '90 minutes' WHERE user_id = 'h' AND id <> {d}"
+        ))
+        .unwrap();
+        assert_eq!(chat("h", "1"), format!(r#"{{"grants": [{{"id": {e}, "amount": 1}}]}}"#));
+        assert_eq!(chat("h", "1"), format!(r#"{{"grants": [{{"id": {e}, "amount": 1}}]}}"#));
+        assert_eq!(power("h"), "9");
     }
 
     #[pg_test]
@@ -318,6 +361,21 @@ mod tests {
         Spi::run("INSERT INTO billing.account_types (code, direction, description) VALUES ('IMAGE_DEC', -1, 'Images')").unwrap();
         Spi::run("INSERT INTO billing.source_types (code, description) VALUES ('IMAGE', 'Image generation')").unwrap();
         assert_eq!(chat_like("u", "IMAGE_DEC", "IMAGE"), "9");
+    }
+
+    #[pg_test]
+    fn type_codes_are_never_renamed_deleted_or_turned_around() {
+        for statement in [
+            "UPDATE billing.account_types SET direction = 1 WHERE code = 'CHAT_DEC'",
+            "UPDATE billing.account_types SET code = 'TALK_DEC' WHERE code = 'CHAT_DEC'",
+            "DELETE FROM billing.account_types WHERE code = 'CHAT_DEC'",
+            "UPDATE billing.source_types SET code = 'TALK' WHERE code = 'CHAT'",
+            "DELETE FROM billing.source_types WHERE code = 'CHAT'",
+        ] {
+            assert_eq!(sqlstate(statement), "PB007", "{statement}");
+        }
+        assert_eq!(sqlstate("UPDATE billing.account_types SET description = 'Chats' WHERE code = 'CHAT_DEC'"), "00000");
+        assert_eq!(sqlstate("UPDATE billing.source_types SET description = 'Chats' WHERE code = 'CHAT'"), "00000");
     }
 
     fn chat_like(user: &str, account_type: &str, source_type: &str) -> String {

@@ -89,7 +89,15 @@ pub fn ledger_disagreements(client: &mut Client) -> i64 {
                          OR p.first_seq <> 1
                          OR a.grants_total <> (SELECT coalesce(sum(remaining), 0) FROM billing.grants g WHERE g.user_id = a.user_id))
                   + (SELECT count(*) FROM billing.grants g FULL JOIN grant_moves m USING (user_id, id)
-                      WHERE g.remaining IS DISTINCT FROM m.remaining)",
+                      WHERE g.remaining IS DISTINCT FROM m.remaining)
+                  + (SELECT count(*) FROM billing.accounts a
+                      LEFT JOIN LATERAL (SELECT g.id, g.remaining FROM billing.grants g
+                                          WHERE g.user_id = a.user_id AND g.remaining > 0 AND g.expire_at > now()
+                                          ORDER BY g.expire_at, g.id LIMIT 1) head ON true
+                      WHERE (a.next_expiry IS NULL OR a.next_expiry > now())
+                        AND (a.head_grant_id IS DISTINCT FROM head.id OR a.head_remaining IS DISTINCT FROM head.remaining
+                             OR a.next_expiry IS DISTINCT FROM (SELECT min(expire_at) FROM billing.grants g
+                                                                 WHERE g.user_id = a.user_id AND g.remaining > 0)))",
             &[],
         )
         .unwrap();
