@@ -86,11 +86,11 @@ INSERT INTO bench.floor_log (user_id, amount, balance_after) SELECT user_id, 1, 
 # The usual service: one round trip per statement inside a transaction. A service
 # would plan the draw-down in its own code; here the statements carry it.
 APP_SIDE = USER + """BEGIN;
-SELECT permanent, grants_total, last_seq FROM billing.accounts WHERE user_id = 'u' || :u FOR UPDATE;
-SELECT id, remaining FROM billing.grants WHERE user_id = 'u' || :u AND remaining > 0 AND expire_at > now() ORDER BY expire_at, id;
-UPDATE billing.grants SET remaining = remaining - 1 WHERE user_id = 'u' || :u AND id = (SELECT id FROM billing.grants WHERE user_id = 'u' || :u AND remaining > 0 AND expire_at > now() ORDER BY expire_at, id LIMIT 1);
-UPDATE billing.accounts SET grants_total = grants_total - 1, last_seq = last_seq + 1, updated_at = now() WHERE user_id = 'u' || :u;
-INSERT INTO billing.account_log (user_id, seq, direction, amount, balance_after, account_type, source_type, source, detail) SELECT user_id, last_seq, -1, 1, permanent + grants_total, 'CHAT_DEC', 'CHAT', 'bench', '{"grants": []}' FROM billing.accounts WHERE user_id = 'u' || :u;
+SELECT permanent, grants_total, last_seq FROM bench.accounts WHERE user_id = 'u' || :u FOR UPDATE;
+SELECT id, remaining FROM bench.grants WHERE user_id = 'u' || :u AND remaining > 0 AND expire_at > now() ORDER BY expire_at, id;
+UPDATE bench.grants SET remaining = remaining - 1 WHERE user_id = 'u' || :u AND id = (SELECT id FROM bench.grants WHERE user_id = 'u' || :u AND remaining > 0 AND expire_at > now() ORDER BY expire_at, id LIMIT 1);
+UPDATE bench.accounts SET grants_total = grants_total - 1, last_seq = last_seq + 1, updated_at = now() WHERE user_id = 'u' || :u;
+INSERT INTO bench.account_log (user_id, seq, direction, amount, balance_after, account_type, source_type, source, detail) SELECT user_id, last_seq, -1, 1, permanent + grants_total, 'CHAT_DEC', 'CHAT', 'bench', '{"grants": []}' FROM bench.accounts WHERE user_id = 'u' || :u;
 COMMIT;
 """
 
@@ -112,6 +112,8 @@ def setup():
                                       expire_at => now() + (k || ' days')::interval))
                FROM generate_series(0, {USERS}) n, generate_series(30, 32) k;
              INSERT INTO bench.floor_accounts SELECT 'u' || n, 1000000 FROM generate_series(0, {USERS}) n;
+             INSERT INTO bench.accounts SELECT * FROM billing.accounts;
+             INSERT INTO bench.grants SELECT * FROM billing.grants;
              VACUUM ANALYZE;""")
 
 
@@ -120,10 +122,13 @@ MANY_GRANT_USERS = 3000
 
 def many_grants_setup(prefix, users=MANY_GRANT_USERS, grants=100):
     """Users with 100 grants of 1 each: 40 deducts of 2.5 apiece, so a run of
-    about 60,000 deducts spread at random never empties one."""
+    about 60,000 deducts spread at random never empties one. They are copied
+    into the PL/pgSQL version's tables too."""
     psql(f"""SELECT count(billing_add('{prefix}' || n, 1, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'seed',
                                       expire_at => now() + (k || ' hours')::interval))
                FROM generate_series(1, {users}) n, generate_series(1, {grants}) k;
+             INSERT INTO bench.accounts SELECT * FROM billing.accounts WHERE user_id LIKE '{prefix}%';
+             INSERT INTO bench.grants SELECT * FROM billing.grants WHERE user_id LIKE '{prefix}%';
              VACUUM ANALYZE;""")
 
 

@@ -13,7 +13,7 @@ REVOKE ALL ON FUNCTION @extschema@.billing_deduct(text, numeric, text, text, tex
 
 -- pg_dump keeps balances, grants, the ledger, the sequences and any type a DBA added.
 SELECT pg_catalog.pg_extension_config_dump('billing.accounts', '');
-SELECT pg_catalog.pg_extension_config_dump('billing.grants', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.grant_store', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.account_log', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.grants_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.account_log_id_seq', '');

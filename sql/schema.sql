@@ -95,11 +95,11 @@ COMMENT ON COLUMN billing.accounts.permanent IS 'Power that never expires';
 COMMENT ON COLUMN billing.accounts.grants_total IS 'Sum of remaining over grants not yet swept (cache; includes grants that expired since)';
 COMMENT ON COLUMN billing.accounts.next_expiry IS 'Soonest expire_at among grants with remaining > 0 (cache); at or before now() means a sweep is due';
 COMMENT ON COLUMN billing.accounts.last_seq IS 'seq of the user''s latest ledger entry';
-COMMENT ON COLUMN billing.accounts.head_grant_id IS 'The live grant spent next (soonest expiry, then oldest) as of the last write (cache)';
-COMMENT ON COLUMN billing.accounts.head_remaining IS 'remaining of head_grant_id (cache): a deduct it covers touches only that grant';
+COMMENT ON COLUMN billing.accounts.head_grant_id IS 'The grant spent next (soonest expiry, then oldest) as of the last write';
+COMMENT ON COLUMN billing.accounts.head_remaining IS 'The live remaining of head_grant_id: a deduct it covers changes only this row and the ledger';
 
 CREATE SEQUENCE billing.grants_id_seq;
-CREATE TABLE billing.grants (
+CREATE TABLE billing.grant_store (
     user_id         text NOT NULL,
     id              bigint NOT NULL DEFAULT pg_catalog.nextval('billing.grants_id_seq'::pg_catalog.regclass),
     amount          numeric NOT NULL CHECK (amount OPERATOR(pg_catalog.>) 0),
@@ -110,12 +110,23 @@ CREATE TABLE billing.grants (
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (user_id, id)
 ) WITH (fillfactor = 80);
-ALTER SEQUENCE billing.grants_id_seq OWNED BY billing.grants.id;
+ALTER SEQUENCE billing.grants_id_seq OWNED BY billing.grant_store.id;
 -- Deliberately no index mentions remaining, and rows leave room on their page:
--- spending from a grant is then a HOT update that touches no index.
-CREATE INDEX grants_by_expiry ON billing.grants (user_id, expire_at, id);
-COMMENT ON TABLE billing.grants IS 'Expiring credits (membership gifts and the like), spent soonest-expiring first';
-COMMENT ON COLUMN billing.grants.remaining IS 'What is left to spend; 0 once spent or expired';
+-- writing a grant's remaining is then a HOT update that touches no index.
+CREATE INDEX grant_store_by_expiry ON billing.grant_store (user_id, expire_at, id);
+COMMENT ON TABLE billing.grant_store IS 'Storage behind billing.grants. remaining here is exact for every grant but the one the account row names as head_grant_id, whose live remaining is accounts.head_remaining (written back when the head changes). Read billing.grants.';
+COMMENT ON COLUMN billing.grant_store.remaining IS 'What is left to spend, as of the last write-back for the head grant';
+COMMENT ON COLUMN billing.grant_store.log_id IS 'id of the ledger entry that created the grant';
+
+-- The grants as they stand: the head grant's remaining comes from its account row.
+CREATE VIEW billing.grants AS
+SELECT g.user_id, g.id, g.amount,
+       CASE WHEN a.head_grant_id OPERATOR(pg_catalog.=) g.id THEN a.head_remaining ELSE g.remaining END AS remaining,
+       g.expire_at, g.subscription_id, g.log_id, g.created_at
+  FROM billing.grant_store AS g
+  JOIN billing.accounts AS a ON a.user_id OPERATOR(pg_catalog.=) g.user_id;
+COMMENT ON VIEW billing.grants IS 'Expiring credits (membership gifts and the like), spent soonest-expiring first, with their remaining as it stands';
+COMMENT ON COLUMN billing.grants.remaining IS 'What is left to spend; 0 once spent';
 COMMENT ON COLUMN billing.grants.log_id IS 'id of the ledger entry that created the grant';
 
 CREATE SEQUENCE billing.account_log_id_seq;

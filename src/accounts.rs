@@ -26,7 +26,9 @@ struct Account {
     last_seq: i64,
     /// A grant with remaining > 0 has expired and not been swept yet.
     has_expired: bool,
-    /// The live grant spent next and its remaining (cache, exact while !has_expired).
+    /// The head grant (spent next as of the last write) and its live remaining, which
+    /// grant_store holds only as of the last write-back. Exact as the spending order
+    /// while !has_expired; its remaining is always the truth.
     head: Option<(i64, Decimal)>,
 }
 
@@ -73,10 +75,13 @@ fn live_grants(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, account
         let id = row.get::<i64>(1)?.ok_or_else(|| BillingError::internal("grant id is NULL"))?;
         let remaining = row.get::<AnyNumeric>(2)?.ok_or_else(|| BillingError::internal("remaining is NULL"))?;
         let expire_at = row.get::<TimestampWithTimeZone>(3)?.ok_or_else(|| BillingError::internal("expire_at is NULL"))?;
-        grants.push(Grant {
-            live: LiveGrant { id, remaining: crate::amounts::parse_stored("remaining", &remaining.to_string())? },
-            expire_at: expire_at.into(),
-        });
+        let remaining = match account.head {
+            Some((head_id, head_remaining)) if head_id == id => head_remaining,
+            _ => crate::amounts::parse_stored("remaining", &remaining.to_string())?,
+        };
+        if remaining > Decimal::ZERO {
+            grants.push(Grant { live: LiveGrant { id, remaining }, expire_at: expire_at.into() });
+        }
     }
     Ok(grants)
 }
@@ -166,14 +171,16 @@ fn add(args: &Args) -> Returned {
         let seq = account.last_seq + 1;
         let entry = match movement.expire_at {
             None => {
+                let head = head_now(&account, &grants);
                 let totals = Totals {
                     permanent: checked_add(account.permanent, movement.amount)?,
                     grants_total: account.grants_total,
                     next_expiry: account.next_expiry,
-                    head: head_now(&account, &grants),
+                    head,
                 };
                 let detail = ledger::detail_json(movement.amount, &[]);
-                ledger::write_entry(client, plans, &movement, seq, balance_after, &detail, &totals, &[])?
+                let writes: Vec<(i64, Decimal)> = old_head_write_back(&account, head.map(|(id, _)| id)).into_iter().collect();
+                ledger::write_entry(client, plans, &movement, seq, balance_after, &detail, &totals, &writes)?
             }
             Some(expire_at) => {
                 // The new grant is spent next if it expires before the current head
@@ -187,7 +194,8 @@ fn add(args: &Args) -> Returned {
                     next_expiry: Some(account.next_expiry.map_or(expire_at, |next| next.min(expire_at))),
                     head: if new_is_head { None } else { head },
                 };
-                ledger::write_grant(client, plans, &movement, seq, balance_after, &totals)?
+                let write_back = old_head_write_back(&account, if new_is_head { None } else { head.map(|(id, _)| id) });
+                ledger::write_grant(client, plans, &movement, seq, balance_after, &totals, write_back)?
             }
         };
         Ok(Some(entry))
@@ -247,12 +255,27 @@ fn deduct(args: &Args) -> Returned {
         let plan = drawdown::plan(movement.amount, account.permanent, &live)
             .map_err(|available| insufficient_power(&movement, available))?;
         let balance_after = checked_sub(drawdown::available(account.permanent, &live), movement.amount)?;
+        let head = first_unspent(&grants, &plan.from_grants).map(|(g, left)| (g.live.id, left));
         let totals = Totals {
             permanent: checked_sub(account.permanent, plan.from_permanent)?,
             grants_total: checked_sub(account.grants_total, plan.grants_total())?,
             next_expiry: next_expiry_after(&account, &grants, &plan.from_grants),
-            head: first_unspent(&grants, &plan.from_grants).map(|(g, left)| (g.live.id, left)),
+            head,
         };
+        // Store the new remaining of every grant spent from, and the old head's when the head moves.
+        let mut writes: Vec<(i64, Decimal)> = plan
+            .from_grants
+            .iter()
+            .map(|(id, take)| {
+                let grant = grants.iter().find(|g| g.live.id == *id).expect("planned from these grants");
+                (*id, grant.live.remaining - *take)
+            })
+            .collect();
+        if let Some(back) = old_head_write_back(&account, head.map(|(id, _)| id)) {
+            if !writes.iter().any(|(id, _)| *id == back.0) {
+                writes.push(back);
+            }
+        }
         let detail = ledger::detail_json(plan.from_permanent, &plan.from_grants);
         let entry = ledger::write_entry(
             client,
@@ -262,7 +285,7 @@ fn deduct(args: &Args) -> Returned {
             balance_after,
             &detail,
             &totals,
-            &plan.from_grants,
+            &writes,
         )?;
         Ok(Some(entry))
     })
@@ -285,6 +308,12 @@ fn first_unspent<'g>(grants: &'g [Grant], taken: &[(i64, Decimal)]) -> Option<(&
         let left = g.live.remaining - take;
         (left > Decimal::ZERO).then_some((g, left))
     })
+}
+
+/// The old head grant and its live remaining, to write back to grant_store, when the
+/// head moves to `new_head_id` (another grant, or none).
+fn old_head_write_back(account: &Account, new_head_id: Option<i64>) -> Option<(i64, Decimal)> {
+    account.head.filter(|(old_id, _)| new_head_id != Some(*old_id))
 }
 
 /// The live grant spent next, before this write: the cache when it is exact, else the first live grant.

@@ -198,6 +198,8 @@ pub fn detail_json(from_permanent: Decimal, from_grants: &[(i64, Decimal)]) -> S
 }
 
 /// Writes an entry that moves the permanent balance and/or spends grants; returns the entry row.
+/// `grant_writes` are (grant id, remaining to store): the grants spent from, and the old
+/// head grant when the head moves off it.
 #[allow(clippy::too_many_arguments)]
 pub fn write_entry(
     client: &mut SpiClient<'_>,
@@ -207,10 +209,10 @@ pub fn write_entry(
     balance_after: Decimal,
     detail: &str,
     totals: &Totals,
-    from_grants: &[(i64, Decimal)],
+    grant_writes: &[(i64, Decimal)],
 ) -> BillingResult<pg_sys::Datum> {
-    let grant_ids: Vec<i64> = from_grants.iter().map(|(id, _)| *id).collect();
-    let takes: Vec<AnyNumeric> = from_grants.iter().map(|(_, take)| numeric(*take)).collect();
+    let grant_ids: Vec<i64> = grant_writes.iter().map(|(id, _)| *id).collect();
+    let remainings: Vec<AnyNumeric> = grant_writes.iter().map(|(_, remaining)| numeric(*remaining)).collect();
     let mut args = common_args(movement, seq, balance_after);
     args.extend([
         detail.into(),
@@ -219,7 +221,7 @@ pub fn write_entry(
         numeric(totals.grants_total).into(),
         timestamptz(totals.next_expiry),
         grant_ids.into(),
-        takes.into(),
+        remainings.into(),
         totals.head.map(|(id, _)| id).into(),
         totals.head.map(|(_, remaining)| numeric(remaining)).into(),
     ]);
@@ -228,7 +230,8 @@ pub fn write_entry(
 }
 
 /// Writes an entry that creates a grant of `movement.amount` expiring at `movement.expire_at`.
-/// `totals.head` is None when the new grant is the one spent next.
+/// `totals.head` is None when the new grant is the one spent next; `write_back` is the
+/// old head grant and its live remaining when the head moves off it.
 pub fn write_grant(
     client: &mut SpiClient<'_>,
     plans: &Plans,
@@ -236,6 +239,7 @@ pub fn write_grant(
     seq: i64,
     balance_after: Decimal,
     totals: &Totals,
+    write_back: Option<(i64, Decimal)>,
 ) -> BillingResult<pg_sys::Datum> {
     let mut args = common_args(movement, seq, balance_after);
     args.extend([
@@ -246,6 +250,8 @@ pub fn write_grant(
         totals.head.is_none().into(),
         totals.head.map(|(id, _)| id).into(),
         totals.head.map(|(_, remaining)| numeric(remaining)).into(),
+        write_back.map(|(id, _)| id).into(),
+        write_back.map(|(_, remaining)| numeric(remaining)).into(),
     ]);
     let table = client.update(&plans.write_grant, None, &args)?;
     whole_row(&table.first(), 1)

@@ -1,5 +1,11 @@
 //! The SQL the functions run, prepared once per backend and kept.
 //!
+//! The account row holds the live remaining of one grant, the head (the one
+//! spent next): `grant_store.remaining` of that grant is written back only when
+//! the head moves. Whatever reads or writes a grant's remaining under the lock
+//! must take the head's from the account row, and write it back when it moves
+//! the head elsewhere; `billing.grants` (a view) shows every grant as it stands.
+//!
 //! Every statement names its tables and functions with their schema, so the
 //! plans mean the same thing whatever search_path the caller has. Writes and
 //! the reads that follow the account lock are prepared as mutating, so each
@@ -24,10 +30,11 @@ SELECT permanent, grants_total, next_expiry, last_seq,
 const CREATE_ACCOUNT: &str = "\
 INSERT INTO billing.accounts (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING";
 
-/// Grants that can be spent now, in spending order.
+/// Grants that can be spent now, in spending order. The head grant's stored
+/// remaining may be behind: the caller overlays the account row's head_remaining.
 const LIVE_GRANTS: &str = "\
 SELECT id, remaining, expire_at
-  FROM billing.grants
+  FROM billing.grant_store
  WHERE user_id OPERATOR(pg_catalog.=) $1
    AND remaining OPERATOR(pg_catalog.>) 0
    AND expire_at OPERATOR(pg_catalog.>) pg_catalog.now()
@@ -48,8 +55,9 @@ SELECT l, l.direction, l.amount, l.account_type
 const POWER: &str = "SELECT coalesce((\
 SELECT a.permanent OPERATOR(pg_catalog.+) CASE
          WHEN a.next_expiry IS NULL OR a.next_expiry OPERATOR(pg_catalog.>) pg_catalog.now() THEN a.grants_total
-         ELSE (SELECT coalesce(pg_catalog.sum(g.remaining), 0)
-                 FROM billing.grants AS g
+         ELSE (SELECT coalesce(pg_catalog.sum(CASE WHEN g.id OPERATOR(pg_catalog.=) a.head_grant_id
+                                                   THEN a.head_remaining ELSE g.remaining END), 0)
+                 FROM billing.grant_store AS g
                 WHERE g.user_id OPERATOR(pg_catalog.=) a.user_id
                   AND g.remaining OPERATOR(pg_catalog.>) 0
                   AND g.expire_at OPERATOR(pg_catalog.>) pg_catalog.now())
@@ -62,13 +70,13 @@ SELECT a.permanent OPERATOR(pg_catalog.+) CASE
 ///  $1 user_id, $2 seq, $3 direction, $4 amount, $5 balance_after, $6 account_type,
 ///  $7 source_type, $8 source, $9 remark, $10 association_no, $11 association_user_id,
 ///  $12 subscription_id, $13 detail, $14 idempotency_key, $15 permanent, $16 grants_total,
-///  $17 next_expiry, $18 grant ids, $19 amounts taken from those grants,
-///  $20 head_grant_id, $21 head_remaining
+///  $17 next_expiry, $18 grant ids, $19 the remaining to store for each of them
+///  (grants spent from, and the old head grant written back), $20 head_grant_id, $21 head_remaining
 const WRITE_ENTRY: &str = "\
-WITH spent AS (
-  UPDATE billing.grants AS g
-     SET remaining = g.remaining OPERATOR(pg_catalog.-) t.take
-    FROM ROWS FROM (pg_catalog.unnest($18::bigint[]), pg_catalog.unnest($19::numeric[])) AS t(id, take)
+WITH stored AS (
+  UPDATE billing.grant_store AS g
+     SET remaining = t.remaining
+    FROM ROWS FROM (pg_catalog.unnest($18::bigint[]), pg_catalog.unnest($19::numeric[])) AS t(id, remaining)
    WHERE g.user_id OPERATOR(pg_catalog.=) $1 AND g.id OPERATOR(pg_catalog.=) t.id
 ), account AS (
   UPDATE billing.accounts
@@ -84,14 +92,19 @@ RETURNING l";
 
 /// One ledger entry that creates a grant, with the account's new cached totals.
 ///  $1..$12, $14 as in WRITE_ENTRY; $13 expire_at, $15 grants_total, $16 next_expiry,
-///  $17 whether the new grant is spent next (else $18/$19 stay the head grant and its remaining)
+///  $17 whether the new grant is spent next, else $18/$19 are the head and its remaining;
+///  $20/$21 a grant whose live remaining to write back (the old head, when the head moves)
 const WRITE_GRANT: &str = "\
 WITH ids AS MATERIALIZED (
   SELECT pg_catalog.nextval('billing.account_log_id_seq'::pg_catalog.regclass) AS log_id,
          pg_catalog.nextval('billing.grants_id_seq'::pg_catalog.regclass) AS grant_id
 ), granted AS (
-  INSERT INTO billing.grants (user_id, id, amount, remaining, expire_at, subscription_id, log_id)
+  INSERT INTO billing.grant_store (user_id, id, amount, remaining, expire_at, subscription_id, log_id)
   SELECT $1, ids.grant_id, $4, $4, $13, $12, ids.log_id FROM ids
+), old_head AS (
+  UPDATE billing.grant_store AS g
+     SET remaining = $21
+   WHERE g.user_id OPERATOR(pg_catalog.=) $1 AND g.id OPERATOR(pg_catalog.=) $20
 ), account AS (
   UPDATE billing.accounts
      SET grants_total = $15, next_expiry = $16, last_seq = $2, updated_at = pg_catalog.now(),
@@ -113,9 +126,11 @@ RETURNING l";
 
 /// The common deduct in one statement: no idempotency key to check (or already
 /// checked under the lock), no expired grant waiting for a sweep, and either no
-/// grants at all or a next grant that covers the amount. Locks the account row
-/// by updating it; returns no row when those conditions do not hold, and the
-/// caller takes the general path.
+/// grants at all or a head grant that covers the amount. It changes only the
+/// account row (which it locks by updating it; the head grant's live remaining
+/// lives there) and appends the ledger entry: the same work as the floor.
+/// Returns no row when those conditions do not hold; the caller then takes the
+/// general path.
 ///  $1 user_id, $2 amount, $3 account_type, $4 source_type, $5 source, $6 remark,
 ///  $7 association_no, $8 association_user_id, $9 idempotency_key
 const FAST_DEBIT: &str = "\
@@ -134,11 +149,6 @@ WITH account AS (
           OR a.head_remaining OPERATOR(pg_catalog.>) $2)
   RETURNING a.user_id, a.last_seq, a.permanent OPERATOR(pg_catalog.+) a.grants_total AS balance_after,
             a.head_grant_id
-), spent AS (
-  UPDATE billing.grants AS g
-     SET remaining = g.remaining OPERATOR(pg_catalog.-) $2
-    FROM account
-   WHERE g.user_id OPERATOR(pg_catalog.=) $1 AND g.id OPERATOR(pg_catalog.=) account.head_grant_id
 )
 INSERT INTO billing.account_log AS l
        (user_id, seq, direction, amount, balance_after, account_type, source_type, source,
@@ -191,7 +201,7 @@ pub fn get(client: &SpiClient<'_>) -> BillingResult<&'static Plans> {
     ];
     let grant_args = [
         TEXT, INT8, INT2, NUMERIC, NUMERIC, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TIMESTAMPTZ,
-        TEXT, NUMERIC, TIMESTAMPTZ, BOOL, INT8, NUMERIC,
+        TEXT, NUMERIC, TIMESTAMPTZ, BOOL, INT8, NUMERIC, INT8, NUMERIC,
     ];
     let has_power = format!("SELECT {} OPERATOR(pg_catalog.>=) $2", &POWER["SELECT ".len()..]);
     let plans = Plans {

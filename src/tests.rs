@@ -65,7 +65,7 @@ mod tests {
     /// Moves every grant of the user `by` into the past, as time passing would.
     fn travel(user: &str, by: &str) {
         Spi::run(&format!(
-            "UPDATE billing.grants SET expire_at = expire_at - interval '{by}' WHERE user_id = '{user}';
+            "UPDATE billing.grant_store SET expire_at = expire_at - interval '{by}' WHERE user_id = '{user}';
              UPDATE billing.accounts SET next_expiry = next_expiry - interval '{by}' WHERE user_id = '{user}'"
         ))
         .unwrap();
@@ -181,12 +181,28 @@ mod tests {
         let e = gift("h", "3", "2 days");
         travel("h", "90 minutes");
         Spi::run(&format!(
-            "UPDATE billing.grants SET expire_at = expire_at + interval '90 minutes' WHERE user_id = 'h' AND id <> {d}"
+            "UPDATE billing.grant_store SET expire_at = expire_at + interval '90 minutes' WHERE user_id = 'h' AND id <> {d}"
         ))
         .unwrap();
         assert_eq!(chat("h", "1"), format!(r#"{{"grants": [{{"id": {e}, "amount": 1}}]}}"#));
         assert_eq!(chat("h", "1"), format!(r#"{{"grants": [{{"id": {e}, "amount": 1}}]}}"#));
         assert_eq!(power("h"), "9");
+    }
+
+    #[pg_test]
+    fn an_expired_head_grant_keeps_what_was_left_of_it() {
+        let g = gift("x", "10", "1 hour");
+        // one-statement deduct: what is left of g lives on the account row
+        assert_eq!(chat("x", "4"), format!(r#"{{"grants": [{{"id": {g}, "amount": 4}}]}}"#));
+        assert_eq!(text(&format!("SELECT remaining::text FROM billing.grants WHERE id = {g}")), "6");
+        travel("x", "2 hours");
+        assert_eq!(power("x"), "0");
+        // the next write moves the head off the expired grant and writes its remaining back
+        recharge("x", "5");
+        assert_eq!(text(&format!("SELECT remaining::text FROM billing.grant_store WHERE id = {g}")), "6");
+        assert_eq!(text("SELECT coalesce(head_grant_id::text, 'none') FROM billing.accounts WHERE user_id = 'x'"), "none");
+        assert_eq!(power("x"), "5");
+        assert_eq!(ledger_disagreements(), 0);
     }
 
     #[pg_test]

@@ -34,7 +34,8 @@ fn an_application_role_calls_and_reads_but_cannot_write_tables() {
     for statement in [
         "UPDATE billing.accounts SET permanent = 1000000",
         "INSERT INTO billing.accounts (user_id, permanent) VALUES ('v', 5)",
-        "DELETE FROM billing.grants",
+        "DELETE FROM billing.grant_store",
+        "UPDATE billing.grant_store SET remaining = amount",
         "INSERT INTO billing.account_log (user_id, seq, direction, amount, balance_after, account_type, source_type, source, detail) VALUES ('u', 3, 1, 1, 8, 'RECHARGE_INC', 'RECHARGE', 'x', '{}')",
         "UPDATE billing.account_log SET amount = 1",
         "DELETE FROM billing.account_log",
