@@ -62,9 +62,13 @@ BEGIN
 END
 $$;
 
--- The floor: the least any design can do per deduct, one balance update and one ledger insert.
-CREATE TABLE IF NOT EXISTS bench.floor_accounts (user_id text PRIMARY KEY, balance numeric NOT NULL);
-CREATE TABLE IF NOT EXISTS bench.floor_log (
+-- The floor: the least any design can do per deduct, one balance update and one
+-- insert of a ledger row with the columns the ledger must carry (account_log's
+-- shape and indexes, no trigger, no caches, no checks).
+CREATE TABLE bench.floor_accounts (user_id text PRIMARY KEY, balance numeric NOT NULL, seq bigint NOT NULL DEFAULT 0);
+CREATE TABLE bench.floor_log (LIKE billing.account_log INCLUDING ALL);
+-- For comparison only: a skinny ledger row with nothing but amount and balance.
+CREATE TABLE bench.skinny_log (
     user_id text NOT NULL,
     id bigserial,
     amount numeric NOT NULL,

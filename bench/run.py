@@ -79,9 +79,14 @@ def best(script, clients, rounds=2, latencies=False):
 USER = "\\set u random(1, %d)\n" % USERS
 BILLING_DEDUCT = USER + "SELECT seq FROM billing_deduct('u' || :u, 1, 'CHAT_DEC', 'CHAT', 'bench');\n"
 PLPGSQL_DEDUCT = USER + "SELECT seq FROM bench.plpgsql_deduct('u' || :u, 1, 'CHAT_DEC', 'CHAT', 'bench');\n"
-FLOOR = USER + """WITH a AS (UPDATE bench.floor_accounts SET balance = balance - 1 WHERE user_id = 'u' || :u
+FLOOR = USER + """WITH a AS (UPDATE bench.floor_accounts SET balance = balance - 1, seq = seq + 1 WHERE user_id = 'u' || :u
+                  RETURNING user_id, balance, seq)
+INSERT INTO bench.floor_log (user_id, seq, direction, amount, balance_after, account_type, source_type, source, detail)
+SELECT user_id, seq, -1, 1, balance, 'CHAT_DEC', 'CHAT', 'bench', '{"permanent": 1}' FROM a;
+"""
+SKINNY_FLOOR = USER + """WITH a AS (UPDATE bench.floor_accounts SET balance = balance - 1 WHERE user_id = 'u' || :u
                   RETURNING user_id, balance)
-INSERT INTO bench.floor_log (user_id, amount, balance_after) SELECT user_id, 1, balance FROM a;
+INSERT INTO bench.skinny_log (user_id, amount, balance_after) SELECT user_id, 1, balance FROM a;
 """
 # The usual service: one round trip per statement inside a transaction. A service
 # would plan the draw-down in its own code; here the statements carry it.
@@ -111,7 +116,7 @@ def setup():
              SELECT count(billing_add('u' || n, 1000000, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'seed',
                                       expire_at => now() + (k || ' days')::interval))
                FROM generate_series(0, {USERS}) n, generate_series(30, 32) k;
-             INSERT INTO bench.floor_accounts SELECT 'u' || n, 1000000 FROM generate_series(0, {USERS}) n;
+             INSERT INTO bench.floor_accounts SELECT 'u' || n, 1000000, 0 FROM generate_series(0, {USERS}) n;
              INSERT INTO bench.accounts SELECT * FROM billing.accounts;
              INSERT INTO bench.grants SELECT * FROM billing.grants;
              VACUUM ANALYZE;""")

@@ -88,6 +88,9 @@ mod tests {
                          OR a.last_seq <> (SELECT count(*) FROM billing.account_log l WHERE l.user_id = a.user_id))
                   + (SELECT count(*) FROM billing.grants g FULL JOIN grant_moves m USING (user_id, id)
                       WHERE g.remaining IS DISTINCT FROM m.remaining)
+                  + (SELECT count(*) FROM billing.account_log
+                      WHERE direction NOT IN (1, -1) OR amount <= 0 OR seq <= 0 OR balance_after < 0)
+                  + (SELECT count(*) FROM billing.accounts WHERE permanent < 0 OR grants_total < 0)
                   + (SELECT count(*) FROM billing.accounts a
                       LEFT JOIN LATERAL (SELECT g.id, g.remaining FROM billing.grants g
                                           WHERE g.user_id = a.user_id AND g.remaining > 0 AND g.expire_at > now()
