@@ -1,19 +1,20 @@
--- The SQL functions, implemented in Rust (src/accounts.rs). Writes lock the
--- user's account row first; all of them run as the extension owner with a
--- pinned search_path, and none is executable by PUBLIC (see privileges.sql).
+-- The SQL functions, implemented in Rust (src/power.rs, src/accounts.rs). None
+-- is executable by PUBLIC (see privileges.sql). The writes lock the user's
+-- account row first and run as the extension owner with a pinned search_path.
+-- The two reads run no SQL and resolve no names (they read the account row
+-- through its primary key), so they run as the caller: EXECUTE on them is the
+-- permission to read balances.
 
 CREATE FUNCTION @extschema@.billing_power(user_id text)
     RETURNS numeric
-    LANGUAGE c STABLE
-    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    LANGUAGE c STABLE PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'billing_power';
 COMMENT ON FUNCTION @extschema@.billing_power(text) IS
     'Available power of a user: permanent balance plus unexpired grants (0 for an unknown user)';
 
 CREATE FUNCTION @extschema@.billing_has_power(user_id text, amount numeric)
     RETURNS boolean
-    LANGUAGE c STABLE
-    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    LANGUAGE c STABLE PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'billing_has_power';
 COMMENT ON FUNCTION @extschema@.billing_has_power(text, numeric) IS
     'True when the user could spend amount now';

@@ -123,30 +123,6 @@ fn movement(args: &Args, direction: Direction) -> BillingResult<Movement> {
     })
 }
 
-/// billing_power(user_id text) RETURNS numeric
-fn power(args: &Args) -> Returned {
-    let user_id = args.key(0, "user_id")?;
-    Spi::connect(|client| {
-        let plans = plans::get(client)?;
-        let table = client.select(&plans.power, None, &[user_id.as_str().into()])?;
-        ledger::whole_row(&table.first(), 1).map(Some)
-    })
-}
-sql_function!(pg_finfo_billing_power, billing_power => power);
-
-/// billing_has_power(user_id text, amount numeric) RETURNS boolean
-fn has_power(args: &Args) -> Returned {
-    let user_id = args.key(0, "user_id")?;
-    let amount = args.amount(1, "amount")?;
-    Spi::connect(|client| {
-        let plans = plans::get(client)?;
-        let args = [user_id.as_str().into(), ledger::numeric(amount).into()];
-        let has = client.select(&plans.has_power, None, &args)?.first().get::<bool>(1)?;
-        Ok(has.into_datum())
-    })
-}
-sql_function!(pg_finfo_billing_has_power, billing_has_power => has_power);
-
 /// billing_add(user_id, amount, account_type, source_type, source, remark, association_no,
 ///             association_user_id, expire_at, subscription_id, idempotency_key)
 fn add(args: &Args) -> Returned {

@@ -8,7 +8,8 @@
 //! - `fmgr`: entry points and argument reading;
 //! - `plans`: the SQL each function runs, prepared once per backend;
 //! - `ledger`: types, idempotency and writing ledger entries;
-//! - `accounts`: power, billing_add and billing_deduct.
+//! - `power`: billing_power and billing_has_power, read without SQL;
+//! - `accounts`: billing_add and billing_deduct.
 
 pgrx::pg_module_magic!();
 
@@ -19,6 +20,7 @@ mod errors;
 mod fmgr;
 mod ledger;
 mod plans;
+mod power;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;

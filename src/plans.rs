@@ -50,21 +50,6 @@ SELECT l, l.direction, l.amount, l.account_type
  WHERE l.user_id OPERATOR(pg_catalog.=) $1
    AND l.idempotency_key OPERATOR(pg_catalog.=) $2";
 
-/// Available power without a lock: the cached totals, or the grants when one has expired
-/// unswept; 0 for an unknown user.
-const POWER: &str = "SELECT coalesce((\
-SELECT a.permanent OPERATOR(pg_catalog.+) CASE
-         WHEN a.next_expiry IS NULL OR a.next_expiry OPERATOR(pg_catalog.>) pg_catalog.now() THEN a.grants_total
-         ELSE (SELECT coalesce(pg_catalog.sum(CASE WHEN g.id OPERATOR(pg_catalog.=) a.head_grant_id
-                                                   THEN a.head_remaining ELSE g.remaining END), 0)
-                 FROM billing.grant_store AS g
-                WHERE g.user_id OPERATOR(pg_catalog.=) a.user_id
-                  AND g.remaining OPERATOR(pg_catalog.>) 0
-                  AND g.expire_at OPERATOR(pg_catalog.>) pg_catalog.now())
-       END
-  FROM billing.accounts AS a
- WHERE a.user_id OPERATOR(pg_catalog.=) $1), 0)";
-
 /// One ledger entry that moves the permanent balance and/or spends grants,
 /// with the account's new cached totals, in one statement.
 ///  $1 user_id, $2 seq, $3 direction, $4 amount, $5 balance_after, $6 account_type,
@@ -170,11 +155,9 @@ pub struct Plans {
     pub live_grants: OwnedPreparedStatement,
     pub types: OwnedPreparedStatement,
     pub idempotent_entry: OwnedPreparedStatement,
-    pub power: OwnedPreparedStatement,
     pub write_entry: OwnedPreparedStatement,
     pub write_grant: OwnedPreparedStatement,
     pub fast_debit: OwnedPreparedStatement,
-    pub has_power: OwnedPreparedStatement,
 }
 
 thread_local! {
@@ -203,20 +186,17 @@ pub fn get(client: &SpiClient<'_>) -> BillingResult<&'static Plans> {
         TEXT, INT8, INT2, NUMERIC, NUMERIC, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TIMESTAMPTZ,
         TEXT, NUMERIC, TIMESTAMPTZ, BOOL, INT8, NUMERIC, INT8, NUMERIC,
     ];
-    let has_power = format!("SELECT {} OPERATOR(pg_catalog.>=) $2", &POWER["SELECT ".len()..]);
     let plans = Plans {
         lock_account: client.prepare_mut(LOCK_ACCOUNT, &[TEXT])?.keep(),
         create_account: client.prepare_mut(CREATE_ACCOUNT, &[TEXT])?.keep(),
         live_grants: client.prepare_mut(LIVE_GRANTS, &[TEXT])?.keep(),
         types: client.prepare(TYPES, &[TEXT, TEXT])?.keep(),
         idempotent_entry: client.prepare_mut(IDEMPOTENT_ENTRY, &[TEXT, TEXT])?.keep(),
-        power: client.prepare(POWER, &[TEXT])?.keep(),
         write_entry: client.prepare_mut(WRITE_ENTRY, &entry_args)?.keep(),
         write_grant: client.prepare_mut(WRITE_GRANT, &grant_args)?.keep(),
         fast_debit: client
             .prepare_mut(FAST_DEBIT, &[TEXT, NUMERIC, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT])?
             .keep(),
-        has_power: client.prepare(has_power.as_str(), &[TEXT, NUMERIC])?.keep(),
     };
     let plans: &'static Plans = Box::leak(Box::new(plans));
     PLANS.set(Some(plans));

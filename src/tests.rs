@@ -450,16 +450,22 @@ mod tests {
     }
 
     #[pg_test]
-    fn functions_are_security_definer_with_pinned_search_path_and_not_public() {
+    fn writes_are_security_definer_with_pinned_search_path_and_nothing_is_public() {
         let unsafe_functions = text(
             "SELECT coalesce(string_agg(p.proname, ','), '') FROM pg_proc p
               WHERE p.proname LIKE 'billing\\_%'
-                AND (NOT p.prosecdef
-                     OR NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)
-                     OR has_function_privilege('public', p.oid, 'EXECUTE') IS NOT FALSE
-                     OR p.proacl IS NULL)",
+                AND (has_function_privilege('public', p.oid, 'EXECUTE') IS NOT FALSE
+                     OR p.proacl IS NULL
+                     OR (p.provolatile = 'v'
+                         AND (NOT p.prosecdef
+                              OR NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false))))",
         );
         assert_eq!(unsafe_functions, "");
+        // the reads run no SQL: they run as the caller
+        assert_eq!(
+            text("SELECT string_agg(proname || ':' || prosecdef, ',' ORDER BY proname) FROM pg_proc WHERE provolatile = 's' AND proname LIKE 'billing\\_%'"),
+            "billing_has_power:false,billing_power:false"
+        );
         assert_eq!(text("SELECT count(*)::text FROM pg_proc WHERE proname LIKE 'billing\\_%'"), "4");
     }
 

@@ -1,0 +1,145 @@
+//! Reading a user's power without running SQL.
+//!
+//! billing_power and billing_has_power sit in front of every metered request,
+//! so they read the account row through its primary key with PostgreSQL's
+//! index access methods instead of executing a query: no SPI, no planner, no
+//! executor. Because they resolve no names from the caller's search_path and
+//! run no SQL, they are SECURITY INVOKER and need no pinned search_path;
+//! EXECUTE on them is the permission to read balances. Only when a grant has
+//! expired and not been swept do they also scan the user's grants.
+
+use std::ffi::CStr;
+
+use pgrx::datum::{AnyNumeric, FromDatum, IntoDatum};
+use pgrx::pg_sys::{self, Datum, Oid};
+
+use crate::errors::{BillingError, BillingResult};
+use crate::fmgr::{sql_function, Args, Returned};
+
+/// billing_power(user_id text) RETURNS numeric
+fn power(args: &Args) -> Returned {
+    let user_id = args.key(0, "user_id")?;
+    Ok(available(&user_id)?.into_datum())
+}
+sql_function!(pg_finfo_billing_power, billing_power => power);
+
+/// billing_has_power(user_id text, amount numeric) RETURNS boolean
+fn has_power(args: &Args) -> Returned {
+    let user_id = args.key(0, "user_id")?;
+    let amount = args.amount(1, "amount")?;
+    let power = available(&user_id)?;
+    let power = crate::amounts::parse_stored("power", &power.to_string())?;
+    Ok((power >= amount).into_datum())
+}
+sql_function!(pg_finfo_billing_has_power, billing_has_power => has_power);
+
+/// The user's available power as of the current snapshot; 0 for an unknown user.
+fn available(user_id: &str) -> BillingResult<AnyNumeric> {
+    const COLUMNS: [&CStr; 5] = [c"permanent", c"grants_total", c"next_expiry", c"head_grant_id", c"head_remaining"];
+    let mut account = None;
+    for_each_row(c"accounts", c"accounts_pkey", user_id, &COLUMNS, |row| {
+        account = Some([row[0], row[1], row[2], row[3], row[4]]);
+    })?;
+    let Some([permanent, grants_total, next_expiry, head_id, head_remaining]) = account else {
+        return Ok(AnyNumeric::from(0));
+    };
+    let permanent = numeric(permanent, "permanent")?;
+    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    let expired_waiting = next_expiry.is_some_and(|t| t.value() as i64 <= now);
+    if !expired_waiting {
+        return Ok(permanent + numeric(grants_total, "grants_total")?);
+    }
+    // A grant expired unswept: add up the grants that are still live.
+    let head = head_id.map(|id| id.value() as i64);
+    let head_remaining = head_remaining.map(|d| numeric(Some(d), "head_remaining")).transpose()?;
+    let mut live = AnyNumeric::from(0);
+    let mut failure = None;
+    for_each_row(c"grant_store", c"grant_store_by_expiry", user_id, &[c"id", c"remaining", c"expire_at"], |row| {
+        let is_live = row[2].is_some_and(|t| t.value() as i64 > now);
+        if !is_live || failure.is_some() {
+            return;
+        }
+        let id = row[0].map(|d| d.value() as i64);
+        let remaining = match (&head_remaining, id == head) {
+            (Some(head_remaining), true) => Ok(head_remaining.clone()),
+            _ => numeric(row[1], "remaining"),
+        };
+        match remaining {
+            Ok(remaining) => live = live.clone() + remaining,
+            Err(e) => failure = Some(e),
+        }
+    })?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(permanent + live),
+    }
+}
+
+fn numeric(value: Option<Datum>, column: &str) -> BillingResult<AnyNumeric> {
+    let datum = value.ok_or_else(|| BillingError::internal(format!("{column} is NULL")))?;
+    unsafe { AnyNumeric::from_datum(datum, false) }.ok_or_else(|| BillingError::internal(format!("{column} is not numeric")))
+}
+
+/// Calls `each` with the named columns of every row of billing.`table` whose
+/// user_id is `user_id`, found through `index` (whose first column is user_id),
+/// as the current snapshot sees them.
+fn for_each_row(
+    table: &CStr,
+    index: &CStr,
+    user_id: &str,
+    columns: &[&CStr],
+    mut each: impl FnMut(&[Option<Datum>]),
+) -> BillingResult<()> {
+    unsafe {
+        let schema = pg_sys::get_namespace_oid(c"billing".as_ptr(), false);
+        let table_oid = pg_sys::get_relname_relid(table.as_ptr(), schema);
+        let index_oid = pg_sys::get_relname_relid(index.as_ptr(), schema);
+        if table_oid == Oid::INVALID || index_oid == Oid::INVALID {
+            return Err(BillingError::internal(format!("billing.{table:?} or its index is missing")));
+        }
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        let rel = pg_sys::table_open(table_oid, lock);
+        let idx = pg_sys::index_open(index_oid, lock);
+        let attnums: Vec<i32> = columns.iter().map(|c| pg_sys::get_attnum(table_oid, c.as_ptr()) as i32).collect();
+        if attnums.iter().any(|&a| a <= 0) {
+            pg_sys::index_close(idx, lock);
+            pg_sys::table_close(rel, lock);
+            return Err(BillingError::internal(format!("a column of billing.{table:?} is missing")));
+        }
+        let key_value = user_id.into_datum().expect("text is never NULL");
+        let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
+        pg_sys::ScanKeyEntryInitialize(
+            &mut key,
+            0,
+            1,
+            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+            Oid::INVALID,
+            *(*idx).rd_indcollation,
+            pg_sys::Oid::from(pg_sys::F_TEXTEQ),
+            key_value,
+        );
+        let mut snapshot = pg_sys::GetActiveSnapshot();
+        if snapshot.is_null() {
+            snapshot = pg_sys::GetTransactionSnapshot();
+        }
+        let scan = pg_sys::index_beginscan(rel, idx, snapshot, 1, 0);
+        pg_sys::index_rescan(scan, &mut key, 1, std::ptr::null_mut(), 0);
+        let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
+        let mut values = Vec::with_capacity(attnums.len());
+        while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
+            values.clear();
+            for &attnum in &attnums {
+                let mut is_null = false;
+                let datum = pg_sys::slot_getattr(slot, attnum, &mut is_null);
+                values.push((!is_null).then_some(datum));
+            }
+            each(&values);
+        }
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        pg_sys::index_endscan(scan);
+        pg_sys::index_close(idx, lock);
+        pg_sys::table_close(rel, lock);
+    }
+    Ok(())
+}
+
