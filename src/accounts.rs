@@ -65,11 +65,18 @@ fn lock_or_create(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str) -> B
     lock(client, plans, user_id)?.ok_or_else(|| BillingError::internal("account row vanished after insert"))
 }
 
-fn live_grants(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, account: &Account) -> BillingResult<Vec<Grant>> {
+/// The user's live grants in spending order, the first `limit` of them (None: all).
+fn live_grants(
+    client: &mut SpiClient<'_>,
+    plans: &Plans,
+    user_id: &str,
+    account: &Account,
+    limit: Option<i64>,
+) -> BillingResult<Vec<Grant>> {
     if account.grants_total.is_zero() {
         return Ok(Vec::new());
     }
-    let table = client.update(&plans.live_grants, None, &[user_id.into()])?;
+    let table = client.update(&plans.live_grants, None, &[user_id.into(), limit.into()])?;
     let mut grants = Vec::with_capacity(table.len());
     for row in table {
         let id = row.get::<i64>(1)?.ok_or_else(|| BillingError::internal("grant id is NULL"))?;
@@ -85,6 +92,10 @@ fn live_grants(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, account
     }
     Ok(grants)
 }
+
+/// How many grants a deduct reads first: enough for any deduct that spans a
+/// few grants; one that needs more reads them all.
+const GRANTS_FIRST_READ: i64 = 16;
 
 /// Power the user can spend now, given the locked row (and its live grants when needed).
 fn available(account: &Account, grants: &[Grant]) -> BillingResult<Decimal> {
@@ -142,7 +153,8 @@ fn add(args: &Args) -> Returned {
         }
         // A repeat of a gift returns its entry even after the gift's expiry has passed.
         check_expiry(&movement)?;
-        let grants = if account.has_expired { live_grants(client, plans, &movement.user_id, &account)? } else { Vec::new() };
+        let grants =
+            if account.has_expired { live_grants(client, plans, &movement.user_id, &account, None)? } else { Vec::new() };
         let balance_after = checked_add(available(&account, &grants)?, movement.amount)?;
         let seq = account.last_seq + 1;
         let entry = match movement.expire_at {
@@ -226,11 +238,18 @@ fn deduct(args: &Args) -> Returned {
         let Some(account) = account else {
             return Err(insufficient_power(&movement, Decimal::ZERO));
         };
-        let grants = live_grants(client, plans, &movement.user_id, &account)?;
-        let live: Vec<LiveGrant> = grants.iter().map(|g| g.live.clone()).collect();
-        let plan = drawdown::plan(movement.amount, account.permanent, &live)
-            .map_err(|available| insufficient_power(&movement, available))?;
-        let balance_after = checked_sub(drawdown::available(account.permanent, &live), movement.amount)?;
+        // Read the first few grants; read them all if the deduct (or finding the
+        // next head) needs more, or if expired grants make the cached total unusable.
+        let mut grants = live_grants(client, plans, &movement.user_id, &account, Some(GRANTS_FIRST_READ))?;
+        let mut plan = plan_debit(&movement, &account, &grants);
+        let read_them_all = grants.len() as i64 == GRANTS_FIRST_READ
+            && plan.as_ref().map_or(true, |p| first_unspent(&grants, &p.from_grants).is_none());
+        if account.has_expired || read_them_all {
+            grants = live_grants(client, plans, &movement.user_id, &account, None)?;
+            plan = plan_debit(&movement, &account, &grants);
+        }
+        let plan = plan?;
+        let balance_after = checked_sub(available(&account, &grants)?, movement.amount)?;
         let head = first_unspent(&grants, &plan.from_grants).map(|(g, left)| (g.live.id, left));
         let totals = Totals {
             permanent: checked_sub(account.permanent, plan.from_permanent)?,
@@ -267,6 +286,12 @@ fn deduct(args: &Args) -> Returned {
     })
 }
 sql_function!(pg_finfo_billing_deduct, billing_deduct => deduct);
+
+/// How `movement` is funded from these grants (in spending order) and the permanent balance.
+fn plan_debit(movement: &Movement, account: &Account, grants: &[Grant]) -> BillingResult<drawdown::Drawdown> {
+    let live: Vec<LiveGrant> = grants.iter().map(|g| g.live.clone()).collect();
+    drawdown::plan(movement.amount, account.permanent, &live).map_err(|available| insufficient_power(movement, available))
+}
 
 /// The soonest expiry among grants with remaining > 0 once `taken` is spent.
 /// An expired, unswept grant keeps the old (past) value until a sweep clears it.

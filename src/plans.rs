@@ -30,15 +30,17 @@ SELECT permanent, grants_total, next_expiry, last_seq,
 const CREATE_ACCOUNT: &str = "\
 INSERT INTO billing.accounts (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING";
 
-/// Grants that can be spent now, in spending order. The head grant's stored
-/// remaining may be behind: the caller overlays the account row's head_remaining.
+/// Grants that can be spent now, in spending order, the first $2 of them (NULL: all).
+/// The head grant's stored remaining may be behind: the caller overlays the
+/// account row's head_remaining.
 const LIVE_GRANTS: &str = "\
 SELECT id, remaining, expire_at
   FROM billing.grant_store
  WHERE user_id OPERATOR(pg_catalog.=) $1
    AND remaining OPERATOR(pg_catalog.>) 0
    AND expire_at OPERATOR(pg_catalog.>) pg_catalog.now()
- ORDER BY expire_at, id";
+ ORDER BY expire_at, id
+ LIMIT $2";
 
 const TYPES: &str = "\
 SELECT (SELECT direction FROM billing.account_types WHERE code OPERATOR(pg_catalog.=) $1),
@@ -189,7 +191,7 @@ pub fn get(client: &SpiClient<'_>) -> BillingResult<&'static Plans> {
     let plans = Plans {
         lock_account: client.prepare_mut(LOCK_ACCOUNT, &[TEXT])?.keep(),
         create_account: client.prepare_mut(CREATE_ACCOUNT, &[TEXT])?.keep(),
-        live_grants: client.prepare_mut(LIVE_GRANTS, &[TEXT])?.keep(),
+        live_grants: client.prepare_mut(LIVE_GRANTS, &[TEXT, INT8])?.keep(),
         types: client.prepare(TYPES, &[TEXT, TEXT])?.keep(),
         idempotent_entry: client.prepare_mut(IDEMPOTENT_ENTRY, &[TEXT, TEXT])?.keep(),
         write_entry: client.prepare_mut(WRITE_ENTRY, &entry_args)?.keep(),

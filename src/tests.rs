@@ -209,6 +209,25 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_deduct_can_span_more_grants_than_it_reads_at_first() {
+        recharge("m", "5");
+        let ids: Vec<i64> = (1..=20).map(|k| gift("m", "1", &format!("{k} days"))).collect();
+        // 16 grants exactly: the next head is the 17th, beyond the first read
+        let detail = chat("m", "16");
+        let expected: Vec<String> = ids[..16].iter().map(|id| format!(r#"{{"id": {id}, "amount": 1}}"#)).collect();
+        assert_eq!(detail, format!(r#"{{"grants": [{}]}}"#, expected.join(", ")));
+        assert_eq!(text("SELECT head_grant_id::text FROM billing.accounts WHERE user_id = 'm'"), ids[16].to_string());
+        assert_eq!(ledger_disagreements(), 0);
+        // the rest of the grants and part of the permanent balance
+        let detail = chat("m", "5.5");
+        let expected: Vec<String> = ids[16..].iter().map(|id| format!(r#"{{"id": {id}, "amount": 1}}"#)).collect();
+        assert_eq!(detail, format!(r#"{{"grants": [{}], "permanent": 1.5}}"#, expected.join(", ")));
+        assert_eq!(power("m"), "3.5");
+        assert_eq!(ledger_disagreements(), 0);
+        assert_eq!(sqlstate("SELECT billing_deduct('m', 3.6, 'CHAT_DEC', 'CHAT', 'x')"), "PB001");
+    }
+
+    #[pg_test]
     fn grants_with_the_same_expiry_are_spent_oldest_first() {
         Spi::run("SELECT billing_add('u1', 2, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'a', expire_at => '2999-01-01')").unwrap();
         Spi::run("SELECT billing_add('u1', 2, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'b', expire_at => '2999-01-01')").unwrap();
