@@ -7,7 +7,6 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 export PG_CONFIG
 
 ROOT := $(filter 0,$(shell id -u))
-SUDO_FLAG := $(if $(ROOT),,--sudo)
 PGRX_TEST_DATA := /tmp/billing-pgrx-test-data
 VENV := $(CURDIR)/target/venv
 
@@ -20,11 +19,11 @@ setup:
 
 # Debug build, used by the tests.
 install: setup
-	cargo pgrx install --pg-config "$(PG_CONFIG)" $(SUDO_FLAG)
+	cargo pgrx install --pg-config "$(PG_CONFIG)"
 
 # Optimised build, used by the demo and the benchmarks.
 install-release: setup
-	cargo pgrx install --release --pg-config "$(PG_CONFIG)" $(SUDO_FLAG)
+	cargo pgrx install --release --pg-config "$(PG_CONFIG)"
 
 test: unit-and-pg-tests install lint regress integration
 	@echo "make test: all suites passed"

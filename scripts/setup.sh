@@ -33,4 +33,16 @@ if ! grep -qs "pg$PG_MAJOR = \"$PG_CONFIG\"" "$PGRX_HOME/config.toml"; then
     cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG"
 fi
 
+# As a user with sudo: let this user write the extension into the system
+# server's directories, which cargo pgrx install and cargo pgrx test do.
+if [ "$(id -u)" -ne 0 ]; then
+    for dir in "$("$PG_CONFIG" --pkglibdir)" "$("$PG_CONFIG" --sharedir)/extension"; do
+        if [ ! -w "$dir" ]; then
+            echo "setup: letting group $(id -gn) write $dir"
+            sudo chgrp "$(id -gn)" "$dir"
+            sudo chmod g+w "$dir"
+        fi
+    done
+fi
+
 echo "setup: ready (cargo-pgrx $PGRX_VERSION, PostgreSQL $PG_MAJOR)"
