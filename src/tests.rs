@@ -71,37 +71,35 @@ mod tests {
         .unwrap();
     }
 
-    /// Replays the ledger and returns the users whose stored balances disagree with it.
+    /// Replays the ledger: the number of things that disagree with the stored state (test/replay_check.sql).
     fn ledger_disagreements() -> i64 {
-        Spi::get_one::<i64>(
-            "WITH moves AS (
-                 SELECT l.user_id, l.direction * coalesce((l.detail->>'permanent')::numeric, 0) AS permanent
-                   FROM billing.account_log l),
-             perm AS (SELECT user_id, sum(permanent) AS permanent FROM moves GROUP BY user_id),
-             grant_moves AS (
-                 SELECT l.user_id, (g->>'id')::bigint AS id, sum(l.direction * (g->>'amount')::numeric) AS remaining
-                   FROM billing.account_log l, jsonb_array_elements(coalesce(l.detail->'grants', '[]')) g
-                  GROUP BY 1, 2)
-             SELECT (SELECT count(*) FROM billing.accounts a LEFT JOIN perm p USING (user_id)
-                      WHERE a.permanent <> coalesce(p.permanent, 0)
-                         OR a.grants_total <> (SELECT coalesce(sum(remaining), 0) FROM billing.grants g WHERE g.user_id = a.user_id)
-                         OR a.last_seq <> (SELECT count(*) FROM billing.account_log l WHERE l.user_id = a.user_id))
-                  + (SELECT count(*) FROM billing.grants g FULL JOIN grant_moves m USING (user_id, id)
-                      WHERE g.remaining IS DISTINCT FROM m.remaining)
-                  + (SELECT count(*) FROM billing.account_log
-                      WHERE direction NOT IN (1, -1) OR amount <= 0 OR seq <= 0 OR balance_after < 0)
-                  + (SELECT count(*) FROM billing.accounts WHERE permanent < 0 OR grants_total < 0)
-                  + (SELECT count(*) FROM billing.accounts a
-                      LEFT JOIN LATERAL (SELECT g.id, g.remaining FROM billing.grants g
-                                          WHERE g.user_id = a.user_id AND g.remaining > 0 AND g.expire_at > now()
-                                          ORDER BY g.expire_at, g.id LIMIT 1) head ON true
-                      WHERE (a.next_expiry IS NULL OR a.next_expiry > now())
-                        AND (a.head_grant_id IS DISTINCT FROM head.id OR a.head_remaining IS DISTINCT FROM head.remaining
-                             OR a.next_expiry IS DISTINCT FROM (SELECT min(expire_at) FROM billing.grants g
-                                                                 WHERE g.user_id = a.user_id AND g.remaining > 0)))",
-        )
+        Spi::get_one::<i64>(include_str!("../test/replay_check.sql"))
         .unwrap()
         .unwrap()
+    }
+
+    #[pg_test]
+    fn the_replay_check_catches_tampering() {
+        recharge("t", "10");
+        let first = gift("t", "5", "1 day");
+        gift("t", "5", "2 days");
+        chat("t", "2");
+        assert_eq!(ledger_disagreements(), 0);
+        let second_remaining = format!("SELECT remaining FROM billing.grant_store WHERE user_id = 't' AND id <> {first}");
+        let tampering = [
+            ("UPDATE billing.accounts SET permanent = permanent + 1", "UPDATE billing.accounts SET permanent = permanent - 1"),
+            ("UPDATE billing.accounts SET head_remaining = head_remaining - 1", "UPDATE billing.accounts SET head_remaining = head_remaining + 1"),
+            ("UPDATE billing.accounts SET last_seq = last_seq + 1", "UPDATE billing.accounts SET last_seq = last_seq - 1"),
+            ("UPDATE billing.accounts SET grants_total = grants_total + 1", "UPDATE billing.accounts SET grants_total = grants_total - 1"),
+            ("UPDATE billing.grant_store SET remaining = remaining - 1 WHERE remaining = 5", "UPDATE billing.grant_store SET remaining = remaining + 1 WHERE remaining = 4"),
+        ];
+        assert_eq!(text(&format!("SELECT ({second_remaining})::text")), "5");
+        for (tamper, undo) in tampering {
+            Spi::run(tamper).unwrap();
+            assert!(ledger_disagreements() > 0, "not caught: {tamper}");
+            Spi::run(undo).unwrap();
+            assert_eq!(ledger_disagreements(), 0, "not undone: {undo}");
+        }
     }
 
     #[pg_test]

@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::sync::{Arc, Barrier};
-use std::thread;
-
 use common::*;
 
 const CONNECTIONS: usize = 16;
@@ -20,36 +17,26 @@ fn sixteen_connections_deducting_from_one_user_never_overspend() {
          SELECT billing_add('hot', 40, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'vip', expire_at => now() + interval '2 days');",
     )
     .unwrap();
-    let start = Arc::new(Barrier::new(CONNECTIONS));
-    let workers: Vec<_> = (0..CONNECTIONS)
-        .map(|n| {
-            let db = db.clone();
-            let start = start.clone();
-            thread::spawn(move || {
-                let mut c = connect(&db);
-                start.wait();
-                let (mut spent, mut ok, mut refused) = (0i64, 0i64, 0i64);
-                for i in 0..60 {
-                    // amounts 1, 2, 3: together the connections ask for far more than 600
-                    let amount = (1 + (n + i) % 3) as i64;
-                    let result = c.query_one(
-                        "SELECT seq FROM billing_deduct('hot', $1::bigint::numeric, 'CHAT_DEC', 'CHAT', 'load')",
-                        &[&amount],
-                    );
-                    match sqlstate(result).as_str() {
-                        "00000" => {
-                            spent += amount;
-                            ok += 1
-                        }
-                        "PB001" => refused += 1,
-                        other => panic!("unexpected SQLSTATE {other}"),
-                    }
+    let results = on_connections(&db, CONNECTIONS, |c, n| {
+        let (mut spent, mut ok, mut refused) = (0i64, 0i64, 0i64);
+        for i in 0..60 {
+            // amounts 1, 2, 3: together the connections ask for far more than 600
+            let amount = (1 + (n + i) % 3) as i64;
+            let result = c.query_one(
+                "SELECT seq FROM billing_deduct('hot', $1::bigint::numeric, 'CHAT_DEC', 'CHAT', 'load')",
+                &[&amount],
+            );
+            match sqlstate(result).as_str() {
+                "00000" => {
+                    spent += amount;
+                    ok += 1
                 }
-                (spent, ok, refused)
-            })
-        })
-        .collect();
-    let results: Vec<(i64, i64, i64)> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+                "PB001" => refused += 1,
+                other => panic!("unexpected SQLSTATE {other}"),
+            }
+        }
+        (spent, ok, refused)
+    });
     let spent: i64 = results.iter().map(|r| r.0).sum();
     let succeeded: i64 = results.iter().map(|r| r.1).sum();
     let refused: i64 = results.iter().map(|r| r.2).sum();
@@ -70,30 +57,17 @@ fn sixteen_connections_deducting_from_one_user_never_overspend() {
 fn concurrent_repeats_of_one_idempotency_key_charge_once() {
     let db = fresh_database("idem");
     connect(&db).batch_execute("SELECT billing_add('u', 1000, 'RECHARGE_INC', 'RECHARGE', 'shop')").unwrap();
-    let start = Arc::new(Barrier::new(8));
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            let db = db.clone();
-            let start = start.clone();
-            thread::spawn(move || {
-                let mut c = connect(&db);
-                start.wait();
-                (0..40)
-                    .map(|k| {
-                        let key = format!("req-{k}");
-                        let row = c
-                            .query_one(
-                                "SELECT id FROM billing_deduct('u', 2, 'CHAT_DEC', 'CHAT', 'api', idempotency_key => $1)",
-                                &[&key],
-                            )
-                            .unwrap();
-                        row.get::<_, i64>(0)
-                    })
-                    .collect::<Vec<i64>>()
+    let ids: Vec<Vec<i64>> = on_connections(&db, 8, |c, _| {
+        (0..40)
+            .map(|k| {
+                let key = format!("req-{k}");
+                let row = c
+                    .query_one("SELECT id FROM billing_deduct('u', 2, 'CHAT_DEC', 'CHAT', 'api', idempotency_key => $1)", &[&key])
+                    .unwrap();
+                row.get::<_, i64>(0)
             })
-        })
-        .collect();
-    let ids: Vec<Vec<i64>> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+            .collect()
+    });
     for other in &ids[1..] {
         assert_eq!(other, &ids[0], "every repeat returns the original entry");
     }
@@ -106,21 +80,11 @@ fn concurrent_repeats_of_one_idempotency_key_charge_once() {
 #[test]
 fn adds_for_a_new_user_from_many_connections_create_one_account() {
     let db = fresh_database("newuser");
-    let start = Arc::new(Barrier::new(8));
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            let db = db.clone();
-            let start = start.clone();
-            thread::spawn(move || {
-                let mut c = connect(&db);
-                start.wait();
-                for _ in 0..10 {
-                    c.execute("SELECT billing_add('fresh', 1.5, 'RECHARGE_INC', 'RECHARGE', 'shop')", &[]).unwrap();
-                }
-            })
-        })
-        .collect();
-    workers.into_iter().for_each(|w| w.join().unwrap());
+    on_connections(&db, 8, |c, _| {
+        for _ in 0..10 {
+            c.execute("SELECT billing_add('fresh', 1.5, 'RECHARGE_INC', 'RECHARGE', 'shop')", &[]).unwrap();
+        }
+    });
     let mut c = connect(&db);
     assert_eq!(text(&mut c, "SELECT (billing_power('fresh') = 120)::text"), "true");
     assert_eq!(text(&mut c, "SELECT count(*)::text FROM billing.accounts"), "1");

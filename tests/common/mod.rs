@@ -72,37 +72,27 @@ pub fn power(client: &mut Client, user: &str) -> String {
 /// each account's permanent balance, each grant's remaining, the cached
 /// grants_total and the per-user sequence (1..n without gaps).
 pub fn ledger_disagreements(client: &mut Client) -> i64 {
-    let row = client
-        .query_one(
-            "WITH perm AS (
-                 SELECT user_id, sum(direction * coalesce((detail->>'permanent')::numeric, 0)) AS permanent,
-                        count(*) AS entries, max(seq) AS last_seq, min(seq) AS first_seq
-                   FROM billing.account_log GROUP BY user_id),
-             grant_moves AS (
-                 SELECT l.user_id, (g->>'id')::bigint AS id, sum(l.direction * (g->>'amount')::numeric) AS remaining
-                   FROM billing.account_log l, jsonb_array_elements(coalesce(l.detail->'grants', '[]')) g
-                  GROUP BY 1, 2)
-             SELECT (SELECT count(*) FROM billing.accounts a FULL JOIN perm p USING (user_id)
-                      WHERE a.permanent IS DISTINCT FROM p.permanent
-                         OR a.last_seq IS DISTINCT FROM p.entries
-                         OR p.last_seq IS DISTINCT FROM p.entries
-                         OR p.first_seq <> 1
-                         OR a.grants_total <> (SELECT coalesce(sum(remaining), 0) FROM billing.grants g WHERE g.user_id = a.user_id))
-                  + (SELECT count(*) FROM billing.grants g FULL JOIN grant_moves m USING (user_id, id)
-                      WHERE g.remaining IS DISTINCT FROM m.remaining)
-                  + (SELECT count(*) FROM billing.account_log
-                      WHERE direction NOT IN (1, -1) OR amount <= 0 OR seq <= 0 OR balance_after < 0)
-                  + (SELECT count(*) FROM billing.accounts WHERE permanent < 0 OR grants_total < 0)
-                  + (SELECT count(*) FROM billing.accounts a
-                      LEFT JOIN LATERAL (SELECT g.id, g.remaining FROM billing.grants g
-                                          WHERE g.user_id = a.user_id AND g.remaining > 0 AND g.expire_at > now()
-                                          ORDER BY g.expire_at, g.id LIMIT 1) head ON true
-                      WHERE (a.next_expiry IS NULL OR a.next_expiry > now())
-                        AND (a.head_grant_id IS DISTINCT FROM head.id OR a.head_remaining IS DISTINCT FROM head.remaining
-                             OR a.next_expiry IS DISTINCT FROM (SELECT min(expire_at) FROM billing.grants g
-                                                                 WHERE g.user_id = a.user_id AND g.remaining > 0)))",
-            &[],
-        )
-        .unwrap();
-    row.get(0)
+    client.query_one(include_str!("../../test/replay_check.sql"), &[]).unwrap().get(0)
+}
+
+/// Runs `work(client, n)` on `connections` connections to `database`, released
+/// together once all are connected; returns each connection's result in order.
+pub fn on_connections<T, F>(database: &str, connections: usize, work: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(&mut Client, usize) -> T + Send + Sync + 'static,
+{
+    let start = std::sync::Arc::new(std::sync::Barrier::new(connections));
+    let work = std::sync::Arc::new(work);
+    let workers: Vec<_> = (0..connections)
+        .map(|n| {
+            let (database, start, work) = (database.to_owned(), start.clone(), work.clone());
+            std::thread::spawn(move || {
+                let mut client = connect(&database);
+                start.wait();
+                work(&mut client, n)
+            })
+        })
+        .collect();
+    workers.into_iter().map(|w| w.join().expect("a connection's work panicked")).collect()
 }
