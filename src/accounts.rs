@@ -1,11 +1,13 @@
-//! Accounts and grants: reading a user's power, adding credits, deducting them.
+//! Accounts and grants: billing_add and billing_deduct.
 //!
-//! Every write locks the user's `billing.accounts` row first (creating it
-//! for a credit), then reads what it needs with a fresh snapshot, then writes
-//! the grants, the account's cached totals and one ledger entry in a single
-//! statement. The account row caches `grants_total` (the remaining of every
-//! grant not yet swept) and `next_expiry` (the soonest expiry among them), so
-//! reading the power needs no scan of the grants unless one has expired.
+//! Every write locks the user's `billing.accounts` row first (creating it for
+//! a credit). The row caches `grants_total` (the remaining of every grant not
+//! yet swept), `next_expiry` (the soonest expiry among them) and the head
+//! grant, spent next, with its live remaining. A deduct that the head grant
+//! covers, or the permanent balance of a user without grants, is one
+//! statement (plans::FAST_DEBIT). Anything else locks the row, reads the live
+//! grants with a fresh snapshot, plans the draw-down in Rust, and writes the
+//! grants, the cached totals and one ledger entry in a single statement.
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
