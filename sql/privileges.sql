@@ -10,6 +10,7 @@ REVOKE ALL ON FUNCTION @extschema@.billing_power(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_has_power(text, numeric) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_add(text, numeric, text, text, text, text, text, text, timestamptz, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_deduct(text, numeric, text, text, text, text, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_verify(text) FROM PUBLIC;
 
 -- pg_dump keeps balances, grants, the ledger, the sequences and any type a DBA added.
 SELECT pg_catalog.pg_extension_config_dump('billing.accounts', '');

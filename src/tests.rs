@@ -71,9 +71,9 @@ mod tests {
         .unwrap();
     }
 
-    /// Replays the ledger: the number of things that disagree with the stored state (test/replay_check.sql).
+    /// Replays the ledger: the number of things that disagree with the stored state.
     fn ledger_disagreements() -> i64 {
-        Spi::get_one::<i64>(include_str!("../test/replay_check.sql"))
+        Spi::get_one::<i64>("SELECT count(*) FROM billing_verify()")
         .unwrap()
         .unwrap()
     }
@@ -100,6 +100,15 @@ mod tests {
             Spi::run(undo).unwrap();
             assert_eq!(ledger_disagreements(), 0, "not undone: {undo}");
         }
+        // what a finding says, and that one user's check sees only that user
+        recharge("other", "1");
+        Spi::run("UPDATE billing.accounts SET permanent = permanent + 1 WHERE user_id = 't'").unwrap();
+        assert_eq!(
+            text("SELECT string_agg(concat_ws('|', user_id, \"check\", expected, actual), ';') FROM billing_verify('t')"),
+            "t|permanent balance|10|11;t|balance_after of entry 4|18|19"
+        );
+        assert_eq!(text("SELECT count(*)::text FROM billing_verify('other')"), "0");
+        assert_eq!(text("SELECT count(*)::text FROM billing_verify()"), "2");
     }
 
     #[pg_test]
@@ -473,17 +482,17 @@ mod tests {
               WHERE p.proname LIKE 'billing\\_%'
                 AND (has_function_privilege('public', p.oid, 'EXECUTE') IS NOT FALSE
                      OR p.proacl IS NULL
-                     OR (p.provolatile = 'v'
-                         AND (NOT p.prosecdef
-                              OR NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false))))",
+                     OR (p.provolatile = 'v' AND NOT p.prosecdef)
+                     OR (p.prosecdef AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)))",
         );
         assert_eq!(unsafe_functions, "");
-        // the reads run no SQL: they run as the caller
+        // the two reads run no SQL: they run as the caller
         assert_eq!(
-            text("SELECT string_agg(proname || ':' || prosecdef, ',' ORDER BY proname) FROM pg_proc WHERE provolatile = 's' AND proname LIKE 'billing\\_%'"),
+            text("SELECT string_agg(proname || ':' || prosecdef, ',' ORDER BY proname) FROM pg_proc
+                   WHERE proname IN ('billing_power', 'billing_has_power')"),
             "billing_has_power:false,billing_power:false"
         );
-        assert_eq!(text("SELECT count(*)::text FROM pg_proc WHERE proname LIKE 'billing\\_%'"), "4");
+        assert_eq!(text("SELECT count(*)::text FROM pg_proc WHERE proname LIKE 'billing\\_%'"), "5");
     }
 
     #[pg_test]

@@ -90,3 +90,74 @@ fn adds_for_a_new_user_from_many_connections_create_one_account() {
     assert_eq!(text(&mut c, "SELECT count(*)::text FROM billing.accounts"), "1");
     assert_eq!(ledger_disagreements(&mut c), 0);
 }
+
+/// A small deterministic generator (xorshift64*), so a failure replays the same way.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+#[test]
+fn thirty_two_connections_mixing_calls_over_a_hot_user_and_a_thousand_users_keep_the_books() {
+    let db = fresh_database("mixed");
+    connect(&db)
+        .batch_execute(
+            "SELECT count(billing_add('u' || n, 20, 'RECHARGE_INC', 'RECHARGE', 'seed')) FROM generate_series(0, 999) n;
+             SELECT billing_add('hot', 100, 'RECHARGE_INC', 'RECHARGE', 'seed');",
+        )
+        .unwrap();
+    let results = on_connections(&db, 32, |c, n| {
+        let mut state = 0x9E37_79B9_7F4A_7C15 ^ (n as u64 + 1);
+        let (mut written, mut refused) = (0i64, 0i64);
+        let mut keys_charged = std::collections::BTreeSet::new();
+        for _ in 0..120 {
+            let r = next(&mut state);
+            let user = if r % 4 == 0 { "hot".to_string() } else { format!("u{}", (r >> 4) % 1000) };
+            let amount = (1 + (r >> 16) % 4) as i64;
+            let outcome = match (r >> 24) % 6 {
+                0 => c.execute("SELECT billing_add($1, $2::bigint::numeric, 'RECHARGE_INC', 'RECHARGE', 'load')", &[&user, &amount]),
+                1 => c.execute(
+                    "SELECT billing_add($1, $2::bigint::numeric, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'load',
+                                        expire_at => now() + interval '1 day')",
+                    &[&user, &amount],
+                ),
+                2 | 3 => c.execute("SELECT billing_deduct($1, $2::bigint::numeric, 'CHAT_DEC', 'CHAT', 'load')", &[&user, &amount]),
+                _ => {
+                    // a request id shared by every connection: the same key always means the same charge
+                    let key = (r >> 32) % 40;
+                    let keyed_amount = (1 + key % 3) as i64;
+                    let result = c.execute(
+                        "SELECT billing_deduct($1, $2::bigint::numeric, 'CHAT_DEC', 'CHAT', 'load', idempotency_key => $3)",
+                        &[&user, &keyed_amount, &format!("req-{key}")],
+                    );
+                    if result.is_ok() {
+                        keys_charged.insert((user.clone(), key));
+                    }
+                    match sqlstate(result).as_str() {
+                        "00000" => continue,
+                        "PB001" => {
+                            refused += 1;
+                            continue;
+                        }
+                        other => panic!("unexpected SQLSTATE {other} for a keyed deduct"),
+                    }
+                }
+            };
+            match sqlstate(outcome).as_str() {
+                "00000" => written += 1,
+                "PB001" => refused += 1,
+                other => panic!("unexpected SQLSTATE {other} (a deadlock would be 40P01)"),
+            }
+        }
+        (written, refused, keys_charged)
+    });
+    let written: i64 = results.iter().map(|r| r.0).sum();
+    let keyed: std::collections::BTreeSet<_> = results.iter().flat_map(|r| r.2.iter().cloned()).collect();
+    let mut c = connect(&db);
+    let entries: i64 = c.query_one("SELECT count(*) FROM billing.account_log WHERE source = 'load'", &[]).unwrap().get(0);
+    assert_eq!(entries, written + keyed.len() as i64, "one entry per successful call, one per charged key");
+    assert_eq!(text(&mut c, "SELECT count(*)::text FROM billing_verify()"), "0");
+    assert!(results.iter().map(|r| r.1).sum::<i64>() > 0, "the hot user ran out at some point");
+}

@@ -68,11 +68,9 @@ pub fn power(client: &mut Client, user: &str) -> String {
     row.get(0)
 }
 
-/// Replays the ledger and counts what disagrees with the stored balances:
-/// each account's permanent balance, each grant's remaining, the cached
-/// grants_total and the per-user sequence (1..n without gaps).
+/// billing_verify's findings: what disagrees with a replay of the ledger.
 pub fn ledger_disagreements(client: &mut Client) -> i64 {
-    client.query_one(include_str!("../../test/replay_check.sql"), &[]).unwrap().get(0)
+    client.query_one("SELECT count(*) FROM billing_verify()", &[]).unwrap().get(0)
 }
 
 /// Runs `work(client, n)` on `connections` connections to `database`, released
