@@ -7,7 +7,8 @@
 # user when we are root (PostgreSQL refuses to run as root), listens only on
 # a Unix socket in that directory, and is stopped and deleted when COMMAND
 # ends, fails or is interrupted. COMMAND sees PGHOST, PGPORT, PGUSER and
-# PGDATABASE pointing at it, and BILLING_CLUSTER_DIR / BILLING_PGDATA.
+# PGDATABASE pointing at it, BILLING_CLUSTER_DIR / BILLING_PGDATA, and
+# BILLING_START_SERVER, a script that starts the server again after a crash.
 # Extra server settings: BILLING_PG_OPTS="-c name=value ...".
 set -euo pipefail
 
@@ -40,13 +41,20 @@ trap 'exit 130' INT TERM
 
 as_pg "$BINDIR/initdb" -D "$DIR/data" -U "$PGUSER_NAME" --auth=trust -E UTF8 --locale=C.UTF-8 >"$DIR/initdb.log" 2>&1 ||
     { cat "$DIR/initdb.log" >&2; exit 1; }
-# The server must not inherit RUST_BACKTRACE: pgrx would append a Rust
-# backtrace to the DETAIL of every PostgreSQL error that passes through it.
-# shellcheck disable=SC2086
-as_pg env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$BINDIR/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w \
-    -o "-p $PORT -k $DIR -c listen_addresses='' -c max_connections=200 ${BILLING_PG_OPTS:-}" start >/dev/null ||
-    { cat "$DIR/server.log" >&2; exit 1; }
+# start_server: also used by tests that crash the server and start it again
+# (they run "$BILLING_START_SERVER"). The server must not inherit
+# RUST_BACKTRACE: pgrx would append a Rust backtrace to the DETAIL of every
+# PostgreSQL error that passes through it.
+cat >"$DIR/start-server.sh" <<START
+#!/usr/bin/env bash
+exec $( [ "$(id -u)" -eq 0 ] && echo "runuser -u postgres --" ) env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE \\
+    "$BINDIR/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w \\
+    -o "-p $PORT -k $DIR -c listen_addresses='' -c max_connections=200 ${BILLING_PG_OPTS:-}" start
+START
+chmod 755 "$DIR/start-server.sh"
+"$DIR/start-server.sh" >/dev/null || { cat "$DIR/server.log" >&2; exit 1; }
 
 export PGHOST="$DIR" PGPORT="$PORT" PGUSER="$PGUSER_NAME" PGDATABASE=postgres
 export BILLING_CLUSTER_DIR="$DIR" BILLING_PGDATA="$DIR/data" BILLING_PG_BINDIR="$BINDIR"
+export BILLING_START_SERVER="$DIR/start-server.sh"
 "$@"
