@@ -318,6 +318,29 @@ mod tests {
     }
 
     #[pg_test]
+    fn bad_input_table_in_readme() {
+        let readme = include_str!("../README.md");
+        let table = readme
+            .split("<!-- bad-input:begin -->")
+            .nth(1)
+            .and_then(|rest| rest.split("<!-- bad-input:end -->").next())
+            .expect("README has the bad-input table");
+        recharge("u", "100");
+        Spi::run("SELECT billing_deduct('u', 1, 'CHAT_DEC', 'CHAT', 's', idempotency_key => 'used')").unwrap();
+        let mut rows = 0;
+        for line in table.lines().filter(|l| l.starts_with("| ") && l.contains('`')) {
+            let cells: Vec<&str> = line.split(" | ").collect();
+            let statement = cells[2].trim_matches('`');
+            let expected = cells[3].trim_end_matches(" |").split(' ').next().unwrap();
+            let before = text("SELECT count(*)::text FROM billing.account_log");
+            assert_eq!(sqlstate(statement), expected, "README row: {line}");
+            assert_eq!(text("SELECT count(*)::text FROM billing.account_log"), before, "nothing written: {line}");
+            rows += 1;
+        }
+        assert!(rows >= 30, "only {rows} rows read from README");
+    }
+
+    #[pg_test]
     fn null_arguments_are_22004() {
         let calls = [
             "billing_add(NULL, 1, 'RECHARGE_INC', 'RECHARGE', 's')",
