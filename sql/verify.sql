@@ -1,7 +1,8 @@
 -- billing_verify: replays the ledger and reports every disagreement with the
--- stored state, one row per violation; no rows means healthy. It reads with
--- grouped aggregates and sorts, which PostgreSQL spills to disk past
--- work_mem, so it runs in bounded memory on any size of ledger.
+-- stored state, one row per violation; no rows means healthy. Every check is a
+-- grouped aggregate, a sort or a join on user_id (no correlated subquery), all
+-- of which PostgreSQL spills to disk past work_mem: it runs in bounded memory
+-- and in time that grows with the size of the ledger, not its square.
 
 CREATE TYPE billing.violation AS (user_id text, "check" text, expected text, actual text);
 COMMENT ON TYPE billing.violation IS 'One finding of billing_verify: which user, which check, what the ledger says and what is stored';
@@ -38,6 +39,15 @@ BEGIN
     ), grant_sums AS (
         SELECT g.user_id, sum(g.remaining) AS remaining, min(g.expire_at) FILTER (WHERE g.remaining > 0) AS next_expiry
           FROM grants AS g GROUP BY g.user_id
+    ), live_when_last_written AS (
+        -- what each user's grants held that was still live when the last entry was written
+        SELECT le.user_id, sum(g.remaining) AS remaining
+          FROM last_entries AS le JOIN grants AS g ON g.user_id = le.user_id AND g.expire_at > le.created_at
+         GROUP BY le.user_id
+    ), heads AS (
+        SELECT DISTINCT ON (g.user_id) g.user_id, g.id, g.remaining
+          FROM grants AS g WHERE g.remaining > 0 AND g.expire_at > now()
+         ORDER BY g.user_id, g.expire_at, g.id
     )
     -- the permanent balance, the entry count and the seq the account row holds
     SELECT coalesce(a.user_id, r.user_id), 'permanent balance', r.permanent::text, a.permanent::text
@@ -70,11 +80,10 @@ BEGIN
     -- balance_after of the last entry: the power available when it was written
     UNION ALL
     SELECT a.user_id, 'balance_after of entry ' || le.seq, le.balance_after::text,
-           (a.permanent + coalesce((SELECT sum(g.remaining) FROM grants AS g
-                                     WHERE g.user_id = a.user_id AND g.expire_at > le.created_at), 0))::text
+           (a.permanent + coalesce(lw.remaining, 0))::text
       FROM accounts AS a JOIN last_entries AS le ON le.user_id = a.user_id
-     WHERE le.balance_after <> a.permanent + coalesce((SELECT sum(g.remaining) FROM grants AS g
-                                                       WHERE g.user_id = a.user_id AND g.expire_at > le.created_at), 0)
+      LEFT JOIN live_when_last_written AS lw ON lw.user_id = a.user_id
+     WHERE le.balance_after <> a.permanent + coalesce(lw.remaining, 0)
     -- the caches on the account row
     UNION ALL
     SELECT a.user_id, 'grants_total', coalesce(s.remaining, 0)::text, a.grants_total::text
@@ -86,10 +95,7 @@ BEGIN
      WHERE a.next_expiry IS DISTINCT FROM s.next_expiry
     UNION ALL
     SELECT a.user_id, 'head grant', concat(h.id, ' with ', h.remaining), concat(a.head_grant_id, ' with ', a.head_remaining)
-      FROM accounts AS a
-      LEFT JOIN LATERAL (SELECT g.id, g.remaining FROM grants AS g
-                          WHERE g.user_id = a.user_id AND g.remaining > 0 AND g.expire_at > now()
-                          ORDER BY g.expire_at, g.id LIMIT 1) AS h ON true
+      FROM accounts AS a LEFT JOIN heads AS h ON h.user_id = a.user_id
      WHERE (a.next_expiry IS NULL OR a.next_expiry > now())
        AND (a.head_grant_id IS DISTINCT FROM h.id OR a.head_remaining IS DISTINCT FROM h.remaining);
 END
