@@ -295,7 +295,7 @@ fn common_args(movement: &Movement, seq: i64, balance_after: Decimal) -> Vec<Dat
     ]
 }
 
-pub fn numeric(value: Decimal) -> AnyNumeric {
+fn numeric(value: Decimal) -> AnyNumeric {
     AnyNumeric::try_from(value.normalize().to_string().as_str()).expect("a Decimal always prints as a valid numeric")
 }
 
@@ -314,7 +314,7 @@ pub fn decimal(row: &SpiTupleTable<'_>, ordinal: usize, column: &str) -> Billing
 }
 
 /// A column of the current row, copied out of SPI's memory so it can be returned.
-pub fn whole_row(row: &SpiTupleTable<'_>, ordinal: usize) -> BillingResult<pg_sys::Datum> {
+fn whole_row(row: &SpiTupleTable<'_>, ordinal: usize) -> BillingResult<pg_sys::Datum> {
     let datum = row
         .get_datum_by_ordinal(ordinal)?
         .ok_or_else(|| BillingError::internal("the ledger row is NULL"))?;
