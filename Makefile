@@ -49,7 +49,8 @@ lint: install
 regress: install
 	scripts/with-cluster.sh scripts/regress.sh
 
-# Real client connections: concurrency, savepoints, privileges, dump and restore.
+# Real client connections: concurrency, savepoints, privileges, dump and restore,
+# a kill -9 crash under load, and the model-based test.
 integration: install
 	scripts/with-cluster.sh cargo test --manifest-path tests/Cargo.toml --no-fail-fast -- --test-threads=2
 
