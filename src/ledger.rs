@@ -89,13 +89,13 @@ pub fn check_types(client: &SpiClient<'_>, plans: &Plans, movement: &Movement) -
     let cached = KNOWN_TYPES.with_borrow(|known| {
         (known.account.get(&movement.account_type).copied(), known.source.contains(&movement.source_type))
     });
-    let (direction, source_known) = match cached {
-        (Some(direction), true) => (Some(direction), true),
+    let (direction, source_known, from_cache) = match cached {
+        (Some(direction), true) => (Some(direction), true, true),
         _ => {
             let row = client
                 .select(&plans.types, None, &[movement.account_type.as_str().into(), movement.source_type.as_str().into()])?
                 .first();
-            (row.get::<i16>(1)?, row.get::<bool>(2)?.unwrap_or(false))
+            (row.get::<i16>(1)?, row.get::<bool>(2)?.unwrap_or(false), false)
         }
     };
     match direction {
@@ -128,7 +128,9 @@ pub fn check_types(client: &SpiClient<'_>, plans: &Plans, movement: &Movement) -
         )
         .with_hint("Known types are listed in billing.source_types; a DBA adds new ones with INSERT."));
     }
-    remember_types(&movement.account_type, movement.direction.sign(), &movement.source_type);
+    if !from_cache {
+        remember_types(&movement.account_type, movement.direction.sign(), &movement.source_type);
+    }
     Ok(())
 }
 
@@ -138,12 +140,8 @@ fn remember_types(account_type: &str, direction: i16, source_type: &str) {
         CALLBACK_REGISTERED.set(true);
     }
     KNOWN_TYPES.with_borrow_mut(|known| {
-        if !known.account.contains_key(account_type) {
-            known.account.insert(account_type.to_owned(), direction);
-        }
-        if !known.source.contains(source_type) {
-            known.source.insert(source_type.to_owned());
-        }
+        known.account.insert(account_type.to_owned(), direction);
+        known.source.insert(source_type.to_owned());
     });
 }
 
