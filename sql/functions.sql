@@ -41,3 +41,43 @@ CREATE FUNCTION @extschema@.billing_deduct(
     AS 'MODULE_PATHNAME', 'billing_deduct';
 COMMENT ON FUNCTION @extschema@.billing_deduct(text, numeric, text, text, text, text, text, text, text) IS
     'Spends power, soonest-expiring grants first, then the permanent balance; PB001 if there is not enough. Returns the ledger entry.';
+
+CREATE FUNCTION @extschema@.billing_hold(
+        user_id text, amount numeric, account_type text, source_type text, source text,
+        remark text DEFAULT NULL, association_no text DEFAULT NULL,
+        association_user_id text DEFAULT NULL, ttl interval DEFAULT '15 minutes',
+        idempotency_key text DEFAULT NULL)
+    RETURNS billing.holds
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'billing_hold';
+COMMENT ON FUNCTION @extschema@.billing_hold(text, numeric, text, text, text, text, text, text, interval, text) IS
+    'Reserves power for work of unknown cost until billing_settle, billing_release or ttl; PB001 if there is not enough. Writes no ledger entry. Returns the hold.';
+
+CREATE FUNCTION @extschema@.billing_settle(
+        hold_id bigint, actual_amount numeric, remark text DEFAULT NULL,
+        allow_debt boolean DEFAULT false)
+    RETURNS billing.account_log
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'billing_settle';
+COMMENT ON FUNCTION @extschema@.billing_settle(bigint, numeric, text, boolean) IS
+    'Charges the actual cost of a hold in one ledger entry and gives back the rest; more than held takes the difference from available power (PB001, or a debt with allow_debt). 0 releases. Returns the ledger entry (NULL for 0).';
+
+CREATE FUNCTION @extschema@.billing_release(hold_id bigint, reason text DEFAULT NULL)
+    RETURNS billing.holds
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'billing_release';
+COMMENT ON FUNCTION @extschema@.billing_release(bigint, text) IS
+    'Gives a hold''s reserved power back to where it came from, charging nothing. Returns the hold.';
+
+CREATE FUNCTION @extschema@.billing_refund(
+        log_id bigint, amount numeric DEFAULT NULL, remark text DEFAULT NULL,
+        idempotency_key text DEFAULT NULL)
+    RETURNS billing.account_log
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'billing_refund';
+COMMENT ON FUNCTION @extschema@.billing_refund(bigint, numeric, text, text) IS
+    'Gives back all (amount NULL) or part of an earlier debit to the grants and permanent balance it came from, in one REFUND_INC entry; never more than it took (PB005). Returns the ledger entry.';

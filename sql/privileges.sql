@@ -10,12 +10,18 @@ REVOKE ALL ON FUNCTION @extschema@.billing_power(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_has_power(text, numeric) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_add(text, numeric, text, text, text, text, text, text, timestamptz, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_deduct(text, numeric, text, text, text, text, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_hold(text, numeric, text, text, text, text, text, text, interval, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_settle(bigint, numeric, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_release(bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_refund(bigint, numeric, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_verify(text) FROM PUBLIC;
 
 -- pg_dump keeps balances, grants, the ledger, the sequences and any type a DBA added.
 SELECT pg_catalog.pg_extension_config_dump('billing.accounts', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.grant_store', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.account_log', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.holds', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.holds_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.grants_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.account_log_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.account_types', 'WHERE NOT builtin');

@@ -36,7 +36,8 @@ INSERT INTO billing.account_types (code, direction, description, builtin) VALUES
     ('MEMBERSHIP_GIFT_INC',     1, 'Power gifted with a membership',               true),
     ('MEMBERSHIP_GIFT_DEC',    -1, 'Membership gift taken back',                   true),
     ('MEMBERSHIP_GIFT_EXPIRED',-1, 'Membership gift expired unspent',              true),
-    ('CARD_KEY_REDEEM_INC',     1, 'Power from a redeemed card key',               true);
+    ('CARD_KEY_REDEEM_INC',     1, 'Power from a redeemed card key',               true),
+    ('REFUND_INC',              1, 'Refund of an earlier debit, to where it came from', true);
 
 INSERT INTO billing.source_types (code, description, builtin) VALUES
     ('RECHARGE',        'A purchase',              true),
@@ -94,7 +95,8 @@ CREATE TABLE billing.accounts (
     head_grant_id  bigint,
     head_remaining numeric,
     created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    updated_at   timestamptz NOT NULL DEFAULT pg_catalog.now()
+    updated_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    holds_due_at timestamptz
 ) WITH (fillfactor = 70);
 COMMENT ON TABLE billing.accounts IS 'One row per user: the row every write locks, with cached totals. Change it only through the billing functions.';
 COMMENT ON COLUMN billing.accounts.permanent IS 'Power that never expires';
@@ -102,6 +104,7 @@ COMMENT ON COLUMN billing.accounts.grants_total IS 'Sum of remaining over grants
 COMMENT ON COLUMN billing.accounts.next_expiry IS 'Soonest expire_at among grants with remaining > 0 (cache); at or before now() means a sweep is due';
 COMMENT ON COLUMN billing.accounts.last_seq IS 'seq of the user''s latest ledger entry';
 COMMENT ON COLUMN billing.accounts.head_grant_id IS 'The grant spent next (soonest expiry, then oldest) as of the last write';
+COMMENT ON COLUMN billing.accounts.holds_due_at IS 'Soonest expires_at among the user''s open holds (cache); at or before now() means a hold''s reservation is due back';
 COMMENT ON COLUMN billing.accounts.head_remaining IS 'The live remaining of head_grant_id: a deduct it covers changes only this row and the ledger';
 
 CREATE SEQUENCE billing.grants_id_seq;
@@ -154,10 +157,15 @@ CREATE TABLE billing.account_log (
     detail              jsonb NOT NULL,
     idempotency_key     text,
     created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    refund_of           bigint,
     PRIMARY KEY (user_id, seq)
 );
 ALTER SEQUENCE billing.account_log_id_seq OWNED BY billing.account_log.id;
 CREATE UNIQUE INDEX account_log_idempotency ON billing.account_log (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+-- billing_refund(log_id) finds an entry by its id alone, and the refunds already
+-- made of it through refund_of (an index only refund entries enter).
+CREATE INDEX account_log_by_id ON billing.account_log (id);
+CREATE INDEX account_log_refunds ON billing.account_log (user_id, refund_of) WHERE refund_of IS NOT NULL;
 COMMENT ON TABLE billing.account_log IS 'The ledger: one immutable entry per change of a balance. Append-only; corrections are new entries.';
 COMMENT ON COLUMN billing.account_log.id IS 'Globally increasing entry id';
 COMMENT ON COLUMN billing.account_log.seq IS 'Per-user entry number 1, 2, 3, ... without gaps';
@@ -165,6 +173,7 @@ COMMENT ON COLUMN billing.account_log.direction IS '+1 credit, -1 debit';
 COMMENT ON COLUMN billing.account_log.amount IS 'Power moved, always > 0';
 COMMENT ON COLUMN billing.account_log.balance_after IS 'The user''s available power right after this entry';
 COMMENT ON COLUMN billing.account_log.detail IS 'Funding: {"permanent": x, "grants": [{"id": g, "amount": y}]}; amounts are positive, direction gives the sign';
+COMMENT ON COLUMN billing.account_log.refund_of IS 'For a refund: id of the debit entry it gives back (part of)';
 COMMENT ON COLUMN billing.account_log.idempotency_key IS 'Caller''s key: a repeat with the same key returns this entry';
 
 CREATE FUNCTION billing.reject_ledger_change() RETURNS trigger

@@ -44,15 +44,50 @@ BEGIN
         SELECT le.user_id, sum(g.remaining) AS remaining
           FROM last_entries AS le JOIN grants AS g ON g.user_id = le.user_id AND g.expire_at > le.created_at
          GROUP BY le.user_id
+    ), holds AS (
+        SELECT h.* FROM billing.holds AS h WHERE only_user IS NULL OR h.user_id = only_user
+    ), hold_parts AS (
+        -- what each hold reserved, part by part: grant_id NULL is the permanent balance
+        SELECT h.user_id, h.hold_id, h.status, h.reserved_after_seq, h.closed_after_seq,
+               NULL::bigint AS grant_id, coalesce((h.funding ->> 'permanent')::numeric, 0) AS amount
+          FROM holds AS h
+        UNION ALL
+        SELECT h.user_id, h.hold_id, h.status, h.reserved_after_seq, h.closed_after_seq,
+               (g ->> 'id')::bigint, (g ->> 'amount')::numeric
+          FROM holds AS h, jsonb_array_elements(coalesce(h.funding -> 'grants', '[]')) AS g
+    ), held_permanent AS (
+        SELECT p.user_id, sum(p.amount) AS amount
+          FROM hold_parts AS p WHERE p.status = 'held' AND p.grant_id IS NULL GROUP BY p.user_id
+    ), held_grants AS (
+        SELECT p.user_id, p.grant_id AS id, sum(p.amount) AS amount
+          FROM hold_parts AS p WHERE p.status = 'held' AND p.grant_id IS NOT NULL GROUP BY 1, 2
+    ), hold_shift AS (
+        -- power that holds moved after each user's last entry, as the grants stood then:
+        -- reserved after it and still open, less given back after it by a hold made before it
+        SELECT le.user_id, sum(CASE WHEN p.status = 'held' THEN p.amount ELSE -p.amount END) AS amount
+          FROM last_entries AS le
+          JOIN hold_parts AS p ON p.user_id = le.user_id
+          LEFT JOIN billing.grant_store AS gs ON gs.user_id = p.user_id AND gs.id = p.grant_id
+         WHERE (p.grant_id IS NULL OR gs.expire_at > le.created_at)
+           AND ((p.status = 'held' AND p.reserved_after_seq >= le.seq)
+                OR (p.status IN ('released', 'expired') AND p.reserved_after_seq < le.seq
+                    AND p.closed_after_seq >= le.seq))
+         GROUP BY le.user_id
+    ), refunds AS (
+        SELECT e.user_id, e.refund_of, sum(e.amount) AS amount
+          FROM entries AS e WHERE e.refund_of IS NOT NULL GROUP BY 1, 2
     ), heads AS (
         SELECT DISTINCT ON (g.user_id) g.user_id, g.id, g.remaining
           FROM grants AS g WHERE g.remaining > 0 AND g.expire_at > now()
          ORDER BY g.user_id, g.expire_at, g.id
     )
-    -- the permanent balance, the entry count and the seq the account row holds
-    SELECT coalesce(a.user_id, r.user_id), 'permanent balance', r.permanent::text, a.permanent::text
+    -- the permanent balance (plus what open holds took from it), the entry count and
+    -- the seq the account row holds
+    SELECT coalesce(a.user_id, r.user_id), 'permanent balance', r.permanent::text,
+           (a.permanent + coalesce(hp.amount, 0))::text
       FROM accounts AS a FULL JOIN replayed AS r ON r.user_id = a.user_id
-     WHERE a.permanent IS DISTINCT FROM r.permanent
+      LEFT JOIN held_permanent AS hp ON hp.user_id = a.user_id
+     WHERE a.permanent + coalesce(hp.amount, 0) IS DISTINCT FROM r.permanent
     UNION ALL
     SELECT r.user_id, 'seq without gaps', '1..' || r.entries, r.first_seq || '..' || r.last_seq
       FROM replayed AS r WHERE r.first_seq <> 1 OR r.last_seq <> r.entries
@@ -60,12 +95,13 @@ BEGIN
     SELECT a.user_id, 'last_seq', coalesce(r.entries, 0)::text, a.last_seq::text
       FROM accounts AS a LEFT JOIN replayed AS r ON r.user_id = a.user_id
      WHERE a.last_seq IS DISTINCT FROM coalesce(r.entries, 0)
-    -- every grant's remaining, and its bounds
+    -- every grant's remaining (plus what open holds took from it), and its bounds
     UNION ALL
     SELECT coalesce(g.user_id, m.user_id), 'grant ' || coalesce(g.id, m.id) || ' remaining',
-           m.remaining::text, g.remaining::text
+           m.remaining::text, (g.remaining + coalesce(hg.amount, 0))::text
       FROM grants AS g FULL JOIN grant_moves AS m ON m.user_id = g.user_id AND m.id = g.id
-     WHERE g.remaining IS DISTINCT FROM m.remaining
+      LEFT JOIN held_grants AS hg ON hg.user_id = g.user_id AND hg.id = g.id
+     WHERE g.remaining + coalesce(hg.amount, 0) IS DISTINCT FROM m.remaining
     UNION ALL
     SELECT g.user_id, 'grant ' || g.id || ' within 0..amount', '0..' || g.amount, g.remaining::text
       FROM grants AS g WHERE g.remaining < 0 OR g.remaining > g.amount
@@ -75,15 +111,30 @@ BEGIN
            'direction ' || e.direction || ', amount ' || e.amount
       FROM entries AS e WHERE e.direction NOT IN (1, -1) OR e.amount <= 0
     UNION ALL
-    SELECT a.user_id, 'no negative balance', '>= 0', a.permanent::text
-      FROM accounts AS a WHERE a.permanent < 0
+    SELECT r.user_id, 'refunds of entry ' || r.refund_of, 'at most ' || coalesce(o.amount::text, 'a debit'),
+           r.amount::text
+      FROM refunds AS r
+      LEFT JOIN billing.account_log AS o ON o.user_id = r.user_id AND o.id = r.refund_of AND o.direction = -1
+     WHERE o.amount IS NULL OR r.amount > o.amount
     -- balance_after of the last entry: the power available when it was written
     UNION ALL
     SELECT a.user_id, 'balance_after of entry ' || le.seq, le.balance_after::text,
-           (a.permanent + coalesce(lw.remaining, 0))::text
+           (a.permanent + coalesce(lw.remaining, 0) + coalesce(hs.amount, 0))::text
       FROM accounts AS a JOIN last_entries AS le ON le.user_id = a.user_id
       LEFT JOIN live_when_last_written AS lw ON lw.user_id = a.user_id
-     WHERE le.balance_after <> a.permanent + coalesce(lw.remaining, 0)
+      LEFT JOIN hold_shift AS hs ON hs.user_id = a.user_id
+     WHERE le.balance_after <> a.permanent + coalesce(lw.remaining, 0) + coalesce(hs.amount, 0)
+    -- every hold: its parts add up to its amount; a settled one has its entry
+    UNION ALL
+    SELECT p.user_id, 'hold ' || p.hold_id || ' funding', h.amount::text, sum(p.amount)::text
+      FROM hold_parts AS p JOIN holds AS h ON h.user_id = p.user_id AND h.hold_id = p.hold_id
+     GROUP BY p.user_id, p.hold_id, h.amount HAVING sum(p.amount) <> h.amount
+    UNION ALL
+    SELECT h.user_id, 'hold ' || h.hold_id || ' settle entry', 'an entry of ' || h.settled_amount,
+           coalesce(l.amount::text, 'none')
+      FROM holds AS h
+      LEFT JOIN billing.account_log AS l ON l.user_id = h.user_id AND l.id = h.log_id
+     WHERE h.status = 'settled' AND (l.amount IS DISTINCT FROM h.settled_amount OR l.direction <> -1)
     -- the caches on the account row
     UNION ALL
     SELECT a.user_id, 'grants_total', coalesce(s.remaining, 0)::text, a.grants_total::text
@@ -93,6 +144,10 @@ BEGIN
     SELECT a.user_id, 'next_expiry', s.next_expiry::text, a.next_expiry::text
       FROM accounts AS a LEFT JOIN grant_sums AS s ON s.user_id = a.user_id
      WHERE a.next_expiry IS DISTINCT FROM s.next_expiry
+    UNION ALL
+    SELECT a.user_id, 'holds_due_at', min(h.expires_at)::text, a.holds_due_at::text
+      FROM accounts AS a LEFT JOIN holds AS h ON h.user_id = a.user_id AND h.status = 'held'
+     GROUP BY a.user_id, a.holds_due_at HAVING a.holds_due_at IS DISTINCT FROM min(h.expires_at)
     UNION ALL
     SELECT a.user_id, 'head grant', concat(h.id, ' with ', h.remaining), concat(a.head_grant_id, ' with ', a.head_remaining)
       FROM accounts AS a LEFT JOIN heads AS h ON h.user_id = a.user_id

@@ -17,17 +17,20 @@ use crate::amounts::{checked_add, checked_sub};
 use crate::drawdown::{self, LiveGrant};
 use crate::errors::{BillingError, BillingResult, SqlState};
 use crate::fmgr::{sql_function, Args, Returned, MAX_REMARK_CHARS};
+use crate::grants;
 use crate::ledger::{self, decimal, Direction, Movement, Totals};
 use crate::plans::{self, Plans};
 
 /// The locked account row.
-struct Account {
-    permanent: Decimal,
+pub struct Account {
+    pub permanent: Decimal,
     grants_total: Decimal,
     next_expiry: Option<pg_sys::TimestampTz>,
-    last_seq: i64,
+    pub last_seq: i64,
     /// A grant with remaining > 0 has expired and not been swept yet.
     has_expired: bool,
+    /// An open hold has passed its ttl: what it reserved is due back.
+    pub holds_due: bool,
     /// The head grant (spent next as of the last write) and its live remaining, which
     /// grant_store holds only as of the last write-back. Exact as the spending order
     /// while !has_expired; its remaining is always the truth.
@@ -56,11 +59,25 @@ fn lock(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str) -> BillingResu
             Some(id) => Some((id, decimal(&row, 7, "head_remaining")?)),
             None => None,
         },
+        holds_due: row.get::<bool>(8)?.unwrap_or(false),
     }))
 }
 
+/// Locks the user's account row; if holds have lapsed, gives back what they
+/// reserved first and returns the row as it is then.
+pub fn lock_current(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str) -> BillingResult<Option<Account>> {
+    match lock(client, plans, user_id)? {
+        Some(account) if account.holds_due => {
+            let given_back = grants::open(client, plans, user_id, account.last_seq, true)?;
+            grants::refresh(client, plans, user_id, given_back, 0)?;
+            lock(client, plans, user_id)
+        }
+        other => Ok(other),
+    }
+}
+
 fn lock_or_create(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str) -> BillingResult<Account> {
-    if let Some(account) = lock(client, plans, user_id)? {
+    if let Some(account) = lock_current(client, plans, user_id)? {
         return Ok(account);
     }
     client.update(&plans.create_account, None, &[user_id.into()])?;
@@ -109,7 +126,7 @@ fn available(account: &Account, grants: &[Grant]) -> BillingResult<Decimal> {
     }
 }
 
-fn insufficient_power(movement: &Movement, available: Decimal) -> BillingError {
+pub fn insufficient_power(movement: &Movement, available: Decimal) -> BillingError {
     BillingError::new(
         SqlState::InsufficientPower,
         format!("insufficient power for user {:?}", movement.user_id),
@@ -119,7 +136,7 @@ fn insufficient_power(movement: &Movement, available: Decimal) -> BillingError {
 }
 
 /// The arguments billing_add and billing_deduct share, in the same positions.
-fn movement(args: &Args, direction: Direction) -> BillingResult<Movement> {
+pub fn movement(args: &Args, direction: Direction) -> BillingResult<Movement> {
     Ok(Movement {
         direction,
         user_id: args.key(0, "user_id")?,
@@ -155,6 +172,9 @@ fn add(args: &Args) -> Returned {
         }
         // A repeat of a gift returns its entry even after the gift's expiry has passed.
         check_expiry(&movement)?;
+        if movement.expire_at.is_some() && account.permanent < Decimal::ZERO {
+            return add_grant_paying_debt(client, plans, &movement, &account).map(Some);
+        }
         let grants =
             if account.has_expired { live_grants(client, plans, &movement.user_id, &account, None)? } else { Vec::new() };
         let balance_after = checked_add(available(&account, &grants)?, movement.amount)?;
@@ -193,6 +213,35 @@ fn add(args: &Args) -> Returned {
 }
 sql_function!(pg_finfo_billing_add, billing_add => add);
 
+/// A gift to a user in debt (a settle with allow_debt left the permanent balance
+/// below zero): the gift pays the debt first, and only the rest stays a grant.
+fn add_grant_paying_debt(
+    client: &mut SpiClient<'_>,
+    plans: &Plans,
+    movement: &Movement,
+    account: &Account,
+) -> BillingResult<pg_sys::Datum> {
+    let user_id = movement.user_id.as_str();
+    let given_back = grants::open(client, plans, user_id, account.last_seq, account.holds_due)?;
+    let pays_debt = movement.amount.min(-account.permanent);
+    let (grant_id, log_id) = grants::insert_grant(client, plans, movement, movement.amount - pays_debt)?;
+    let after = grants::refresh(client, plans, user_id, checked_add(given_back, pays_debt)?, 1)?;
+    let detail = ledger::detail_json(pays_debt, &[(grant_id, movement.amount - pays_debt)]);
+    grants::insert_entry(
+        client,
+        plans,
+        &grants::Entry {
+            movement,
+            seq: after.last_seq,
+            balance_after: after.available,
+            detail,
+            refund_of: None,
+            id: Some(log_id),
+        },
+    )
+    .map(|(row, _)| row)
+}
+
 /// A grant's expire_at must be finite and in the future.
 fn check_expiry(movement: &Movement) -> BillingResult<()> {
     let Some(expire_at) = movement.expire_at else {
@@ -222,7 +271,7 @@ fn deduct(args: &Args) -> Returned {
         // With a key, lock first and look for an earlier call with it.
         let locked = match movement.idempotency_key {
             Some(_) => {
-                let account = lock(client, plans, &movement.user_id)?;
+                let account = lock_current(client, plans, &movement.user_id)?;
                 if let Some(original) = ledger::replay(client, plans, &movement)? {
                     return Ok(Some(original));
                 }
@@ -235,7 +284,7 @@ fn deduct(args: &Args) -> Returned {
         }
         let account = match locked {
             Some(account) => account,
-            None => lock(client, plans, &movement.user_id)?,
+            None => lock_current(client, plans, &movement.user_id)?,
         };
         let Some(account) = account else {
             return Err(insufficient_power(&movement, Decimal::ZERO));

@@ -19,6 +19,15 @@ pub const MAX_AMOUNT: Decimal = Decimal::from_parts(0xD4A5_1000, 0xE8, 0, false,
 /// Parses numeric's text form (as numeric_out prints it) into a validated amount.
 /// `argument` names the SQL argument in the error message.
 pub fn parse_amount(argument: &str, text: &str) -> BillingResult<Decimal> {
+    parse(argument, text, false)
+}
+
+/// Like [`parse_amount`], but zero is accepted too (an actual cost of nothing).
+pub fn parse_cost(argument: &str, text: &str) -> BillingResult<Decimal> {
+    parse(argument, text, true)
+}
+
+fn parse(argument: &str, text: &str, zero_allowed: bool) -> BillingResult<Decimal> {
     let text = text.trim();
     match text {
         "NaN" => return Err(BillingError::invalid_argument(argument, "must be a number, not NaN")),
@@ -41,10 +50,14 @@ pub fn parse_amount(argument: &str, text: &str) -> BillingResult<Decimal> {
     let significant_fraction = fraction.trim_end_matches('0');
     let is_zero = whole.bytes().all(|b| b == b'0') && significant_fraction.is_empty();
     if is_zero {
+        if zero_allowed {
+            return Ok(Decimal::ZERO);
+        }
         return Err(BillingError::invalid_argument(argument, "must be greater than zero"));
     }
     if negative {
-        return Err(BillingError::invalid_argument(argument, format!("must be greater than zero, got {text}")));
+        let bound = if zero_allowed { "must not be negative" } else { "must be greater than zero" };
+        return Err(BillingError::invalid_argument(argument, format!("{bound}, got {text}")));
     }
     if significant_fraction.len() > MAX_SCALE as usize {
         return Err(BillingError::invalid_argument(
@@ -113,6 +126,16 @@ mod tests {
     fn names_the_argument() {
         let err = parse_amount("actual_amount", "-3").unwrap_err();
         assert!(err.message.starts_with("actual_amount "), "{}", err.message);
+    }
+
+    #[test]
+    fn a_cost_may_be_zero_but_nothing_else_changes() {
+        assert_eq!(parse_cost("actual_amount", "0.000").unwrap(), Decimal::ZERO);
+        assert_eq!(parse_cost("actual_amount", "2.5").unwrap().to_string(), "2.5");
+        for bad in ["-1", "-0.5", "NaN", "0.000000001", "1000000000000.01"] {
+            assert_eq!(code(parse_cost("actual_amount", bad)), "22023", "{bad:?}");
+        }
+        assert!(parse_cost("actual_amount", "-1").unwrap_err().message.contains("must not be negative"));
     }
 
     #[test]

@@ -55,6 +55,82 @@ pub fn plan(amount: Decimal, permanent: Decimal, live: &[LiveGrant]) -> Result<D
     Ok(Drawdown { from_grants, from_permanent: left })
 }
 
+/// Plans a debit that may leave the permanent balance negative (a debt): the
+/// live grants first, whatever is not there from the permanent balance.
+pub fn plan_allowing_debt(amount: Decimal, permanent: Decimal, live: &[LiveGrant]) -> Drawdown {
+    match plan(amount, permanent, live) {
+        Ok(drawdown) => drawdown,
+        Err(_) => {
+            let from_grants: Vec<(i64, Decimal)> =
+                live.iter().filter(|g| g.remaining > Decimal::ZERO).map(|g| (g.id, g.remaining)).collect();
+            let taken: Decimal = from_grants.iter().map(|(_, t)| *t).sum();
+            Drawdown { from_grants, from_permanent: amount - taken }
+        }
+    }
+}
+
+/// Splits what a hold reserved into the part charged (`amount`, taken in the
+/// order the hold took it: grants as listed, then the permanent balance) and the
+/// rest, given back. `amount` must not exceed the funding's total.
+pub fn split(funding: &Drawdown, amount: Decimal) -> (Drawdown, Drawdown) {
+    let mut left = amount;
+    let mut charged = Drawdown::default();
+    let mut rest = Drawdown::default();
+    for (id, reserved) in &funding.from_grants {
+        let take = left.min(*reserved);
+        left -= take;
+        if take > Decimal::ZERO {
+            charged.from_grants.push((*id, take));
+        }
+        if *reserved - take > Decimal::ZERO {
+            rest.from_grants.push((*id, *reserved - take));
+        }
+    }
+    let take = left.min(funding.from_permanent);
+    charged.from_permanent = take;
+    rest.from_permanent = funding.from_permanent - take;
+    (charged, rest)
+}
+
+/// Total power a funding names.
+pub fn total(funding: &Drawdown) -> Decimal {
+    funding.from_permanent + funding.grants_total()
+}
+
+/// Plans a refund of `amount` (None: all that is left) of a debit funded by
+/// `taken`, of which `refunded` has already been given back. Goes back in the
+/// reverse of the order it was spent: the permanent balance first, then the
+/// grants from the latest-expiring to the soonest. `Err(refundable)` when
+/// `amount` is more than is left to refund (or nothing is left).
+pub fn plan_refund(taken: &Drawdown, refunded: &Drawdown, amount: Option<Decimal>) -> Result<Drawdown, Decimal> {
+    let refunded_from = |id: i64| refunded.from_grants.iter().filter(|(g, _)| *g == id).map(|(_, a)| *a).sum::<Decimal>();
+    let left_permanent = (taken.from_permanent - refunded.from_permanent).max(Decimal::ZERO);
+    let left_grants: Vec<(i64, Decimal)> = taken
+        .from_grants
+        .iter()
+        .map(|(id, took)| (*id, (*took - refunded_from(*id)).max(Decimal::ZERO)))
+        .collect();
+    let refundable = left_permanent + left_grants.iter().map(|(_, a)| *a).sum::<Decimal>();
+    let amount = amount.unwrap_or(refundable);
+    if refundable.is_zero() || amount > refundable {
+        return Err(refundable);
+    }
+    let mut left = amount;
+    let mut plan = Drawdown { from_permanent: left.min(left_permanent), from_grants: Vec::new() };
+    left -= plan.from_permanent;
+    for (id, can) in left_grants.iter().rev() {
+        if left.is_zero() {
+            break;
+        }
+        let give = left.min(*can);
+        if give > Decimal::ZERO {
+            plan.from_grants.push((*id, give));
+            left -= give;
+        }
+    }
+    Ok(plan)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +174,46 @@ mod tests {
         let ok = plan(dec("5"), dec("-5"), &live).unwrap();
         assert_eq!(ok.from_grants, vec![(1, dec("5"))]);
         assert_eq!(ok.from_permanent, Decimal::ZERO);
+    }
+
+    #[test]
+    fn a_debt_takes_every_grant_then_the_permanent_balance_below_zero() {
+        let live = grants(&[(1, "2"), (2, "3")]);
+        let d = plan_allowing_debt(dec("10"), dec("1"), &live);
+        assert_eq!(d.from_grants, vec![(1, dec("2")), (2, dec("3"))]);
+        assert_eq!(d.from_permanent, dec("5"));
+        // when the power is there, it is the ordinary plan
+        assert_eq!(plan_allowing_debt(dec("1"), dec("1"), &live), plan(dec("1"), dec("1"), &live).unwrap());
+    }
+
+    #[test]
+    fn a_settle_charges_in_the_order_the_hold_reserved_and_gives_back_the_rest() {
+        let funding = Drawdown { from_grants: vec![(4, dec("2")), (5, dec("3"))], from_permanent: dec("5") };
+        let (charged, rest) = split(&funding, dec("3.5"));
+        assert_eq!(charged.from_grants, vec![(4, dec("2")), (5, dec("1.5"))]);
+        assert_eq!(charged.from_permanent, Decimal::ZERO);
+        assert_eq!(rest.from_grants, vec![(5, dec("1.5"))]);
+        assert_eq!(rest.from_permanent, dec("5"));
+        assert_eq!(total(&charged) + total(&rest), total(&funding));
+        let (all, nothing) = split(&funding, dec("10"));
+        assert_eq!(all, funding);
+        assert_eq!(total(&nothing), Decimal::ZERO);
+    }
+
+    #[test]
+    fn a_refund_goes_back_permanent_first_then_latest_grant_first() {
+        let taken = Drawdown { from_grants: vec![(1, dec("2")), (2, dec("3"))], from_permanent: dec("4") };
+        let none = Drawdown::default();
+        let part = plan_refund(&taken, &none, Some(dec("6"))).unwrap();
+        assert_eq!(part.from_permanent, dec("4"));
+        assert_eq!(part.from_grants, vec![(2, dec("2"))]);
+        // what is left after that refund: grant 2 has 1, grant 1 has 2
+        let rest = plan_refund(&taken, &part, None).unwrap();
+        assert_eq!(rest.from_permanent, Decimal::ZERO);
+        assert_eq!(rest.from_grants, vec![(2, dec("1")), (1, dec("2"))]);
+        assert_eq!(plan_refund(&taken, &part, Some(dec("3.00000001"))), Err(dec("3")));
+        let everything = Drawdown { from_grants: vec![(1, dec("2")), (2, dec("3"))], from_permanent: dec("4") };
+        assert_eq!(plan_refund(&taken, &everything, None), Err(Decimal::ZERO));
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub enum SqlState {
     InvalidType,
     /// PB003: an idempotency key was reused for a different operation.
     IdempotencyConflict,
+    /// PB004: the hold is no longer open (settled, released or past its ttl).
+    HoldClosed,
+    /// PB005: a refund would give back more than the entry took.
+    RefundExceeded,
     /// 22023: an argument has a value the function does not accept.
     InvalidParameterValue,
     /// 22004: a required argument is NULL.
@@ -39,6 +43,8 @@ impl SqlState {
             SqlState::InsufficientPower => "PB001",
             SqlState::InvalidType => "PB002",
             SqlState::IdempotencyConflict => "PB003",
+            SqlState::HoldClosed => "PB004",
+            SqlState::RefundExceeded => "PB005",
             SqlState::InvalidParameterValue => "22023",
             SqlState::NullValueNotAllowed => "22004",
             SqlState::NumericValueOutOfRange => "22003",

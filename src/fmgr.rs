@@ -7,7 +7,7 @@
 //! [`BillingError`] comes back as a value and is raised with its own SQLSTATE
 //! once the guarded code has returned and dropped everything it owned.
 
-use pgrx::datum::{AnyNumeric, FromDatum, TimestampWithTimeZone};
+use pgrx::datum::{AnyNumeric, FromDatum, Interval, TimestampWithTimeZone};
 use pgrx::pg_sys;
 use rust_decimal::Decimal;
 
@@ -110,6 +110,45 @@ impl Args {
     pub fn amount(&self, position: usize, name: &str) -> BillingResult<Decimal> {
         let numeric = self.get::<AnyNumeric>(position).ok_or_else(|| BillingError::null_argument(name))?;
         amounts::parse_amount(name, &numeric.to_string())
+    }
+
+    /// An optional amount: NULL is absent.
+    pub fn optional_amount(&self, position: usize, name: &str) -> BillingResult<Option<Decimal>> {
+        match self.get::<AnyNumeric>(position) {
+            None => Ok(None),
+            Some(numeric) => amounts::parse_amount(name, &numeric.to_string()).map(Some),
+        }
+    }
+
+    /// A required cost: like an amount, but zero is allowed.
+    pub fn cost(&self, position: usize, name: &str) -> BillingResult<Decimal> {
+        let numeric = self.get::<AnyNumeric>(position).ok_or_else(|| BillingError::null_argument(name))?;
+        amounts::parse_cost(name, &numeric.to_string())
+    }
+
+    /// A required id (bigint).
+    pub fn id(&self, position: usize, name: &str) -> BillingResult<i64> {
+        self.get::<i64>(position).ok_or_else(|| BillingError::null_argument(name))
+    }
+
+    /// A required boolean.
+    pub fn flag(&self, position: usize, name: &str) -> BillingResult<bool> {
+        self.get::<bool>(position).ok_or_else(|| BillingError::null_argument(name))
+    }
+
+    /// A required interval, longer than zero and at most `max_days` days (a month counts 30).
+    pub fn duration(&self, position: usize, name: &str, max_days: i64) -> BillingResult<Interval> {
+        let interval = self.get::<Interval>(position).ok_or_else(|| BillingError::null_argument(name))?;
+        const DAY: i128 = 86_400_000_000;
+        let micros = interval.months() as i128 * 30 * DAY + interval.days() as i128 * DAY + interval.micros() as i128;
+        let parts_negative = interval.months() < 0 || interval.days() < 0 || interval.micros() < 0;
+        if parts_negative || micros <= 0 {
+            return Err(BillingError::invalid_argument(name, "must be longer than zero"));
+        }
+        if micros > max_days as i128 * DAY {
+            return Err(BillingError::invalid_argument(name, format!("must be at most {max_days} days")));
+        }
+        Ok(interval)
     }
 
     pub fn timestamptz(&self, position: usize) -> Option<TimestampWithTimeZone> {

@@ -40,7 +40,7 @@ impl Direction {
 }
 
 /// What a caller asked to record: the arguments every entry carries.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Movement {
     pub direction: Direction,
     pub user_id: String,
@@ -195,6 +195,17 @@ pub fn detail_json(from_permanent: Decimal, from_grants: &[(i64, Decimal)]) -> S
     format!("{{{}}}", parts.join(", "))
 }
 
+/// The detail of a settle's entry: its funding, and the hold it settles.
+pub fn detail_json_for_hold(from_permanent: Decimal, from_grants: &[(i64, Decimal)], hold_id: i64) -> String {
+    let funding = detail_json(from_permanent, from_grants);
+    let parts = funding.trim_start_matches('{').trim_end_matches('}');
+    if parts.is_empty() {
+        format!("{{\"hold\": {hold_id}}}")
+    } else {
+        format!("{{{parts}, \"hold\": {hold_id}}}")
+    }
+}
+
 /// Writes an entry that moves the permanent balance and/or spends grants; returns the entry row.
 /// `grant_writes` are (grant id, remaining to store): the grants spent from, and the old
 /// head grant when the head moves off it.
@@ -293,7 +304,7 @@ fn common_args(movement: &Movement, seq: i64, balance_after: Decimal) -> Vec<Dat
     ]
 }
 
-fn numeric(value: Decimal) -> AnyNumeric {
+pub fn numeric(value: Decimal) -> AnyNumeric {
     AnyNumeric::try_from(value.normalize().to_string().as_str()).expect("a Decimal always prints as a valid numeric")
 }
 
@@ -312,7 +323,7 @@ pub fn decimal(row: &SpiTupleTable<'_>, ordinal: usize, column: &str) -> Billing
 }
 
 /// A column of the current row, copied out of SPI's memory so it can be returned.
-fn whole_row(row: &SpiTupleTable<'_>, ordinal: usize) -> BillingResult<pg_sys::Datum> {
+pub fn whole_row(row: &SpiTupleTable<'_>, ordinal: usize) -> BillingResult<pg_sys::Datum> {
     let datum = row
         .get_datum_by_ordinal(ordinal)?
         .ok_or_else(|| BillingError::internal("the ledger row is NULL"))?;
@@ -332,5 +343,9 @@ mod tests {
         );
         assert_eq!(detail_json(Decimal::ZERO, &[(3, Decimal::ONE)]), r#"{"grants": [{"id": 3, "amount": 1}]}"#);
         assert_eq!(detail_json(Decimal::TEN, &[]), r#"{"permanent": 10}"#);
+        assert_eq!(
+            detail_json_for_hold(Decimal::ONE, &[(3, Decimal::TWO)], 12),
+            r#"{"permanent": 1, "grants": [{"id": 3, "amount": 2}], "hold": 12}"#
+        );
     }
 }

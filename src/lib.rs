@@ -9,7 +9,10 @@
 //! - `plans`: the SQL each function runs, prepared once per backend;
 //! - `ledger`: types, idempotency and writing ledger entries;
 //! - `power`: billing_power and billing_has_power, read without SQL;
-//! - `accounts`: billing_add and billing_deduct.
+//! - `accounts`: billing_add and billing_deduct;
+//! - `grants`: the general path that moves power into and out of grants;
+//! - `holds`: billing_hold, billing_settle and billing_release;
+//! - `refunds`: billing_refund.
 
 pgrx::pg_module_magic!();
 
@@ -18,17 +21,21 @@ mod amounts;
 mod drawdown;
 mod errors;
 mod fmgr;
+mod grants;
+mod holds;
 mod ledger;
 mod plans;
 mod power;
+mod refunds;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
 
-// The extension script, in order: tables and seed data, the functions,
+// The extension script, in order: tables and seed data, holds, the functions,
 // billing_verify, then privileges and dump registration once everything exists.
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
-pgrx::extension_sql_file!("../sql/functions.sql", name = "functions", requires = ["schema"]);
+pgrx::extension_sql_file!("../sql/holds.sql", name = "holds", requires = ["schema"]);
+pgrx::extension_sql_file!("../sql/functions.sql", name = "functions", requires = ["holds"]);
 pgrx::extension_sql_file!("../sql/verify.sql", name = "verify", requires = ["functions"]);
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
