@@ -24,12 +24,16 @@ mod power;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
+#[cfg(any(test, feature = "pg_test"))]
+mod reports_tests;
 
 // The extension script, in order: tables and seed data, the functions,
-// billing_verify, then privileges and dump registration once everything exists.
+// billing_verify, the reports and pricing, then privileges and dump
+// registration once everything exists.
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 pgrx::extension_sql_file!("../sql/functions.sql", name = "functions", requires = ["schema"]);
 pgrx::extension_sql_file!("../sql/verify.sql", name = "verify", requires = ["functions"]);
+pgrx::extension_sql_file!("../sql/reports.sql", name = "reports", requires = ["verify"]);
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Required by `cargo pgrx test`.
