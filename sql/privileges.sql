@@ -15,8 +15,14 @@ REVOKE ALL ON FUNCTION @extschema@.billing_settle(bigint, numeric, text, boolean
 REVOKE ALL ON FUNCTION @extschema@.billing_release(bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_refund(bigint, numeric, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_verify(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.check_key(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_history(text, integer, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_by_association(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_statement(text, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_price(text, bigint) FROM PUBLIC;
 
--- pg_dump keeps balances, grants, the ledger, the sequences and any type a DBA added.
+-- pg_dump keeps balances, grants, the ledger, the sequences, any type a DBA
+-- added and the pricing rules.
 SELECT pg_catalog.pg_extension_config_dump('billing.accounts', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.grant_store', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.account_log', '');
@@ -26,3 +32,4 @@ SELECT pg_catalog.pg_extension_config_dump('billing.grants_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.account_log_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.account_types', 'WHERE NOT builtin');
 SELECT pg_catalog.pg_extension_config_dump('billing.source_types', 'WHERE NOT builtin');
+SELECT pg_catalog.pg_extension_config_dump('billing.pricing_rules', '');

@@ -30,13 +30,17 @@ mod refunds;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
+#[cfg(any(test, feature = "pg_test"))]
+mod reports_tests;
 
 // The extension script, in order: tables and seed data, holds, the functions,
-// billing_verify, then privileges and dump registration once everything exists.
+// billing_verify, the reports and pricing, then privileges and dump
+// registration once everything exists.
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 pgrx::extension_sql_file!("../sql/holds.sql", name = "holds", requires = ["schema"]);
 pgrx::extension_sql_file!("../sql/functions.sql", name = "functions", requires = ["holds"]);
 pgrx::extension_sql_file!("../sql/verify.sql", name = "verify", requires = ["functions"]);
+pgrx::extension_sql_file!("../sql/reports.sql", name = "reports", requires = ["verify"]);
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Required by `cargo pgrx test`.

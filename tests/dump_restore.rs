@@ -1,4 +1,4 @@
-//! pg_dump and pg_restore keep balances, grants, the ledger and added types.
+//! pg_dump and pg_restore keep balances, grants, the ledger, added types and pricing rules.
 
 mod common;
 
@@ -17,7 +17,8 @@ fn snapshot(c: &mut Client) -> String {
            (SELECT string_agg(format('%s %s %s %s', user_id, permanent, grants_total, last_seq), ',' ORDER BY user_id) FROM billing.accounts),
            (SELECT string_agg(format('%s %s %s %s', user_id, id, remaining, expire_at), ',' ORDER BY user_id, id) FROM billing.grants),
            (SELECT string_agg(format('%s %s %s %s %s %s', user_id, seq, id, amount, balance_after, detail), ',' ORDER BY user_id, seq) FROM billing.account_log),
-           (SELECT string_agg(code, ',' ORDER BY code) FROM billing.account_types))",
+           (SELECT string_agg(code, ',' ORDER BY code) FROM billing.account_types),
+           (SELECT string_agg(format('%s %s %s %s', code, tokens, power, description), ',' ORDER BY code) FROM billing.pricing_rules))",
     )
 }
 
@@ -28,6 +29,7 @@ fn dump_and_restore_round_trip() {
     c.batch_execute(
         "INSERT INTO billing.account_types (code, direction, description) VALUES ('IMAGE_DEC', -1, 'Images');
          INSERT INTO billing.source_types (code, description) VALUES ('IMAGE', 'Images');
+         INSERT INTO billing.pricing_rules (code, tokens, power, description) VALUES ('gpt', 1000, 3, 'Chat'), ('cheap', 1000, 0.5, '');
          SELECT billing_add('a', 100, 'RECHARGE_INC', 'RECHARGE', 'shop', idempotency_key => 'pay-1');
          SELECT billing_add('a', 20, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'vip', expire_at => now() + interval '30 days');
          SELECT billing_deduct('a', 25, 'IMAGE_DEC', 'IMAGE', 'draw');
@@ -55,4 +57,5 @@ fn dump_and_restore_round_trip() {
     assert_eq!(max_ids, 0, "entry ids stay unique after restore");
     assert_eq!(text(&mut r, "SELECT seq::text FROM billing_add('a', 100, 'RECHARGE_INC', 'RECHARGE', 'shop', idempotency_key => 'pay-1')"), "1");
     assert_eq!(text(&mut r, "SELECT (billing_power('a') = 90)::text"), "true");
+    assert_eq!(text(&mut r, "SELECT billing_price('gpt', 12000)::text"), "36");
 }

@@ -8,7 +8,9 @@ use common::*;
 const APP_GRANTS: &str = "
     GRANT EXECUTE ON FUNCTION billing_power(text), billing_has_power(text, numeric),
       billing_add(text, numeric, text, text, text, text, text, text, timestamptz, text, text),
-      billing_deduct(text, numeric, text, text, text, text, text, text, text) TO app;
+      billing_deduct(text, numeric, text, text, text, text, text, text, text),
+      billing_history(text, integer, bigint), billing_by_association(text, text),
+      billing_price(text, bigint) TO app;
     GRANT USAGE ON SCHEMA billing TO app;
     GRANT SELECT ON billing.account_log, billing.accounts, billing.grants TO app;";
 
@@ -48,6 +50,32 @@ fn an_application_role_calls_and_reads_but_cannot_write_tables() {
 }
 
 #[test]
+fn an_application_role_reads_history_and_prices_but_not_statements_or_rules() {
+    let db = fresh_database("app_reports");
+    let (app_role, _) = setup_roles(&db);
+    connect(&db)
+        .batch_execute(
+            "INSERT INTO billing.pricing_rules (code, tokens, power) VALUES ('gpt', 1000, 3);
+             SELECT billing_add('u', 10, 'RECHARGE_INC', 'RECHARGE', 'shop');
+             SELECT billing_deduct('u', 3, 'CHAT_DEC', 'CHAT', 'x', association_no => 'task-1');",
+        )
+        .unwrap();
+    let mut app = connect_as(&db, &app_role);
+    assert_eq!(text(&mut app, "SELECT string_agg(seq::text, ',') FROM billing_history('u')"), "2,1");
+    assert_eq!(text(&mut app, "SELECT string_agg(seq::text, ',') FROM billing_by_association('u', 'task-1')"), "2");
+    assert_eq!(text(&mut app, "SELECT billing_price('gpt', 12000)::text"), "36");
+    for statement in [
+        "SELECT * FROM billing_statement('u', '-infinity', 'infinity')",
+        "SELECT * FROM billing_verify()",
+        "UPDATE billing.pricing_rules SET power = 0",
+        "INSERT INTO billing.pricing_rules (code, tokens, power) VALUES ('free', 1, 0)",
+        "SELECT billing.check_key('user_id', 'u')",
+    ] {
+        assert_eq!(sqlstate(app.batch_execute(statement)), "42501", "{statement}");
+    }
+}
+
+#[test]
 fn a_role_without_grants_can_do_nothing() {
     let db = fresh_database("stranger");
     let (_, stranger_role) = setup_roles(&db);
@@ -57,6 +85,11 @@ fn a_role_without_grants_can_do_nothing() {
         "SELECT billing_has_power('u', 1)",
         "SELECT billing_add('u', 10, 'RECHARGE_INC', 'RECHARGE', 'shop')",
         "SELECT billing_deduct('u', 1, 'CHAT_DEC', 'CHAT', 'x')",
+        "SELECT * FROM billing_history('u')",
+        "SELECT * FROM billing_by_association('u', 'task-1')",
+        "SELECT * FROM billing_statement('u', '-infinity', 'infinity')",
+        "SELECT billing_price('gpt', 1)",
+        "SELECT * FROM billing.pricing_rules",
         "SELECT * FROM billing.account_log",
         "SELECT * FROM billing.accounts",
     ] {
@@ -86,6 +119,9 @@ fn look_alike_objects_in_public_do_not_change_what_the_functions_do() {
          SELECT billing_deduct('u', 12, 'CHAT_DEC', 'CHAT', 'x');",
     )
     .unwrap();
+    // the reports compare with pg_catalog's =, not the look-alike that matches everything
+    assert_eq!(text(&mut app, "SELECT string_agg(user_id || ':' || seq, ',') FROM billing_history('u')"), "u:3,u:2,u:1");
+    assert_eq!(text(&mut app, "SELECT count(*)::text FROM billing_by_association('u', 'nothing')"), "0");
     let mut admin = connect(&db);
     assert_eq!(power(&mut admin, "u"), "3");
     assert_eq!(power(&mut admin, "other"), "99");
