@@ -17,13 +17,17 @@ all: test
 setup:
 	@bash scripts/setup.sh
 
-# Debug build, used by the tests.
+# Debug build, used by the tests. cargo pgrx installs the current version's
+# script and the upgrade scripts (sql/billing--A--B.sql); the scripts of earlier
+# releases (sql/releases/) are installed too, so upgrades from them can be tested.
 install: setup
 	cargo pgrx install --pg-config "$(PG_CONFIG)"
+	install -m 644 sql/releases/*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
 # Optimised build, used by the demo and the benchmarks.
 install-release: setup
 	cargo pgrx install --release --pg-config "$(PG_CONFIG)"
+	install -m 644 sql/releases/*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
 test: unit-and-pg-tests install lint regress integration
 	@echo "make test: all suites passed"
@@ -50,7 +54,7 @@ regress: install
 	scripts/with-cluster.sh scripts/regress.sh
 
 # Real client connections: concurrency, savepoints, privileges, dump and restore,
-# a kill -9 crash under load, and the model-based test.
+# a kill -9 crash under load, the model-based test, and upgrades from earlier releases.
 integration: install
 	scripts/with-cluster.sh cargo test --manifest-path tests/Cargo.toml --no-fail-fast -- --test-threads=2
 

@@ -1,0 +1,462 @@
+-- billing 0.1.0 -> 0.2.0: holds, refunds, reports and pricing.
+-- The same objects as a fresh 0.2.0 install (a test compares the two catalogs).
+
+-- accounts: the soonest ttl among open holds; the ledger: what a refund gives back
+ALTER TABLE billing.accounts ADD COLUMN holds_due_at timestamptz;
+COMMENT ON COLUMN billing.accounts.holds_due_at IS 'Soonest expires_at among the user''s open holds (cache); at or before now() means a hold''s reservation is due back';
+ALTER TABLE billing.account_log ADD COLUMN refund_of bigint;
+COMMENT ON COLUMN billing.account_log.refund_of IS 'For a refund: id of the debit entry it gives back (part of)';
+CREATE INDEX account_log_by_id ON billing.account_log (id);
+CREATE INDEX account_log_refunds ON billing.account_log (user_id, refund_of) WHERE refund_of IS NOT NULL;
+INSERT INTO billing.account_types (code, direction, description, builtin) VALUES
+    ('REFUND_INC',              1, 'Refund of an earlier debit, to where it came from', true);
+
+-- Holds: power reserved for work whose cost is known only when it ends.
+--
+-- billing_hold takes the amount out of the user's grants and permanent balance
+-- at once (same lock, same draw-down order as billing_deduct) and records in
+-- the hold where it came from (funding). Nothing is written to the ledger at
+-- hold time: a reservation is not yet a charge, and the ledger records what
+-- the user was charged. billing_settle writes the one ledger entry for the
+-- actual cost and gives back the rest; billing_release, or the hold's ttl
+-- passing, gives everything back. So at every moment:
+--   stored balances = ledger replayed - funding of the open holds
+-- which billing_verify checks.
+
+CREATE SEQUENCE billing.holds_id_seq;
+CREATE TABLE billing.holds (
+    user_id             text NOT NULL,
+    hold_id             bigint NOT NULL DEFAULT pg_catalog.nextval('billing.holds_id_seq'::pg_catalog.regclass),
+    status              text NOT NULL DEFAULT 'held'
+                        CHECK (status OPERATOR(pg_catalog.=) ANY (ARRAY['held', 'settled', 'released', 'expired'])),
+    amount              numeric NOT NULL CHECK (amount OPERATOR(pg_catalog.>) 0),
+    expires_at          timestamptz NOT NULL,
+    account_type        text NOT NULL,
+    source_type         text NOT NULL,
+    source              text NOT NULL,
+    remark              text,
+    association_no      text,
+    association_user_id text,
+    idempotency_key     text,
+    funding             jsonb NOT NULL,
+    reserved_after_seq  bigint NOT NULL,
+    settled_amount      numeric,
+    log_id              bigint,
+    reason              text,
+    closed_after_seq    bigint,
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    closed_at           timestamptz,
+    PRIMARY KEY (user_id, hold_id)
+);
+ALTER SEQUENCE billing.holds_id_seq OWNED BY billing.holds.hold_id;
+CREATE UNIQUE INDEX holds_idempotency ON billing.holds (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+-- billing_settle and billing_release find a hold by its id alone.
+CREATE INDEX holds_by_id ON billing.holds (hold_id);
+-- The open holds of a user, soonest ttl first (the account row caches the first).
+CREATE INDEX holds_open ON billing.holds (user_id, expires_at) WHERE status OPERATOR(pg_catalog.=) 'held';
+
+COMMENT ON TABLE billing.holds IS 'Power reserved by billing_hold until billing_settle, billing_release or its ttl. Change it only through the billing functions.';
+COMMENT ON COLUMN billing.holds.hold_id IS 'The id billing_settle and billing_release take';
+COMMENT ON COLUMN billing.holds.status IS 'held (reserving, until expires_at), settled, released, or expired (its ttl passed first)';
+COMMENT ON COLUMN billing.holds.amount IS 'Power reserved';
+COMMENT ON COLUMN billing.holds.expires_at IS 'When the reservation lapses by itself (creation time plus ttl)';
+COMMENT ON COLUMN billing.holds.account_type IS 'Debit type of the entry the settle writes';
+COMMENT ON COLUMN billing.holds.source_type IS 'Source type of the entry the settle writes';
+COMMENT ON COLUMN billing.holds.source IS 'Source of the entry the settle writes';
+COMMENT ON COLUMN billing.holds.remark IS 'Remark of the settle entry, unless the settle gives its own';
+COMMENT ON COLUMN billing.holds.association_no IS 'Caller''s reference, copied to the settle entry';
+COMMENT ON COLUMN billing.holds.association_user_id IS 'Caller''s reference to another user, copied to the settle entry';
+COMMENT ON COLUMN billing.holds.idempotency_key IS 'Caller''s key: a repeat of billing_hold with it returns this hold';
+COMMENT ON COLUMN billing.holds.funding IS 'Where the reserved power was taken from, as in the ledger''s detail: {"permanent": x, "grants": [{"id": g, "amount": y}]}';
+COMMENT ON COLUMN billing.holds.reserved_after_seq IS 'The user''s last ledger seq when the hold was made';
+COMMENT ON COLUMN billing.holds.settled_amount IS 'The actual amount charged by billing_settle';
+COMMENT ON COLUMN billing.holds.log_id IS 'id of the ledger entry billing_settle wrote';
+COMMENT ON COLUMN billing.holds.reason IS 'Why it was released (billing_release''s reason)';
+COMMENT ON COLUMN billing.holds.closed_after_seq IS 'The user''s last ledger seq when the hold was settled, released or expired';
+COMMENT ON COLUMN billing.holds.created_at IS 'When the hold was made';
+COMMENT ON COLUMN billing.holds.closed_at IS 'When the hold stopped reserving';
+
+CREATE FUNCTION @extschema@.billing_hold(
+        user_id text, amount numeric, account_type text, source_type text, source text,
+        remark text DEFAULT NULL, association_no text DEFAULT NULL,
+        association_user_id text DEFAULT NULL, ttl interval DEFAULT '15 minutes',
+        idempotency_key text DEFAULT NULL)
+    RETURNS billing.holds
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'billing_hold';
+COMMENT ON FUNCTION @extschema@.billing_hold(text, numeric, text, text, text, text, text, text, interval, text) IS
+    'Reserves power for work of unknown cost until billing_settle, billing_release or ttl; PB001 if there is not enough. Writes no ledger entry. Returns the hold.';
+
+CREATE FUNCTION @extschema@.billing_settle(
+        hold_id bigint, actual_amount numeric, remark text DEFAULT NULL,
+        allow_debt boolean DEFAULT false)
+    RETURNS billing.account_log
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'billing_settle';
+COMMENT ON FUNCTION @extschema@.billing_settle(bigint, numeric, text, boolean) IS
+    'Charges the actual cost of a hold in one ledger entry and gives back the rest; more than held takes the difference from available power (PB001, or a debt with allow_debt). 0 releases. Returns the ledger entry (NULL for 0).';
+
+CREATE FUNCTION @extschema@.billing_release(hold_id bigint, reason text DEFAULT NULL)
+    RETURNS billing.holds
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'billing_release';
+COMMENT ON FUNCTION @extschema@.billing_release(bigint, text) IS
+    'Gives a hold''s reserved power back to where it came from, charging nothing. Returns the hold.';
+
+CREATE FUNCTION @extschema@.billing_refund(
+        log_id bigint, amount numeric DEFAULT NULL, remark text DEFAULT NULL,
+        idempotency_key text DEFAULT NULL)
+    RETURNS billing.account_log
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'billing_refund';
+COMMENT ON FUNCTION @extschema@.billing_refund(bigint, numeric, text, text) IS
+    'Gives back all (amount NULL) or part of an earlier debit to the grants and permanent balance it came from, in one REFUND_INC entry; never more than it took (PB005). Returns the ledger entry.';
+
+-- billing_verify reconciles holds and refunds too
+CREATE OR REPLACE FUNCTION @extschema@.billing_verify(user_id text DEFAULT NULL)
+    RETURNS SETOF billing.violation
+    LANGUAGE plpgsql STABLE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    only_user text := billing_verify.user_id;
+BEGIN
+    RETURN QUERY
+    WITH entries AS (
+        SELECT l.* FROM billing.account_log AS l
+         WHERE only_user IS NULL OR l.user_id = only_user
+    ), replayed AS (
+        SELECT e.user_id,
+               sum(e.direction * coalesce((e.detail ->> 'permanent')::numeric, 0)) AS permanent,
+               count(*) AS entries, min(e.seq) AS first_seq, max(e.seq) AS last_seq
+          FROM entries AS e GROUP BY e.user_id
+    ), last_entries AS (
+        SELECT DISTINCT ON (e.user_id) e.user_id, e.seq, e.balance_after, e.created_at
+          FROM entries AS e ORDER BY e.user_id, e.seq DESC
+    ), grant_moves AS (
+        SELECT e.user_id, (g ->> 'id')::bigint AS id, sum(e.direction * (g ->> 'amount')::numeric) AS remaining
+          FROM entries AS e, jsonb_array_elements(coalesce(e.detail -> 'grants', '[]')) AS g
+         GROUP BY 1, 2
+    ), accounts AS (
+        SELECT a.* FROM billing.accounts AS a WHERE only_user IS NULL OR a.user_id = only_user
+    ), grants AS (
+        SELECT g.* FROM billing.grants AS g WHERE only_user IS NULL OR g.user_id = only_user
+    ), grant_sums AS (
+        SELECT g.user_id, sum(g.remaining) AS remaining, min(g.expire_at) FILTER (WHERE g.remaining > 0) AS next_expiry
+          FROM grants AS g GROUP BY g.user_id
+    ), live_when_last_written AS (
+        -- what each user's grants held that was still live when the last entry was written
+        SELECT le.user_id, sum(g.remaining) AS remaining
+          FROM last_entries AS le JOIN grants AS g ON g.user_id = le.user_id AND g.expire_at > le.created_at
+         GROUP BY le.user_id
+    ), holds AS (
+        SELECT h.* FROM billing.holds AS h WHERE only_user IS NULL OR h.user_id = only_user
+    ), hold_parts AS (
+        -- what each hold reserved, part by part: grant_id NULL is the permanent balance
+        SELECT h.user_id, h.hold_id, h.status, h.reserved_after_seq, h.closed_after_seq,
+               NULL::bigint AS grant_id, coalesce((h.funding ->> 'permanent')::numeric, 0) AS amount
+          FROM holds AS h
+        UNION ALL
+        SELECT h.user_id, h.hold_id, h.status, h.reserved_after_seq, h.closed_after_seq,
+               (g ->> 'id')::bigint, (g ->> 'amount')::numeric
+          FROM holds AS h, jsonb_array_elements(coalesce(h.funding -> 'grants', '[]')) AS g
+    ), held_permanent AS (
+        SELECT p.user_id, sum(p.amount) AS amount
+          FROM hold_parts AS p WHERE p.status = 'held' AND p.grant_id IS NULL GROUP BY p.user_id
+    ), held_grants AS (
+        SELECT p.user_id, p.grant_id AS id, sum(p.amount) AS amount
+          FROM hold_parts AS p WHERE p.status = 'held' AND p.grant_id IS NOT NULL GROUP BY 1, 2
+    ), hold_shift AS (
+        -- power that holds moved after each user's last entry, as the grants stood then:
+        -- reserved after it and still open, less given back after it by a hold made before it
+        SELECT le.user_id, sum(CASE WHEN p.status = 'held' THEN p.amount ELSE -p.amount END) AS amount
+          FROM last_entries AS le
+          JOIN hold_parts AS p ON p.user_id = le.user_id
+          LEFT JOIN billing.grant_store AS gs ON gs.user_id = p.user_id AND gs.id = p.grant_id
+         WHERE (p.grant_id IS NULL OR gs.expire_at > le.created_at)
+           AND ((p.status = 'held' AND p.reserved_after_seq >= le.seq)
+                OR (p.status IN ('released', 'expired') AND p.reserved_after_seq < le.seq
+                    AND p.closed_after_seq >= le.seq))
+         GROUP BY le.user_id
+    ), refunds AS (
+        SELECT e.user_id, e.refund_of, sum(e.amount) AS amount
+          FROM entries AS e WHERE e.refund_of IS NOT NULL GROUP BY 1, 2
+    ), heads AS (
+        SELECT DISTINCT ON (g.user_id) g.user_id, g.id, g.remaining
+          FROM grants AS g WHERE g.remaining > 0 AND g.expire_at > now()
+         ORDER BY g.user_id, g.expire_at, g.id
+    )
+    -- the permanent balance (plus what open holds took from it), the entry count and
+    -- the seq the account row holds
+    SELECT coalesce(a.user_id, r.user_id), 'permanent balance', r.permanent::text,
+           (a.permanent + coalesce(hp.amount, 0))::text
+      FROM accounts AS a FULL JOIN replayed AS r ON r.user_id = a.user_id
+      LEFT JOIN held_permanent AS hp ON hp.user_id = a.user_id
+     WHERE a.permanent + coalesce(hp.amount, 0) IS DISTINCT FROM r.permanent
+    UNION ALL
+    SELECT r.user_id, 'seq without gaps', '1..' || r.entries, r.first_seq || '..' || r.last_seq
+      FROM replayed AS r WHERE r.first_seq <> 1 OR r.last_seq <> r.entries
+    UNION ALL
+    SELECT a.user_id, 'last_seq', coalesce(r.entries, 0)::text, a.last_seq::text
+      FROM accounts AS a LEFT JOIN replayed AS r ON r.user_id = a.user_id
+     WHERE a.last_seq IS DISTINCT FROM coalesce(r.entries, 0)
+    -- every grant's remaining (plus what open holds took from it), and its bounds
+    UNION ALL
+    SELECT coalesce(g.user_id, m.user_id), 'grant ' || coalesce(g.id, m.id) || ' remaining',
+           m.remaining::text, (g.remaining + coalesce(hg.amount, 0))::text
+      FROM grants AS g FULL JOIN grant_moves AS m ON m.user_id = g.user_id AND m.id = g.id
+      LEFT JOIN held_grants AS hg ON hg.user_id = g.user_id AND hg.id = g.id
+     WHERE g.remaining + coalesce(hg.amount, 0) IS DISTINCT FROM m.remaining
+    UNION ALL
+    SELECT g.user_id, 'grant ' || g.id || ' within 0..amount', '0..' || g.amount, g.remaining::text
+      FROM grants AS g WHERE g.remaining < 0 OR g.remaining > g.amount
+    -- the ledger's own rules
+    UNION ALL
+    SELECT e.user_id, 'entry ' || e.seq || ' direction and amount', 'direction 1 or -1, amount > 0',
+           'direction ' || e.direction || ', amount ' || e.amount
+      FROM entries AS e WHERE e.direction NOT IN (1, -1) OR e.amount <= 0
+    UNION ALL
+    SELECT r.user_id, 'refunds of entry ' || r.refund_of, 'at most ' || coalesce(o.amount::text, 'a debit'),
+           r.amount::text
+      FROM refunds AS r
+      LEFT JOIN billing.account_log AS o ON o.user_id = r.user_id AND o.id = r.refund_of AND o.direction = -1
+     WHERE o.amount IS NULL OR r.amount > o.amount
+    -- balance_after of the last entry: the power available when it was written
+    UNION ALL
+    SELECT a.user_id, 'balance_after of entry ' || le.seq, le.balance_after::text,
+           (a.permanent + coalesce(lw.remaining, 0) + coalesce(hs.amount, 0))::text
+      FROM accounts AS a JOIN last_entries AS le ON le.user_id = a.user_id
+      LEFT JOIN live_when_last_written AS lw ON lw.user_id = a.user_id
+      LEFT JOIN hold_shift AS hs ON hs.user_id = a.user_id
+     WHERE le.balance_after <> a.permanent + coalesce(lw.remaining, 0) + coalesce(hs.amount, 0)
+    -- every hold: its parts add up to its amount; a settled one has its entry
+    UNION ALL
+    SELECT p.user_id, 'hold ' || p.hold_id || ' funding', h.amount::text, sum(p.amount)::text
+      FROM hold_parts AS p JOIN holds AS h ON h.user_id = p.user_id AND h.hold_id = p.hold_id
+     GROUP BY p.user_id, p.hold_id, h.amount HAVING sum(p.amount) <> h.amount
+    UNION ALL
+    SELECT h.user_id, 'hold ' || h.hold_id || ' settle entry', 'an entry of ' || h.settled_amount,
+           coalesce(l.amount::text, 'none')
+      FROM holds AS h
+      LEFT JOIN billing.account_log AS l ON l.user_id = h.user_id AND l.id = h.log_id
+     WHERE h.status = 'settled' AND (l.amount IS DISTINCT FROM h.settled_amount OR l.direction <> -1)
+    -- the caches on the account row
+    UNION ALL
+    SELECT a.user_id, 'grants_total', coalesce(s.remaining, 0)::text, a.grants_total::text
+      FROM accounts AS a LEFT JOIN grant_sums AS s ON s.user_id = a.user_id
+     WHERE a.grants_total <> coalesce(s.remaining, 0)
+    UNION ALL
+    SELECT a.user_id, 'next_expiry', s.next_expiry::text, a.next_expiry::text
+      FROM accounts AS a LEFT JOIN grant_sums AS s ON s.user_id = a.user_id
+     WHERE a.next_expiry IS DISTINCT FROM s.next_expiry
+    UNION ALL
+    SELECT a.user_id, 'holds_due_at', min(h.expires_at)::text, a.holds_due_at::text
+      FROM accounts AS a LEFT JOIN holds AS h ON h.user_id = a.user_id AND h.status = 'held'
+     GROUP BY a.user_id, a.holds_due_at HAVING a.holds_due_at IS DISTINCT FROM min(h.expires_at)
+    UNION ALL
+    SELECT a.user_id, 'head grant', concat(h.id, ' with ', h.remaining), concat(a.head_grant_id, ' with ', a.head_remaining)
+      FROM accounts AS a LEFT JOIN heads AS h ON h.user_id = a.user_id
+     WHERE (a.next_expiry IS NULL OR a.next_expiry > now())
+       AND (a.head_grant_id IS DISTINCT FROM h.id OR a.head_remaining IS DISTINCT FROM h.remaining);
+END
+$$;
+COMMENT ON FUNCTION @extschema@.billing_verify(text) IS
+    'Replays the ledger (of one user, or all) and returns one row per disagreement with the stored balances, grants and caches; no rows means healthy';
+
+-- Reading the ledger and pricing usage: billing_history (keyset pages),
+-- billing_by_association, billing_statement, and billing_price over the
+-- pricing rules. All are plain SQL over the tables, SECURITY DEFINER with a
+-- pinned search_path like billing_verify; none writes. EXECUTE on them is the
+-- permission to read what they return (privileges.sql revokes it from PUBLIC).
+
+-- Lookups by the caller's association number (a task, an order) go through
+-- this index. Like every key here it begins with user_id, so it can be
+-- distributed by user_id; entries without an association_no are left out.
+-- seq is in it so that the index also gives billing_by_association its order:
+-- without it, the generic plan that plpgsql caches after a few calls (where
+-- the association_no is not known) prefers the primary key, which is in seq
+-- order, and filters the user's whole ledger.
+CREATE INDEX account_log_by_association ON billing.account_log (user_id, association_no, seq)
+    WHERE association_no IS NOT NULL;
+COMMENT ON INDEX billing.account_log_by_association IS 'billing_by_association: a user''s entries with a given association_no';
+
+-- The checks every required text argument passes, as in the Rust functions
+-- (fmgr.rs): not NULL (22004), not empty or only white space, at most 255
+-- characters (22023); the message starts with the argument's name.
+CREATE FUNCTION billing.check_key(argument text, value text)
+    RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF value IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', argument USING ERRCODE = '22004';
+    END IF;
+    IF value !~ '[^[:space:]]' THEN
+        RAISE EXCEPTION '% must not be empty', argument USING ERRCODE = '22023';
+    END IF;
+    IF length(value) > 255 THEN
+        RAISE EXCEPTION '% is longer than 255 characters', argument USING ERRCODE = '22023';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing.check_key(text, text) IS
+    'Raises 22004 for a NULL, 22023 for an empty or over-255-character required text argument, naming it';
+
+CREATE FUNCTION @extschema@.billing_history(user_id text, page_size integer DEFAULT 50, before_seq bigint DEFAULT NULL)
+    RETURNS SETOF billing.account_log
+    LANGUAGE plpgsql STABLE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- one index condition, seq < below, whether or not a page was given
+    below bigint := coalesce(before_seq, 9223372036854775807);
+BEGIN
+    PERFORM billing.check_key('user_id', billing_history.user_id);
+    IF page_size IS NULL THEN
+        RAISE EXCEPTION 'page_size must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF page_size < 1 OR page_size > 1000 THEN
+        RAISE EXCEPTION 'page_size must be between 1 and 1000, not %', page_size USING ERRCODE = '22023';
+    END IF;
+    RETURN QUERY
+        SELECT l.* FROM billing.account_log AS l
+         WHERE l.user_id = billing_history.user_id AND l.seq < below
+         ORDER BY l.seq DESC
+         LIMIT page_size;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.billing_history(text, integer, bigint) IS
+    'A user''s ledger entries, newest first, page_size (1..1000) at a time; pass the last seq of a page as before_seq for the next page';
+
+CREATE FUNCTION @extschema@.billing_by_association(user_id text, association_no text)
+    RETURNS SETOF billing.account_log
+    LANGUAGE plpgsql STABLE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM billing.check_key('user_id', billing_by_association.user_id);
+    PERFORM billing.check_key('association_no', billing_by_association.association_no);
+    RETURN QUERY
+        SELECT l.* FROM billing.account_log AS l
+         WHERE l.user_id = billing_by_association.user_id
+           AND l.association_no = billing_by_association.association_no
+         ORDER BY l.seq;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.billing_by_association(text, text) IS
+    'A user''s ledger entries that carry the given association_no, oldest first (through index account_log_by_association)';
+
+-- One row per account_type with entries in [from_ts, to_ts), then a total row
+-- (account_type NULL), always present. Opening and closing balances are on
+-- every row: the balance_after of the user's last entry before from_ts and
+-- before to_ts (0 without one).
+CREATE FUNCTION @extschema@.billing_statement(user_id text, from_ts timestamptz, to_ts timestamptz)
+    RETURNS TABLE (account_type text, entries bigint, credited numeric, debited numeric, net numeric,
+                   opening_balance numeric, closing_balance numeric)
+    LANGUAGE plpgsql STABLE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    opening numeric;
+    closing numeric;
+BEGIN
+    PERFORM billing.check_key('user_id', billing_statement.user_id);
+    IF from_ts IS NULL THEN
+        RAISE EXCEPTION 'from_ts must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF to_ts IS NULL THEN
+        RAISE EXCEPTION 'to_ts must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF from_ts >= to_ts THEN
+        RAISE EXCEPTION 'from_ts must be before to_ts, but % is not before %', from_ts, to_ts
+            USING ERRCODE = '22023';
+    END IF;
+    -- the last entry by seq among those written before each bound
+    SELECT l.balance_after INTO opening FROM billing.account_log AS l
+     WHERE l.user_id = billing_statement.user_id AND l.created_at < from_ts
+     ORDER BY l.seq DESC LIMIT 1;
+    SELECT l.balance_after INTO closing FROM billing.account_log AS l
+     WHERE l.user_id = billing_statement.user_id AND l.created_at < to_ts
+     ORDER BY l.seq DESC LIMIT 1;
+    RETURN QUERY
+        SELECT l.account_type,
+               count(*),
+               coalesce(sum(l.amount) FILTER (WHERE l.direction = 1), 0),
+               coalesce(sum(l.amount) FILTER (WHERE l.direction = -1), 0),
+               coalesce(sum(l.direction * l.amount), 0),
+               coalesce(opening, 0),
+               coalesce(closing, 0)
+          FROM billing.account_log AS l
+         WHERE l.user_id = billing_statement.user_id
+           AND l.created_at >= from_ts AND l.created_at < to_ts
+         GROUP BY GROUPING SETS ((l.account_type), ())
+         ORDER BY l.account_type NULLS LAST;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.billing_statement(text, timestamptz, timestamptz) IS
+    'Statement of a user for [from_ts, to_ts): per account_type the entries, credited, debited and net power, then a total row (account_type NULL); every row carries the opening and closing balance';
+
+CREATE TABLE billing.pricing_rules (
+    code        text PRIMARY KEY,
+    tokens      bigint NOT NULL CHECK (tokens OPERATOR(pg_catalog.>) 0),
+    power       numeric NOT NULL CHECK (power OPERATOR(pg_catalog.>=) 0 AND power OPERATOR(pg_catalog.<) 'Infinity'),
+    description text NOT NULL DEFAULT ''
+);
+COMMENT ON TABLE billing.pricing_rules IS 'What usage costs: a rule charges power for every tokens used (billing_price). A DBA adds and changes rules with INSERT and UPDATE.';
+COMMENT ON COLUMN billing.pricing_rules.code IS 'The rule''s name, as passed to billing_price (case-sensitive)';
+COMMENT ON COLUMN billing.pricing_rules.tokens IS 'Size of the unit priced, in tokens (> 0)';
+COMMENT ON COLUMN billing.pricing_rules.power IS 'Power charged per tokens (>= 0, finite)';
+COMMENT ON COLUMN billing.pricing_rules.description IS 'What the rule is for';
+
+CREATE FUNCTION @extschema@.billing_price(rule_code text, tokens bigint)
+    RETURNS numeric
+    LANGUAGE plpgsql STABLE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rule billing.pricing_rules;
+    cost numeric;
+BEGIN
+    PERFORM billing.check_key('rule_code', rule_code);
+    IF tokens IS NULL THEN
+        RAISE EXCEPTION 'tokens must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF tokens < 0 THEN
+        RAISE EXCEPTION 'tokens must not be negative, not %', tokens USING ERRCODE = '22023';
+    END IF;
+    SELECT r.* INTO rule FROM billing.pricing_rules AS r WHERE r.code = rule_code;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown rule_code "%"', rule_code
+            USING ERRCODE = 'PB002',
+                  HINT = 'Pricing rules are the rows of billing.pricing_rules; a DBA adds new ones with INSERT.';
+    END IF;
+    -- ceil(tokens * power / rule tokens) without a rounded division: div() and
+    -- mod() on numeric are exact, so the ceiling is exact for any size.
+    cost := billing_price.tokens::numeric * rule.power;
+    RETURN div(cost, rule.tokens::numeric) + CASE WHEN mod(cost, rule.tokens::numeric) > 0 THEN 1 ELSE 0 END;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.billing_price(text, bigint) IS
+    'Power that tokens of usage cost under a pricing rule: ceil(tokens * power / rule tokens), computed exactly; PB002 for an unknown rule';
+
+-- privileges and dump registration of the new objects
+REVOKE ALL ON ALL TABLES IN SCHEMA billing FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA billing FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_hold(text, numeric, text, text, text, text, text, text, interval, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_settle(bigint, numeric, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_release(bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_refund(bigint, numeric, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.check_key(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_history(text, integer, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_by_association(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_statement(text, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_price(text, bigint) FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('billing.holds', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.holds_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.pricing_rules', '');

@@ -1,0 +1,89 @@
+//! ALTER EXTENSION billing UPDATE from the first release (0.1.0) gives the same
+//! objects as a fresh install, and keeps the balances and the ledger it had.
+
+mod common;
+
+use common::*;
+
+/// Every object of the extension, described so that two databases can be compared:
+/// columns in order, indexes, constraints, triggers, function definitions, comments, ACLs.
+fn catalog(c: &mut Client) -> String {
+    text(
+        c,
+        "WITH members AS (
+             SELECT d.classid, d.objid FROM pg_depend d
+              WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+                AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'billing'))
+         SELECT string_agg(line, E'\\n' ORDER BY line) FROM (
+             SELECT pg_describe_object(m.classid, m.objid, 0) || ' comment ' || coalesce(obj_description(m.objid), '-') AS line
+               FROM members m
+             UNION ALL
+             SELECT 'column ' || a.attrelid::regclass || ' ' || a.attnum || ' ' || a.attname || ' '
+                    || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull || ' '
+                    || coalesce(pg_get_expr(ad.adbin, ad.adrelid), '-') || ' ' || coalesce(col_description(a.attrelid, a.attnum), '-')
+               FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+               LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+              WHERE c.relnamespace = 'billing'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+             UNION ALL
+             SELECT 'index ' || indexrelid::regclass || ' ' || pg_get_indexdef(indexrelid) || ' ' || coalesce(obj_description(indexrelid), '-')
+               FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relnamespace = 'billing'::regnamespace
+             UNION ALL
+             SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+               FROM pg_constraint WHERE connamespace = 'billing'::regnamespace
+             UNION ALL
+             SELECT 'trigger ' || tgrelid::regclass || ' ' || pg_get_triggerdef(oid)
+               FROM pg_trigger t WHERE NOT tgisinternal AND tgrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'billing'::regnamespace)
+             UNION ALL
+             SELECT 'function ' || p.oid::regprocedure || ' ' || pg_get_functiondef(p.oid) || ' acl ' || coalesce(p.proacl::text, '-')
+               FROM pg_proc p WHERE p.oid IN (SELECT objid FROM members WHERE classid = 'pg_proc'::regclass)
+             UNION ALL
+             SELECT 'relation ' || c.oid::regclass || ' ' || c.relkind || ' ' || coalesce(c.reloptions::text, '-') || ' acl ' || coalesce(c.relacl::text, '-')
+               FROM pg_class c WHERE c.relnamespace = 'billing'::regnamespace
+             UNION ALL
+             SELECT 'dumped ' || cfg::regclass || ' ' || coalesce(cond, '-')
+               FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x(cfg, cond) WHERE e.extname = 'billing'
+             UNION ALL
+             SELECT 'type code ' || code || ' ' || direction || ' ' || description || ' ' || builtin FROM billing.account_types
+             UNION ALL
+             SELECT 'source code ' || code || ' ' || description || ' ' || builtin FROM billing.source_types
+         ) AS objects",
+    )
+}
+
+#[test]
+fn upgrading_from_the_first_release_matches_a_fresh_install() {
+    let fresh = fresh_database("upgrade_fresh");
+    let expected = catalog(&mut connect(&fresh));
+
+    let old = fresh_database("upgrade_old");
+    let mut c = connect(&old);
+    c.batch_execute(
+        "DROP EXTENSION billing;
+         CREATE EXTENSION billing VERSION '0.1.0';
+         SELECT billing_add('a', 100, 'RECHARGE_INC', 'RECHARGE', 'shop');
+         SELECT billing_add('a', 20, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'vip', expire_at => now() + interval '30 days');
+         SELECT billing_deduct('a', 25, 'CHAT_DEC', 'CHAT', 'x');",
+    )
+    .unwrap();
+    assert_eq!(text(&mut c, "SELECT extversion FROM pg_extension WHERE extname = 'billing'"), "0.1.0");
+    c.batch_execute("ALTER EXTENSION billing UPDATE").unwrap();
+    // a new session, as after a deploy: the library's plans are prepared against the new schema
+    let mut c = connect(&old);
+    assert_eq!(text(&mut c, "SELECT extversion FROM pg_extension WHERE extname = 'billing'"), "0.2.0");
+    let upgraded = catalog(&mut c);
+    if upgraded != expected {
+        let (a, b): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), upgraded.lines().collect());
+        let only_fresh: Vec<&&str> = a.iter().filter(|l| !b.contains(l)).collect();
+        let only_upgraded: Vec<&&str> = b.iter().filter(|l| !a.contains(l)).collect();
+        panic!("the upgraded catalog differs.\nonly in a fresh install: {only_fresh:#?}\nonly after the upgrade: {only_upgraded:#?}");
+    }
+    // the data came through, and the new functions work on it
+    assert_eq!(ledger_disagreements(&mut c), 0);
+    assert_eq!(power(&mut c, "a"), "95");
+    let log_id: i64 = c.query_one("SELECT id FROM billing.account_log WHERE user_id = 'a' AND seq = 3", &[]).unwrap().get(0);
+    c.execute("SELECT billing_refund($1, 5)", &[&log_id]).unwrap();
+    let hold: i64 = c.query_one("SELECT hold_id FROM billing_hold('a', 50, 'CHAT_DEC', 'CHAT', 'x')", &[]).unwrap().get(0);
+    c.execute("SELECT billing_settle($1, 30)", &[&hold]).unwrap();
+    assert_eq!(power(&mut c, "a"), "70");
+    assert_eq!(ledger_disagreements(&mut c), 0);
+}
