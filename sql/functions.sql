@@ -81,3 +81,19 @@ CREATE FUNCTION @extschema@.billing_refund(
     AS 'MODULE_PATHNAME', 'billing_refund';
 COMMENT ON FUNCTION @extschema@.billing_refund(bigint, numeric, text, text) IS
     'Gives back all (amount NULL) or part of an earlier debit to the grants and permanent balance it came from, in one REFUND_INC entry; never more than it took (PB005). Returns the ledger entry.';
+
+CREATE FUNCTION @extschema@.billing_add(options jsonb)
+    RETURNS billing.account_log
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'billing_add_options';
+COMMENT ON FUNCTION @extschema@.billing_add(jsonb) IS
+    'billing_add with the options object services pass: {"userId", "amount", "accountType", "source": {"type", "source"}, "remark", "associationNo", "associationUserId", "expireAt", "subscriptionId", "idempotencyKey"}. Returns the ledger entry.';
+
+CREATE FUNCTION @extschema@.billing_deduct(options jsonb)
+    RETURNS billing.account_log
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'billing_deduct_options';
+COMMENT ON FUNCTION @extschema@.billing_deduct(jsonb) IS
+    'billing_deduct with the options object services pass: {"userId", "amount", "accountType", "source": {"type", "source"}, "remark", "associationNo", "associationUserId", "idempotencyKey"}. Returns the ledger entry.';

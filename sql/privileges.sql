@@ -10,6 +10,8 @@ REVOKE ALL ON FUNCTION @extschema@.billing_power(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_has_power(text, numeric) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_add(text, numeric, text, text, text, text, text, text, timestamptz, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_deduct(text, numeric, text, text, text, text, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_add(jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_deduct(jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_hold(text, numeric, text, text, text, text, text, text, interval, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_settle(bigint, numeric, text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_release(bigint, text) FROM PUBLIC;
@@ -20,6 +22,14 @@ REVOKE ALL ON FUNCTION @extschema@.billing_history(text, integer, bigint) FROM P
 REVOKE ALL ON FUNCTION @extschema@.billing_by_association(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_statement(text, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_price(text, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.write_back_heads(text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.refresh_accounts(text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.available_now(text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.notify_low_balance(text, numeric, numeric) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_set_low_balance(text, numeric) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_expire(timestamptz, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_revoke_subscription(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_adjust(text, numeric, text, text) FROM PUBLIC;
 
 -- pg_dump keeps balances, grants, the ledger, the sequences, any type a DBA
 -- added and the pricing rules.

@@ -83,11 +83,12 @@ BEGIN
     )
     -- the permanent balance (plus what open holds took from it), the entry count and
     -- the seq the account row holds
-    SELECT coalesce(a.user_id, r.user_id), 'permanent balance', r.permanent::text,
+    -- (an account may have no entries yet: one made to hold a low-balance threshold)
+    SELECT coalesce(a.user_id, r.user_id), 'permanent balance', coalesce(r.permanent, 0)::text,
            (a.permanent + coalesce(hp.amount, 0))::text
       FROM accounts AS a FULL JOIN replayed AS r ON r.user_id = a.user_id
       LEFT JOIN held_permanent AS hp ON hp.user_id = a.user_id
-     WHERE a.permanent + coalesce(hp.amount, 0) IS DISTINCT FROM r.permanent
+     WHERE a.permanent + coalesce(hp.amount, 0) IS DISTINCT FROM coalesce(r.permanent, 0)
     UNION ALL
     SELECT r.user_id, 'seq without gaps', '1..' || r.entries, r.first_seq || '..' || r.last_seq
       FROM replayed AS r WHERE r.first_seq <> 1 OR r.last_seq <> r.entries

@@ -18,6 +18,7 @@ use crate::drawdown::{self, LiveGrant};
 use crate::errors::{BillingError, BillingResult, SqlState};
 use crate::fmgr::{sql_function, Args, Returned, MAX_REMARK_CHARS};
 use crate::grants;
+use crate::notify;
 use crate::ledger::{self, decimal, Direction, Movement, Totals};
 use crate::plans::{self, Plans};
 
@@ -31,6 +32,8 @@ pub struct Account {
     has_expired: bool,
     /// An open hold has passed its ttl: what it reserved is due back.
     pub holds_due: bool,
+    /// The low-balance notification's threshold, if the user has one.
+    pub low_balance_at: Option<Decimal>,
     /// The head grant (spent next as of the last write) and its live remaining, which
     /// grant_store holds only as of the last write-back. Exact as the spending order
     /// while !has_expired; its remaining is always the truth.
@@ -60,6 +63,10 @@ fn lock(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str) -> BillingResu
             None => None,
         },
         holds_due: row.get::<bool>(8)?.unwrap_or(false),
+        low_balance_at: match row.get::<AnyNumeric>(9)? {
+            Some(t) => Some(crate::amounts::parse_stored("low_balance_at", &t.to_string())?),
+            None => None,
+        },
     }))
 }
 
@@ -160,6 +167,12 @@ fn add(args: &Args) -> Returned {
     movement.expire_at = args.timestamptz(8).map(Into::into);
     movement.subscription_id = args.optional_key(9, "subscription_id")?;
     movement.idempotency_key = args.optional_key(10, "idempotency_key")?;
+    add_movement(movement)
+}
+sql_function!(pg_finfo_billing_add, billing_add => add);
+
+/// Records a credit: to the permanent balance, or as a grant when it has an expiry.
+pub fn add_movement(movement: Movement) -> Returned {
     if movement.idempotency_key.is_none() {
         check_expiry(&movement)?;
     }
@@ -211,7 +224,6 @@ fn add(args: &Args) -> Returned {
         Ok(Some(entry))
     })
 }
-sql_function!(pg_finfo_billing_add, billing_add => add);
 
 /// A gift to a user in debt (a settle with allow_debt left the permanent balance
 /// below zero): the gift pays the debt first, and only the rest stays a grant.
@@ -265,6 +277,12 @@ fn check_expiry(movement: &Movement) -> BillingResult<()> {
 fn deduct(args: &Args) -> Returned {
     let mut movement = movement(args, Direction::Debit)?;
     movement.idempotency_key = args.optional_key(8, "idempotency_key")?;
+    deduct_movement(movement)
+}
+sql_function!(pg_finfo_billing_deduct, billing_deduct => deduct);
+
+/// Records a debit: soonest-expiring grants first, then the permanent balance.
+pub fn deduct_movement(movement: Movement) -> Returned {
     Spi::connect_mut(|client| {
         let plans = plans::get(client)?;
         ledger::check_types(client, plans, &movement)?;
@@ -333,10 +351,10 @@ fn deduct(args: &Args) -> Returned {
             &totals,
             &writes,
         )?;
+        notify::if_crossed(&movement.user_id, account.low_balance_at, available(&account, &grants)?, balance_after);
         Ok(Some(entry))
     })
 }
-sql_function!(pg_finfo_billing_deduct, billing_deduct => deduct);
 
 /// How `movement` is funded from these grants (in spending order) and the permanent balance.
 fn plan_debit(movement: &Movement, account: &Account, grants: &[Grant]) -> BillingResult<drawdown::Drawdown> {

@@ -66,6 +66,33 @@ pub const MAX_KEY_CHARS: usize = 255;
 /// Longest remark accepted.
 pub const MAX_REMARK_CHARS: usize = 4000;
 
+/// A text that may be absent, limited to `max_chars`.
+pub fn limited_text(name: &str, value: Option<String>, max_chars: usize) -> BillingResult<Option<String>> {
+    match value {
+        Some(value) if value.chars().count() > max_chars => {
+            Err(BillingError::invalid_argument(name, format!("is longer than {max_chars} characters")))
+        }
+        other => Ok(other),
+    }
+}
+
+/// A required identifier-like text: present, not empty or only white space, at most MAX_KEY_CHARS.
+pub fn required_key(name: &str, value: Option<String>) -> BillingResult<String> {
+    let value = limited_text(name, value, MAX_KEY_CHARS)?.ok_or_else(|| BillingError::null_argument(name))?;
+    if value.trim().is_empty() {
+        return Err(BillingError::invalid_argument(name, "must not be empty"));
+    }
+    Ok(value)
+}
+
+/// An optional identifier-like text: absent is fine, but an empty one is a mistake.
+pub fn optional_key(name: &str, value: Option<String>) -> BillingResult<Option<String>> {
+    match limited_text(name, value, MAX_KEY_CHARS)? {
+        Some(value) if value.trim().is_empty() => Err(BillingError::invalid_argument(name, "must not be empty when given")),
+        other => Ok(other),
+    }
+}
+
 impl Args {
     fn get<T: FromDatum>(&self, position: usize) -> Option<T> {
         unsafe { pgrx::fcinfo::pg_getarg::<T>(self.fcinfo, position) }
@@ -73,37 +100,17 @@ impl Args {
 
     /// A text argument that may be NULL, limited to `max_chars`.
     pub fn text(&self, position: usize, name: &str, max_chars: usize) -> BillingResult<Option<String>> {
-        match self.get::<String>(position) {
-            None => Ok(None),
-            Some(value) => {
-                if value.chars().count() > max_chars {
-                    return Err(BillingError::invalid_argument(
-                        name,
-                        format!("is longer than {max_chars} characters"),
-                    ));
-                }
-                Ok(Some(value))
-            }
-        }
+        limited_text(name, self.get::<String>(position), max_chars)
     }
 
     /// A required text argument: not NULL, not empty or only white space.
     pub fn key(&self, position: usize, name: &str) -> BillingResult<String> {
-        let value = self.text(position, name, MAX_KEY_CHARS)?.ok_or_else(|| BillingError::null_argument(name))?;
-        if value.trim().is_empty() {
-            return Err(BillingError::invalid_argument(name, "must not be empty"));
-        }
-        Ok(value)
+        required_key(name, self.get::<String>(position))
     }
 
     /// An optional identifier-like text: NULL is absent, but an empty one is a mistake.
     pub fn optional_key(&self, position: usize, name: &str) -> BillingResult<Option<String>> {
-        match self.text(position, name, MAX_KEY_CHARS)? {
-            Some(value) if value.trim().is_empty() => {
-                Err(BillingError::invalid_argument(name, "must not be empty when given"))
-            }
-            other => Ok(other),
-        }
+        optional_key(name, self.get::<String>(position))
     }
 
     /// A required amount: positive, at most 8 decimal places, within the bound.
@@ -149,6 +156,11 @@ impl Args {
             return Err(BillingError::invalid_argument(name, format!("must be at most {max_days} days")));
         }
         Ok(interval)
+    }
+
+    /// A jsonb argument, as a serde_json value (numbers keep their exact text).
+    pub fn json(&self, position: usize, name: &str) -> BillingResult<serde_json::Value> {
+        self.get::<pgrx::JsonB>(position).map(|j| j.0).ok_or_else(|| BillingError::null_argument(name))
     }
 
     pub fn timestamptz(&self, position: usize) -> Option<TimestampWithTimeZone> {

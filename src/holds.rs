@@ -18,6 +18,7 @@ use crate::errors::{BillingError, BillingResult, SqlState};
 use crate::fmgr::{sql_function, Args, Returned, MAX_REMARK_CHARS};
 use crate::grants;
 use crate::ledger::{self, decimal, Direction, Movement};
+use crate::notify;
 use crate::plans::{self, Plans};
 
 /// The longest ttl a hold may have.
@@ -184,7 +185,9 @@ fn hold(args: &Args) -> Returned {
             ],
         )?;
         let row = ledger::whole_row(&table.first(), 1)?;
-        grants::refresh(client, plans, user_id, -plan.from_permanent, 0)?;
+        let after = grants::refresh(client, plans, user_id, -plan.from_permanent, 0)?;
+        let before = drawdown::available(account.permanent, &live);
+        notify::if_crossed(user_id, account.low_balance_at, before, after.available);
         Ok(Some(row))
     })
 }
@@ -221,9 +224,11 @@ fn settle(args: &Args) -> Returned {
         let mut deltas = rest.from_grants.clone();
         let mut permanent_delta = rest.from_permanent;
         let charge = Movement { amount: actual, remark: remark.or_else(|| hold.charge.remark.clone()), ..hold.charge.clone() };
+        let mut before = None;
         if actual > held {
             let extra = actual - held;
             let live = grants::exact_live_grants(client, plans, &user_id)?;
+            before = Some(drawdown::available(account.permanent, &live));
             let plan = if allow_debt {
                 drawdown::plan_allowing_debt(extra, account.permanent, &live)
             } else {
@@ -240,6 +245,10 @@ fn settle(args: &Args) -> Returned {
         let seq = account.last_seq + 1;
         let (_, log_id) = close(client, plans, &hold, "settled", Some(actual), None, seq)?;
         let after = grants::refresh(client, plans, &user_id, permanent_delta, 1)?;
+        if let Some(before) = before {
+            // only a settle above the hold lowers available power
+            notify::if_crossed(&user_id, account.low_balance_at, before, after.available);
+        }
         let detail = ledger::detail_json_for_hold(charged.from_permanent, &grants::merge(&charged.from_grants), hold.id);
         let (entry, _) = grants::insert_entry(
             client,

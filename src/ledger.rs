@@ -283,7 +283,13 @@ pub fn fast_debit(client: &mut SpiClient<'_>, plans: &Plans, movement: &Movement
     if table.is_empty() {
         return Ok(None);
     }
-    whole_row(&table.first(), 1).map(Some)
+    let row = table.first();
+    if let Some(threshold) = row.get::<AnyNumeric>(2)? {
+        let threshold = amounts::parse_stored("low_balance_at", &threshold.to_string())?;
+        let after = decimal(&row, 3, "balance_after")?;
+        crate::notify::if_crossed(&movement.user_id, Some(threshold), after + movement.amount, after);
+    }
+    whole_row(&row, 1).map(Some)
 }
 
 /// $1..$12 of both write statements.

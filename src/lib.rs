@@ -12,7 +12,9 @@
 //! - `accounts`: billing_add and billing_deduct;
 //! - `grants`: the general path that moves power into and out of grants;
 //! - `holds`: billing_hold, billing_settle and billing_release;
-//! - `refunds`: billing_refund.
+//! - `refunds`: billing_refund;
+//! - `options`: billing_add and billing_deduct called with a JSON options object;
+//! - `notify`: the low-balance notification.
 
 pgrx::pg_module_magic!();
 
@@ -24,6 +26,8 @@ mod fmgr;
 mod grants;
 mod holds;
 mod ledger;
+mod notify;
+mod options;
 mod plans;
 mod power;
 mod refunds;
@@ -34,13 +38,15 @@ mod tests;
 mod reports_tests;
 
 // The extension script, in order: tables and seed data, holds, the functions,
-// billing_verify, the reports and pricing, then privileges and dump
+// billing_verify, the reports and pricing, the operations (expiry, revoking,
+// adjusting, the balances view), then privileges and dump
 // registration once everything exists.
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 pgrx::extension_sql_file!("../sql/holds.sql", name = "holds", requires = ["schema"]);
 pgrx::extension_sql_file!("../sql/functions.sql", name = "functions", requires = ["holds"]);
 pgrx::extension_sql_file!("../sql/verify.sql", name = "verify", requires = ["functions"]);
 pgrx::extension_sql_file!("../sql/reports.sql", name = "reports", requires = ["verify"]);
+pgrx::extension_sql_file!("../sql/operations.sql", name = "operations", requires = ["reports"]);
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Required by `cargo pgrx test`.

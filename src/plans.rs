@@ -23,7 +23,8 @@ const LOCK_ACCOUNT: &str = "\
 SELECT permanent, grants_total, next_expiry, last_seq,
        coalesce(next_expiry OPERATOR(pg_catalog.<=) pg_catalog.now(), false) AS has_expired,
        head_grant_id, head_remaining,
-       coalesce(holds_due_at OPERATOR(pg_catalog.<=) pg_catalog.now(), false) AS holds_due
+       coalesce(holds_due_at OPERATOR(pg_catalog.<=) pg_catalog.now(), false) AS holds_due,
+       low_balance_at
   FROM billing.accounts
  WHERE user_id OPERATOR(pg_catalog.=) $1
    FOR UPDATE";
@@ -138,8 +139,8 @@ WITH account AS (
      AND ((a.grants_total OPERATOR(pg_catalog.=) 0 AND a.permanent OPERATOR(pg_catalog.>=) $2)
           OR (a.head_remaining OPERATOR(pg_catalog.>) $2 AND a.permanent OPERATOR(pg_catalog.>=) 0))
   RETURNING a.user_id, a.last_seq, a.permanent OPERATOR(pg_catalog.+) a.grants_total AS balance_after,
-            a.head_grant_id
-)
+            a.head_grant_id, a.low_balance_at
+), logged AS (
 INSERT INTO billing.account_log AS l
        (user_id, seq, direction, amount, balance_after, account_type, source_type, source,
         remark, association_no, association_user_id, detail, idempotency_key)
@@ -151,7 +152,9 @@ SELECT account.user_id, account.last_seq, -1, $2, account.balance_after, $3, $4,
        END,
        $9
   FROM account
-RETURNING l";
+RETURNING l
+)
+SELECT logged.l, account.low_balance_at, account.balance_after FROM logged, account";
 
 // ---- The general path: holds, refunds and whatever moves power back into grants ----
 //
