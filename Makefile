@@ -55,8 +55,12 @@ regress: install
 
 # Real client connections: concurrency, savepoints, privileges, dump and restore,
 # a kill -9 crash under load, the model-based test, and upgrades from earlier releases.
+# The cluster preloads pg_cron (postgresql-15-cron), so a test can schedule billing_expire.
+INTEGRATION_PG_OPTS ?= -c shared_preload_libraries=pg_cron -c cron.database_name=postgres \
+	-c cron.use_background_workers=on -c max_worker_processes=16
 integration: install
-	scripts/with-cluster.sh cargo test --manifest-path tests/Cargo.toml --no-fail-fast -- --test-threads=2
+	BILLING_PG_OPTS="$(INTEGRATION_PG_OPTS)" scripts/with-cluster.sh \
+	  cargo test --manifest-path tests/Cargo.toml --no-fail-fast -- --test-threads=2
 
 demo: install-release
 	scripts/with-cluster.sh psql -X -v ON_ERROR_STOP=0 -f demo/demo.sql
