@@ -110,7 +110,7 @@ $$;
 COMMENT ON FUNCTION @extschema@.billing_set_low_balance(text, numeric) IS
     'Sets the user''s low-balance threshold (NULL removes it): a change that takes available power from at or above it to below it sends NOTIFY billing_low_balance. Returns the threshold.';
 
-CREATE FUNCTION @extschema@.billing_expire(as_of timestamptz DEFAULT now(), batch_size integer DEFAULT 10000)
+CREATE FUNCTION @extschema@.billing_expire(as_of timestamptz DEFAULT pg_catalog.now(), batch_size integer DEFAULT 10000)
     RETURNS bigint
     LANGUAGE plpgsql VOLATILE
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -323,28 +323,39 @@ SELECT a.user_id,
        a.permanent,
        coalesce(live.remaining, 0) AS grants_live,
        coalesce(held.amount, 0) AS held,
-       a.permanent + coalesce(live.remaining, 0) + coalesce(lapsed.amount, 0) AS available,
+       a.permanent OPERATOR(pg_catalog.+) coalesce(live.remaining, 0)
+                   OPERATOR(pg_catalog.+) coalesce(lapsed.amount, 0) AS available,
        live.next_expiry
   FROM billing.accounts AS a
   LEFT JOIN LATERAL (
-        SELECT sum(g.remaining) AS remaining, min(g.expire_at) FILTER (WHERE g.remaining > 0) AS next_expiry
+        SELECT pg_catalog.sum(g.remaining) AS remaining,
+               pg_catalog.min(g.expire_at) FILTER (WHERE g.remaining OPERATOR(pg_catalog.>) 0) AS next_expiry
           FROM billing.grants AS g
-         WHERE g.user_id = a.user_id AND g.expire_at > now()) AS live ON true
+         WHERE g.user_id OPERATOR(pg_catalog.=) a.user_id
+           AND g.expire_at OPERATOR(pg_catalog.>) pg_catalog.now()) AS live ON true
   LEFT JOIN LATERAL (
-        SELECT sum(h.amount) AS amount
+        SELECT pg_catalog.sum(h.amount) AS amount
           FROM billing.holds AS h
-         WHERE h.user_id = a.user_id AND h.status = 'held' AND h.expires_at > now()) AS held ON true
+         WHERE h.user_id OPERATOR(pg_catalog.=) a.user_id
+           AND h.status OPERATOR(pg_catalog.=) 'held'
+           AND h.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()) AS held ON true
   LEFT JOIN LATERAL (
         -- holds past their ttl that no write has swept yet reserve nothing: what they
         -- took from the permanent balance and from live grants is available again
-        SELECT sum(coalesce((h.funding ->> 'permanent')::numeric, 0))
-               + coalesce(sum((SELECT sum((p ->> 'amount')::numeric)
-                                 FROM jsonb_array_elements(coalesce(h.funding -> 'grants', '[]')) AS p
-                                 JOIN billing.grant_store AS g
-                                   ON g.user_id = h.user_id AND g.id = (p ->> 'id')::bigint
-                                WHERE g.expire_at > now())), 0) AS amount
-          FROM billing.holds AS h
-         WHERE h.user_id = a.user_id AND h.status = 'held' AND h.expires_at <= now()) AS lapsed ON true;
+        SELECT pg_catalog.sum(p.amount) AS amount
+          FROM billing.holds AS h,
+               LATERAL (SELECT (h.funding OPERATOR(pg_catalog.->>) 'permanent')::numeric AS amount
+                        UNION ALL
+                        SELECT (e.value OPERATOR(pg_catalog.->>) 'amount')::numeric
+                          FROM pg_catalog.jsonb_array_elements(
+                                 coalesce(h.funding OPERATOR(pg_catalog.->) 'grants', '[]'::jsonb)) AS e
+                          JOIN billing.grant_store AS g
+                            ON g.user_id OPERATOR(pg_catalog.=) h.user_id
+                           AND g.id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 'id')::bigint
+                         WHERE g.expire_at OPERATOR(pg_catalog.>) pg_catalog.now()) AS p
+         WHERE h.user_id OPERATOR(pg_catalog.=) a.user_id
+           AND h.status OPERATOR(pg_catalog.=) 'held'
+           AND h.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()) AS lapsed ON true;
 COMMENT ON VIEW billing.balances IS 'Each user''s power as it stands: permanent balance, live grants, power held by open holds, and what can be spent now';
 COMMENT ON COLUMN billing.balances.permanent IS 'Power that never expires (negative while a debt is open)';
 COMMENT ON COLUMN billing.balances.grants_live IS 'Remaining of the grants not yet expired';
