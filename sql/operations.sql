@@ -348,7 +348,7 @@ SELECT a.user_id,
                         UNION ALL
                         SELECT (e.value OPERATOR(pg_catalog.->>) 'amount')::numeric
                           FROM pg_catalog.jsonb_array_elements(
-                                 coalesce(h.funding OPERATOR(pg_catalog.->) 'grants', '[]'::jsonb)) AS e
+                                 coalesce(h.funding OPERATOR(pg_catalog.->) 'grants', '[]'::pg_catalog.jsonb)) AS e
                           JOIN billing.grant_store AS g
                             ON g.user_id OPERATOR(pg_catalog.=) h.user_id
                            AND g.id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 'id')::bigint
