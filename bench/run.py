@@ -112,6 +112,36 @@ COMMIT;
 """
 
 
+# A metered call: reserve before, settle the real cost after (two round trips).
+HOLD_SETTLE = USER + """SELECT hold_id AS h FROM billing_hold('u' || :u, 2, 'CHAT_DEC', 'CHAT', 'bench') \\gset
+SELECT id FROM billing_settle(:h, 1);
+"""
+EXPIRED_USERS = int(os.environ.get("BENCH_EXPIRED_USERS", "200000"))
+EXPIRED_PER_USER = 5
+
+
+def load_expired_grants(users, per_user):
+    """users accounts with per_user grants of 1 that expired an hour ago, each with
+    the MEMBERSHIP_GIFT_INC entry that made it: what a sweep finds after a lapse."""
+    psql(f"""WITH g AS (
+               SELECT u, k, nextval('billing.grants_id_seq') AS gid, nextval('billing.account_log_id_seq') AS lid,
+                      now() - interval '1 hour' + k * interval '1 second' AS expire_at
+                 FROM generate_series(1, {users}) u, generate_series(1, {per_user}) k
+             ), grants AS (
+               INSERT INTO billing.grant_store (user_id, id, amount, remaining, expire_at, log_id)
+               SELECT 'x' || u, gid, 1, 1, expire_at, lid FROM g
+             )
+             INSERT INTO billing.account_log (id, user_id, seq, direction, amount, balance_after, account_type,
+                                              source_type, source, expire_at, detail)
+             SELECT lid, 'x' || u, k, 1, 1, k, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'seed', expire_at,
+                    jsonb_build_object('grants', jsonb_build_array(jsonb_build_object('id', gid, 'amount', 1)))
+               FROM g;
+             INSERT INTO billing.accounts (user_id, permanent, grants_total, next_expiry, last_seq)
+             SELECT 'x' || u, 0, {per_user}, now() - interval '1 hour' + interval '1 second', {per_user}
+               FROM generate_series(1, {users}) u;
+             VACUUM ANALYZE;""")
+
+
 def hot(script):
     return script.replace(USER, "\\set u 0\n")
 
@@ -206,6 +236,28 @@ def main():
         many_grants_setup(prefix)
         r = pgbench(many + f"SELECT seq FROM {fn}('{prefix}' || :u, 2.5, 'CHAT_DEC', 'CHAT', 'bench');\n", CLIENTS)
         rows.append(("4. 100 grants per user, deduct spans 3-4, 8 clients", name, "TPS", f"{r['tps']:.0f}", f"scenario 1 floor {floor1['tps']:.0f}", ratio(r["tps"], floor1["tps"])))
+
+    # 8. metered calls: hold then settle, against one deduct and the floor
+    r = compare([("floor", FLOOR), ("billing_deduct", BILLING_DEDUCT), ("hold + settle", HOLD_SETTLE)], CLIENTS)
+    rows.append(("8. metered call, 8 clients", "billing_hold + billing_settle (2 round trips)", "pairs/s",
+                 f"{r['hold + settle']['tps']:.0f}", f"billing_deduct {r['billing_deduct']['tps']:.0f}",
+                 ratio(r["hold + settle"]["tps"], r["billing_deduct"]["tps"])))
+
+    # 9. billing_expire over a million expired grants, in batches as pg_cron would run it
+    load_expired_grants(EXPIRED_USERS, EXPIRED_PER_USER)
+    t0 = time.time()
+    expired, calls = 0, 0
+    while True:
+        got = int(psql("SELECT billing_expire(batch_size => 10000);"))
+        calls += 1
+        if got == 0:
+            break
+        expired += got
+    expire_seconds = time.time() - t0
+    if expired != EXPIRED_USERS * EXPIRED_PER_USER:
+        sys.exit(f"billing_expire expired {expired} grants, expected {EXPIRED_USERS * EXPIRED_PER_USER}")
+    rows.append(("7. mass operations", f"billing_expire: {expired:,} expired grants of {EXPIRED_USERS:,} users, batch_size 10,000",
+                 "grants/s", f"{expired / expire_seconds:,.0f}", f"{expire_seconds:.0f} s, {calls} calls", ""))
 
     # 5. the same deduct with a small ledger and with LEDGER_ROWS more rows
     before = best(BILLING_DEDUCT, 1, latencies=True)
