@@ -12,7 +12,9 @@
 //! - `accounts`: billing_add and billing_deduct;
 //! - `grants`: the general path that moves power into and out of grants;
 //! - `holds`: billing_hold, billing_settle and billing_release;
-//! - `refunds`: billing_refund.
+//! - `refunds`: billing_refund;
+//! - `triggers`: reading a trigger's row by column name, for billing_charge
+//!   and billing_hold_charge (sql/triggers.sql).
 
 pgrx::pg_module_magic!();
 
@@ -27,20 +29,24 @@ mod ledger;
 mod plans;
 mod power;
 mod refunds;
+mod triggers;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod reports_tests;
+#[cfg(any(test, feature = "pg_test"))]
+mod triggers_tests;
 
 // The extension script, in order: tables and seed data, holds, the functions,
-// billing_verify, the reports and pricing, then privileges and dump
+// billing_verify, the reports and pricing, the charging triggers, then privileges and dump
 // registration once everything exists.
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 pgrx::extension_sql_file!("../sql/holds.sql", name = "holds", requires = ["schema"]);
 pgrx::extension_sql_file!("../sql/functions.sql", name = "functions", requires = ["holds"]);
 pgrx::extension_sql_file!("../sql/verify.sql", name = "verify", requires = ["functions"]);
 pgrx::extension_sql_file!("../sql/reports.sql", name = "reports", requires = ["verify"]);
+pgrx::extension_sql_file!("../sql/triggers.sql", name = "triggers", requires = ["reports"]);
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Required by `cargo pgrx test`.
