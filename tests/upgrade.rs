@@ -37,7 +37,7 @@ fn catalog(c: &mut Client) -> String {
              SELECT 'function ' || p.oid::regprocedure || ' ' || pg_get_functiondef(p.oid) || ' acl ' || coalesce(p.proacl::text, '-')
                FROM pg_proc p WHERE p.oid IN (SELECT objid FROM members WHERE classid = 'pg_proc'::regclass)
              UNION ALL
-             SELECT 'relation ' || c.oid::regclass || ' ' || c.relkind || ' ' || coalesce(c.reloptions::text, '-') || ' acl ' || coalesce(c.relacl::text, '-')
+             SELECT 'relation ' || c.oid::regclass || ' ' || c.relkind::text || ' ' || coalesce(c.reloptions::text, '-') || ' acl ' || coalesce(c.relacl::text, '-')
                FROM pg_class c WHERE c.relnamespace = 'billing'::regnamespace
              UNION ALL
              SELECT 'dumped ' || cfg::regclass || ' ' || coalesce(cond, '-')
@@ -54,15 +54,24 @@ fn catalog(c: &mut Client) -> String {
 fn upgrading_from_the_first_release_matches_a_fresh_install() {
     let fresh = fresh_database("upgrade_fresh");
     let expected = catalog(&mut connect(&fresh));
+    assert!(expected.lines().count() > 200, "the catalog description covers every object:\n{expected}");
 
     let old = fresh_database("upgrade_old");
     let mut c = connect(&old);
     c.batch_execute(
+        // The library installed is this version's, which expects this version's schema, so the
+        // 0.1.0 rows are written the way 0.1.0 wrote them: 100 bought, a gift of 20, 25 spent.
         "DROP EXTENSION billing;
          CREATE EXTENSION billing VERSION '0.1.0';
-         SELECT billing_add('a', 100, 'RECHARGE_INC', 'RECHARGE', 'shop');
-         SELECT billing_add('a', 20, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'vip', expire_at => now() + interval '30 days');
-         SELECT billing_deduct('a', 25, 'CHAT_DEC', 'CHAT', 'x');",
+         INSERT INTO billing.accounts (user_id, permanent, grants_total, next_expiry, last_seq)
+              VALUES ('a', 95, 0, NULL, 3);
+         INSERT INTO billing.grant_store (user_id, id, amount, remaining, expire_at, log_id)
+              VALUES ('a', 1, 20, 0, now() + interval '30 days', 2);
+         INSERT INTO billing.account_log (id, user_id, seq, direction, amount, balance_after, account_type, source_type, source, expire_at, detail)
+              VALUES (1, 'a', 1, 1, 100, 100, 'RECHARGE_INC', 'RECHARGE', 'shop', NULL, '{\"permanent\": 100}'),
+                     (2, 'a', 2, 1, 20, 120, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'vip', now() + interval '30 days', '{\"grants\": [{\"id\": 1, \"amount\": 20}]}'),
+                     (3, 'a', 3, -1, 25, 95, 'CHAT_DEC', 'CHAT', 'x', NULL, '{\"permanent\": 5, \"grants\": [{\"id\": 1, \"amount\": 20}]}');
+         SELECT setval('billing.account_log_id_seq', 3), setval('billing.grants_id_seq', 1);",
     )
     .unwrap();
     assert_eq!(text(&mut c, "SELECT extversion FROM pg_extension WHERE extname = 'billing'"), "0.1.0");
