@@ -762,6 +762,18 @@ BEGIN
         IF billing.trigger_column(NEW, 'status_column', config ->> 'status_column') = failed THEN
             RETURN NULL;
         END IF;
+        -- a key charges once: a row that comes back after its charge was refunded is refused
+        SELECT l.id INTO charge_id FROM billing.account_log AS l
+         WHERE l.user_id = new_identity[1] AND l.idempotency_key = new_identity[2];
+        IF charge_id IS NOT NULL THEN
+            PERFORM FROM billing.account_log AS l WHERE l.user_id = new_identity[1] AND l.refund_of = charge_id;
+            IF FOUND THEN
+                RAISE EXCEPTION 'idempotency key "%" of this row was charged and refunded already', new_identity[2]
+                    USING ERRCODE = 'PB003',
+                          DETAIL = format('Ledger entry %s charged it and has been refunded.', charge_id),
+                          HINT = 'A row''s charge is found by its key, so a key charges once: give the new row a new value.';
+            END IF;
+        END IF;
         PERFORM @extschema@.billing_deduct(
             new_identity[1],
             coalesce((config ->> 'amount')::numeric,
@@ -822,6 +834,15 @@ BEGIN
         PERFORM billing.trigger_require(config, new_identity);
         IF billing.trigger_column(NEW, 'status_column', config ->> 'status_column') = failed THEN
             RETURN NULL;
+        END IF;
+        -- a key holds once: a row that comes back after its hold was closed is refused
+        SELECT h.* INTO hold_row FROM billing.holds AS h
+         WHERE h.user_id = new_identity[1] AND h.idempotency_key = new_identity[2];
+        IF hold_row.status <> 'held' THEN
+            RAISE EXCEPTION 'idempotency key "%" of this row was used by a hold that is % already', new_identity[2], hold_row.status
+                USING ERRCODE = 'PB003',
+                      DETAIL = format('Hold %s was made for it.', hold_row.hold_id),
+                      HINT = 'A row''s hold is found by its key, so a key holds once: give the new row a new value.';
         END IF;
         SELECT h.* INTO hold_row FROM @extschema@.billing_hold(
             new_identity[1],
