@@ -881,9 +881,10 @@ BEGIN
             why := format('trigger %I on %I.%I: %s became %s', TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME,
                           config ->> 'status_column', failed);
         ELSE
-            -- the actual cost was written (or changed): settle; a repeat of the same cost replays
+            -- the actual cost was written (or changed): settle; a repeat of the same cost replays.
+            -- A hold released when the row failed stays released: the row is not charged again.
             actual := billing.trigger_column(NEW, 'actual_column', config ->> 'actual_column');
-            IF actual IS NOT NULL
+            IF actual IS NOT NULL AND hold_row.status <> 'released'
                AND actual IS DISTINCT FROM billing.trigger_column(OLD, 'actual_column', config ->> 'actual_column') THEN
                 PERFORM @extschema@.billing_settle(hold_row.hold_id, billing.trigger_amount(actual_argument, actual, true),
                                                    NULL, allow_debt);

@@ -455,6 +455,13 @@ mod tests {
         run("UPDATE tasks SET status = 'failed', note = 'x'; DELETE FROM tasks");
         assert_eq!(power("u"), "100");
         assert_eq!(text("SELECT string_agg(status, ',') FROM billing.holds"), "released,released,released");
+        // a failed row that is retried and then writes a cost is not charged again
+        run("INSERT INTO tasks (task_no, user_id) VALUES ('t4', 'u');
+             UPDATE tasks SET status = 'failed' WHERE task_no = 't4';
+             UPDATE tasks SET status = 'running' WHERE task_no = 't4';
+             UPDATE tasks SET status = 'done', cost = 3 WHERE task_no = 't4'");
+        assert_eq!(power("u"), "100");
+        assert_eq!(entries("u"), "1");
         // a new row under a key whose hold is closed is refused
         assert_eq!(failure("INSERT INTO tasks (task_no, user_id) VALUES ('t1', 'u')").0, "PB003");
         verified();
