@@ -30,6 +30,15 @@ REVOKE ALL ON FUNCTION @extschema@.billing_set_low_balance(text, numeric) FROM P
 REVOKE ALL ON FUNCTION @extschema@.billing_expire(timestamptz, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_revoke_subscription(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_adjust(text, numeric, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.trigger_column(record, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.trigger_amount(text, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.trigger_config(text, name, text, text, text, name, name, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.trigger_identity(jsonb, record, name, name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.trigger_require(jsonb, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.trigger_keep_identity(jsonb, text[], text[], boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.trigger_refund(text, bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_charge() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_hold_charge() FROM PUBLIC;
 
 -- pg_dump keeps balances, grants, the ledger, the sequences, any type a DBA
 -- added and the pricing rules.

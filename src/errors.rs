@@ -33,6 +33,8 @@ pub enum SqlState {
     NullValueNotAllowed,
     /// 22003: a balance would leave the range the extension computes in.
     NumericValueOutOfRange,
+    /// 42703: a trigger argument names a column the table does not have.
+    UndefinedColumn,
     /// XX000: a bug; the message says what.
     Internal,
 }
@@ -48,6 +50,7 @@ impl SqlState {
             SqlState::InvalidParameterValue => "22023",
             SqlState::NullValueNotAllowed => "22004",
             SqlState::NumericValueOutOfRange => "22003",
+            SqlState::UndefinedColumn => "42703",
             SqlState::Internal => "XX000",
         }
     }

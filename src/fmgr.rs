@@ -163,6 +163,11 @@ impl Args {
         self.get::<pgrx::JsonB>(position).map(|j| j.0).ok_or_else(|| BillingError::null_argument(name))
     }
 
+    /// The raw datum of an argument, NULL as None (for composite arguments).
+    pub fn datum(&self, position: usize) -> Option<pg_sys::Datum> {
+        unsafe { pgrx::fcinfo::pg_getarg_datum(self.fcinfo, position) }
+    }
+
     pub fn timestamptz(&self, position: usize) -> Option<TimestampWithTimeZone> {
         self.get::<TimestampWithTimeZone>(position)
     }

@@ -14,7 +14,9 @@
 //! - `holds`: billing_hold, billing_settle and billing_release;
 //! - `refunds`: billing_refund;
 //! - `options`: billing_add and billing_deduct called with a JSON options object;
-//! - `notify`: the low-balance notification.
+//! - `notify`: the low-balance notification;
+//! - `triggers`: reading a trigger's row by column name, for billing_charge
+//!   and billing_hold_charge (sql/triggers.sql).
 
 pgrx::pg_module_magic!();
 
@@ -31,15 +33,18 @@ mod options;
 mod plans;
 mod power;
 mod refunds;
+mod triggers;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod reports_tests;
+#[cfg(any(test, feature = "pg_test"))]
+mod triggers_tests;
 
 // The extension script, in order: tables and seed data, holds, the functions,
 // billing_verify, the reports and pricing, the operations (expiry, revoking,
-// adjusting, the balances view), then privileges and dump
+// adjusting, the balances view), the charging triggers, then privileges and dump
 // registration once everything exists.
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 pgrx::extension_sql_file!("../sql/holds.sql", name = "holds", requires = ["schema"]);
@@ -47,6 +52,7 @@ pgrx::extension_sql_file!("../sql/functions.sql", name = "functions", requires =
 pgrx::extension_sql_file!("../sql/verify.sql", name = "verify", requires = ["functions"]);
 pgrx::extension_sql_file!("../sql/reports.sql", name = "reports", requires = ["verify"]);
 pgrx::extension_sql_file!("../sql/operations.sql", name = "operations", requires = ["reports"]);
+pgrx::extension_sql_file!("../sql/triggers.sql", name = "triggers", requires = ["operations"]);
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Required by `cargo pgrx test`.

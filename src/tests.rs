@@ -515,7 +515,7 @@ mod tests {
                    WHERE proname IN ('billing_power', 'billing_has_power')"),
             "billing_has_power:false,billing_power:false"
         );
-        assert_eq!(text("SELECT count(*)::text FROM pg_proc WHERE proname LIKE 'billing\\_%'"), "19");
+        assert_eq!(text("SELECT count(*)::text FROM pg_proc WHERE proname LIKE 'billing\\_%'"), "21");
     }
 
     #[pg_test]

@@ -1,0 +1,111 @@
+//! The charging triggers over real connections: COPY charges every row, a
+//! burst of concurrent inserts for one user stops exactly when the power runs
+//! out, and a rolled-back INSERT takes its charge with it.
+
+mod common;
+
+use std::io::Write;
+
+use common::*;
+
+/// A tasks table charged by billing_charge, and user u with `power` power.
+fn tasks(c: &mut Client, power: i64) {
+    c.batch_execute(&format!(
+        "CREATE TABLE tasks (task_no text PRIMARY KEY, user_id text NOT NULL, cost numeric NOT NULL,
+                             status text NOT NULL DEFAULT 'running');
+         CREATE TRIGGER charge AFTER INSERT OR UPDATE OR DELETE ON tasks FOR EACH ROW
+         EXECUTE FUNCTION billing_charge('user_column=user_id', 'amount_column=cost', 'account_type=CHAT_DEC',
+                                         'source_type=CHAT', 'source=tasks', 'association_column=task_no',
+                                         'status_column=status', 'failed_status=failed');
+         SELECT billing_add('u', {power}, 'RECHARGE_INC', 'RECHARGE', 'shop');"
+    ))
+    .unwrap();
+}
+
+fn count(c: &mut Client, query: &str) -> i64 {
+    c.query_one(query, &[]).unwrap_or_else(|e| panic!("{query}: {e}")).get(0)
+}
+
+#[test]
+fn copy_charges_every_row() {
+    let db = fresh_database("trigger_copy");
+    let mut c = connect(&db);
+    tasks(&mut c, 10_000);
+    let mut data = String::new();
+    for n in 0..2_000 {
+        data.push_str(&format!("task-{n}\tu\t{}.{}\n", n % 5 + 1, n % 100));
+    }
+    let mut writer = c.copy_in("COPY tasks (task_no, user_id, cost) FROM STDIN").unwrap();
+    writer.write_all(data.as_bytes()).unwrap();
+    assert_eq!(writer.finish().unwrap(), 2_000);
+    let expected: i64 = count(&mut c, "SELECT sum(cost)::bigint * 100 FROM tasks");
+    let charged: i64 = count(&mut c, "SELECT sum(amount)::bigint * 100 FROM billing.account_log WHERE direction = -1");
+    assert_eq!(charged, expected);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM billing.account_log WHERE direction = -1"), 2_000);
+    assert_eq!(
+        text(&mut c, "SELECT (10000 - sum(cost))::text FROM tasks"),
+        power(&mut c, "u"),
+        "exactly the rows' costs were charged"
+    );
+    // a COPY that runs out of power halfway inserts and charges nothing
+    let before = power(&mut c, "u");
+    let mut big = String::new();
+    for n in 0..500 {
+        big.push_str(&format!("big-{n}\tu\t100\n"));
+    }
+    let mut writer = c.copy_in("COPY tasks (task_no, user_id, cost) FROM STDIN").unwrap();
+    writer.write_all(big.as_bytes()).unwrap();
+    assert_eq!(sqlstate(writer.finish()), "PB001");
+    assert_eq!(count(&mut c, "SELECT count(*) FROM tasks WHERE task_no LIKE 'big-%'"), 0);
+    assert_eq!(power(&mut c, "u"), before);
+    assert_eq!(ledger_disagreements(&mut c), 0);
+}
+
+#[test]
+fn a_burst_of_inserts_stops_exactly_when_the_power_runs_out() {
+    let db = fresh_database("trigger_burst");
+    let mut c = connect(&db);
+    tasks(&mut c, 150);
+    let outcomes = on_connections(&db, 16, |c, n| {
+        let mut states = Vec::new();
+        for i in 0..20 {
+            let insert = c.execute("INSERT INTO tasks (task_no, user_id, cost) VALUES ($1, 'u', 1)", &[&format!("t-{n}-{i}")]);
+            states.push(sqlstate(insert));
+        }
+        states
+    });
+    let states: Vec<String> = outcomes.into_iter().flatten().collect();
+    assert_eq!(states.len(), 320);
+    assert_eq!(states.iter().filter(|s| *s == "00000").count(), 150, "{states:?}");
+    assert!(states.iter().all(|s| s == "00000" || s == "PB001"), "{states:?}");
+    assert_eq!(count(&mut c, "SELECT count(*) FROM tasks"), 150);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM billing.account_log WHERE direction = -1"), 150);
+    assert_eq!(power(&mut c, "u"), "0");
+    assert_eq!(ledger_disagreements(&mut c), 0);
+}
+
+#[test]
+fn rolling_back_an_insert_rolls_back_its_charge() {
+    let db = fresh_database("trigger_rollback");
+    let mut c = connect(&db);
+    tasks(&mut c, 100);
+    let mut tx = c.transaction().unwrap();
+    tx.execute("INSERT INTO tasks (task_no, user_id, cost) VALUES ('t1', 'u', 30)", &[]).unwrap();
+    let inside: String = tx.query_one("SELECT billing_power('u')::text", &[]).unwrap().get(0);
+    assert_eq!(inside, "70");
+    tx.rollback().unwrap();
+    assert_eq!(power(&mut c, "u"), "100");
+    assert_eq!(count(&mut c, "SELECT count(*) FROM tasks"), 0);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM billing.account_log WHERE user_id = 'u'"), 1);
+    // a savepoint rolled back takes only its own rows' charges
+    let mut tx = c.transaction().unwrap();
+    tx.execute("INSERT INTO tasks (task_no, user_id, cost) VALUES ('t1', 'u', 10)", &[]).unwrap();
+    tx.batch_execute("SAVEPOINT more; INSERT INTO tasks (task_no, user_id, cost) VALUES ('t2', 'u', 20); ROLLBACK TO SAVEPOINT more")
+        .unwrap();
+    tx.commit().unwrap();
+    assert_eq!(power(&mut c, "u"), "90");
+    // the charge is committed with the row, and refunded when the row fails
+    c.batch_execute("UPDATE tasks SET status = 'failed' WHERE task_no = 't1'").unwrap();
+    assert_eq!(power(&mut c, "u"), "100");
+    assert_eq!(ledger_disagreements(&mut c), 0);
+}
