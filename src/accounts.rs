@@ -29,7 +29,7 @@ pub struct Account {
     next_expiry: Option<pg_sys::TimestampTz>,
     pub last_seq: i64,
     /// A grant with remaining > 0 has expired and not been swept yet.
-    has_expired: bool,
+    pub has_expired: bool,
     /// An open hold has passed its ttl: what it reserved is due back.
     pub holds_due: bool,
     /// The low-balance notification's threshold, if the user has one.
@@ -37,7 +37,7 @@ pub struct Account {
     /// The head grant (spent next as of the last write) and its live remaining, which
     /// grant_store holds only as of the last write-back. Exact as the spending order
     /// while !has_expired; its remaining is always the truth.
-    head: Option<(i64, Decimal)>,
+    pub head: Option<(i64, Decimal)>,
 }
 
 /// A live grant with its expiry, in spending order.

@@ -10,6 +10,7 @@
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
+use pgrx::datum::AnyNumeric;
 use rust_decimal::Decimal;
 
 use crate::accounts::{self, Account};
@@ -140,25 +141,38 @@ fn hold(args: &Args) -> Returned {
         let plans = plans::get(client)?;
         ledger::check_types(client, plans, &movement)?;
         let user_id = movement.user_id.as_str();
-        let Some(account) = accounts::lock_current(client, plans, user_id)? else {
+        // With a key, lock first and look for an earlier hold with it.
+        let locked = match movement.idempotency_key.as_deref() {
+            Some(key) => {
+                let account = accounts::lock_current(client, plans, user_id)?;
+                if let Some(earlier) = read_hold(client, plans, user_id, HoldBy::Key(key))? {
+                    if earlier.amount == movement.amount && earlier.charge.account_type == movement.account_type {
+                        return Ok(Some(earlier.row));
+                    }
+                    return Err(BillingError::new(
+                        SqlState::IdempotencyConflict,
+                        format!("idempotency_key {key:?} was already used for a different hold"),
+                    )
+                    .with_detail(format!(
+                        "The earlier hold reserves {} as {}; this call asks for {} as {}.",
+                        earlier.amount, earlier.charge.account_type, movement.amount, movement.account_type
+                    ))
+                    .with_hint("Use a new idempotency key for a new hold."));
+                }
+                Some(account)
+            }
+            None => None,
+        };
+        if let Some(row) = fast_hold(client, plans, &movement, &ttl)? {
+            return Ok(Some(row));
+        }
+        let account = match locked {
+            Some(account) => account,
+            None => accounts::lock_current(client, plans, user_id)?,
+        };
+        let Some(account) = account else {
             return Err(accounts::insufficient_power(&movement, Decimal::ZERO));
         };
-        if let Some(key) = movement.idempotency_key.as_deref() {
-            if let Some(earlier) = read_hold(client, plans, user_id, HoldBy::Key(key))? {
-                if earlier.amount == movement.amount && earlier.charge.account_type == movement.account_type {
-                    return Ok(Some(earlier.row));
-                }
-                return Err(BillingError::new(
-                    SqlState::IdempotencyConflict,
-                    format!("idempotency_key {key:?} was already used for a different hold"),
-                )
-                .with_detail(format!(
-                    "The earlier hold reserves {} as {}; this call asks for {} as {}.",
-                    earlier.amount, earlier.charge.account_type, movement.amount, movement.account_type
-                ))
-                .with_hint("Use a new idempotency key for a new hold."));
-            }
-        }
         grants::open(client, plans, user_id, account.last_seq, false)?;
         let live = grants::exact_live_grants(client, plans, user_id)?;
         let plan = drawdown::plan(movement.amount, account.permanent, &live)
@@ -193,6 +207,41 @@ fn hold(args: &Args) -> Returned {
 }
 sql_function!(pg_finfo_billing_hold, billing_hold => hold);
 
+/// The common hold in one statement (see plans::FAST_HOLD); None when it does not apply.
+fn fast_hold(
+    client: &mut SpiClient<'_>,
+    plans: &Plans,
+    movement: &Movement,
+    ttl: &pgrx::datum::Interval,
+) -> BillingResult<Option<pg_sys::Datum>> {
+    let table = client.update(
+        &plans.fast_hold,
+        None,
+        &[
+            movement.user_id.as_str().into(),
+            ledger::numeric(movement.amount).into(),
+            (*ttl).into(),
+            movement.account_type.as_str().into(),
+            movement.source_type.as_str().into(),
+            movement.source.as_str().into(),
+            movement.remark.as_deref().into(),
+            movement.association_no.as_deref().into(),
+            movement.association_user_id.as_deref().into(),
+            movement.idempotency_key.as_deref().into(),
+        ],
+    )?;
+    if table.is_empty() {
+        return Ok(None);
+    }
+    let row = table.first();
+    if let Some(threshold) = row.get::<AnyNumeric>(2)? {
+        let threshold = crate::amounts::parse_stored("low_balance_at", &threshold.to_string())?;
+        let after = decimal(&row, 3, "available")?;
+        notify::if_crossed(&movement.user_id, Some(threshold), after + movement.amount, after);
+    }
+    ledger::whole_row(&row, 1).map(Some)
+}
+
 /// billing_settle(hold_id, actual_amount, remark, allow_debt)
 fn settle(args: &Args) -> Returned {
     let hold_id = args.id(0, "hold_id")?;
@@ -217,9 +266,12 @@ fn settle(args: &Args) -> Returned {
             give_back(client, plans, &account, &hold, "released", None)?;
             return Ok(None);
         }
-        grants::open(client, plans, &user_id, account.last_seq, false)?;
         let held = drawdown::total(&hold.funding);
         let (mut charged, rest) = drawdown::split(&hold.funding, actual.min(held));
+        if let Some(entry) = fast_settle(client, plans, &account, &hold, actual, remark.as_deref(), &charged, &rest)? {
+            return Ok(Some(entry));
+        }
+        grants::open(client, plans, &user_id, account.last_seq, false)?;
         // Give back what was not used; take what was used beyond the hold from available power.
         let mut deltas = rest.from_grants.clone();
         let mut permanent_delta = rest.from_permanent;
@@ -266,6 +318,51 @@ fn settle(args: &Args) -> Returned {
     })
 }
 sql_function!(pg_finfo_billing_settle, billing_settle => settle);
+
+/// A settle within the hold whose unused part goes back only to the permanent balance
+/// and/or the head grant, in one statement (see plans::FAST_SETTLE); None when it does
+/// not apply. Call with the account locked.
+#[allow(clippy::too_many_arguments)]
+fn fast_settle(
+    client: &mut SpiClient<'_>,
+    plans: &Plans,
+    account: &Account,
+    hold: &Hold,
+    actual: Decimal,
+    remark: Option<&str>,
+    charged: &Drawdown,
+    rest: &Drawdown,
+) -> BillingResult<Option<pg_sys::Datum>> {
+    let to_head = match rest.from_grants.as_slice() {
+        [] => Decimal::ZERO,
+        [(id, amount)] if account.head.is_some_and(|(head, _)| head == *id) => *amount,
+        _ => return Ok(None),
+    };
+    if actual > drawdown::total(&hold.funding) || account.has_expired || account.holds_due {
+        return Ok(None);
+    }
+    let detail = ledger::detail_json_for_hold(charged.from_permanent, &charged.from_grants, hold.id);
+    let charge = &hold.charge;
+    let table = client.update(
+        &plans.fast_settle,
+        None,
+        &[
+            charge.user_id.as_str().into(),
+            hold.id.into(),
+            ledger::numeric(actual).into(),
+            ledger::numeric(rest.from_permanent).into(),
+            ledger::numeric(to_head).into(),
+            charge.account_type.as_str().into(),
+            charge.source_type.as_str().into(),
+            charge.source.as_str().into(),
+            remark.or(charge.remark.as_deref()).into(),
+            charge.association_no.as_deref().into(),
+            charge.association_user_id.as_deref().into(),
+            detail.into(),
+        ],
+    )?;
+    ledger::whole_row(&table.first(), 1).map(Some)
+}
 
 fn insufficient_for_settle(hold: &Hold, actual: Decimal, held: Decimal, available: Decimal) -> BillingError {
     BillingError::new(

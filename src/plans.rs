@@ -348,6 +348,82 @@ const ENTRY_ROW: &str = "\
 SELECT l FROM billing.account_log AS l
  WHERE l.user_id OPERATOR(pg_catalog.=) $1 AND l.id OPERATOR(pg_catalog.=) $2";
 
+/// The common hold in one statement, on the same conditions as FAST_DEBIT: it
+/// takes the amount from the head grant (or, for a user without grants, the
+/// permanent balance) on the account row and inserts the hold. Returns no row
+/// when the conditions do not hold; the caller then takes the general path.
+///  $1 user_id, $2 amount, $3 ttl, $4 account_type, $5 source_type, $6 source, $7 remark,
+///  $8 association_no, $9 association_user_id, $10 idempotency_key
+const FAST_HOLD: &str = "\
+WITH account AS (
+  UPDATE billing.accounts AS a
+     SET permanent = CASE WHEN a.grants_total OPERATOR(pg_catalog.=) 0
+                          THEN a.permanent OPERATOR(pg_catalog.-) $2 ELSE a.permanent END,
+         grants_total = CASE WHEN a.grants_total OPERATOR(pg_catalog.=) 0
+                             THEN a.grants_total ELSE a.grants_total OPERATOR(pg_catalog.-) $2 END,
+         head_remaining = a.head_remaining OPERATOR(pg_catalog.-) $2,
+         holds_due_at = least(a.holds_due_at, pg_catalog.now() OPERATOR(pg_catalog.+) $3),
+         updated_at = pg_catalog.now()
+   WHERE a.user_id OPERATOR(pg_catalog.=) $1
+     AND (a.next_expiry IS NULL OR a.next_expiry OPERATOR(pg_catalog.>) pg_catalog.now())
+     AND (a.holds_due_at IS NULL OR a.holds_due_at OPERATOR(pg_catalog.>) pg_catalog.now())
+     AND ((a.grants_total OPERATOR(pg_catalog.=) 0 AND a.permanent OPERATOR(pg_catalog.>=) $2)
+          OR (a.head_remaining OPERATOR(pg_catalog.>) $2 AND a.permanent OPERATOR(pg_catalog.>=) 0))
+  RETURNING a.user_id, a.last_seq, a.head_grant_id, a.low_balance_at,
+            a.permanent OPERATOR(pg_catalog.+) a.grants_total AS available
+), held AS (
+  INSERT INTO billing.holds AS h
+         (user_id, amount, funding, expires_at, account_type, source_type, source, remark,
+          association_no, association_user_id, idempotency_key, reserved_after_seq)
+  SELECT account.user_id, $2,
+         CASE WHEN account.head_grant_id IS NULL
+              THEN pg_catalog.jsonb_build_object('permanent', $2)
+              ELSE pg_catalog.jsonb_build_object('grants', pg_catalog.jsonb_build_array(
+                     pg_catalog.jsonb_build_object('id', account.head_grant_id, 'amount', $2)))
+         END,
+         pg_catalog.now() OPERATOR(pg_catalog.+) $3, $4, $5, $6, $7, $8, $9, $10, account.last_seq
+    FROM account
+  RETURNING h
+)
+SELECT held.h, account.low_balance_at, account.available FROM held, account";
+
+/// A settle that gives back nothing, or gives back only to the permanent balance
+/// and/or the head grant (whose live remaining is on the account row), in one
+/// statement: the account row (already locked), the hold, and the entry.
+///  $1 user_id, $2 hold_id, $3 actual, $4 given back to the permanent balance,
+///  $5 given back to the head grant, $6 account_type, $7 source_type, $8 source,
+///  $9 remark, $10 association_no, $11 association_user_id, $12 detail
+const FAST_SETTLE: &str = "\
+WITH account AS (
+  UPDATE billing.accounts AS a
+     SET permanent = a.permanent OPERATOR(pg_catalog.+) $4,
+         grants_total = a.grants_total OPERATOR(pg_catalog.+) $5,
+         head_remaining = a.head_remaining OPERATOR(pg_catalog.+) $5,
+         last_seq = a.last_seq OPERATOR(pg_catalog.+) 1,
+         holds_due_at = (SELECT pg_catalog.min(h.expires_at) FROM billing.holds AS h
+                          WHERE h.user_id OPERATOR(pg_catalog.=) $1
+                            AND h.status OPERATOR(pg_catalog.=) 'held'
+                            AND h.hold_id OPERATOR(pg_catalog.<>) $2),
+         updated_at = pg_catalog.now()
+   WHERE a.user_id OPERATOR(pg_catalog.=) $1
+  RETURNING a.user_id, a.last_seq, a.permanent OPERATOR(pg_catalog.+) a.grants_total AS available
+), closed AS (
+  UPDATE billing.holds AS h
+     SET status = 'settled', settled_amount = $3, closed_at = pg_catalog.now(),
+         closed_after_seq = account.last_seq,
+         log_id = pg_catalog.nextval('billing.account_log_id_seq'::pg_catalog.regclass)
+    FROM account
+   WHERE h.user_id OPERATOR(pg_catalog.=) $1 AND h.hold_id OPERATOR(pg_catalog.=) $2
+  RETURNING h.log_id
+)
+INSERT INTO billing.account_log AS l
+       (id, user_id, seq, direction, amount, balance_after, account_type, source_type, source,
+        remark, association_no, association_user_id, detail)
+SELECT closed.log_id, account.user_id, account.last_seq, -1, $3, account.available, $6, $7, $8,
+       $9, $10, $11, $12::jsonb
+  FROM account, closed
+RETURNING l";
+
 /// Every prepared statement, kept for the life of the backend.
 pub struct Plans {
     pub lock_account: OwnedPreparedStatement,
@@ -375,6 +451,8 @@ pub struct Plans {
     pub insert_hold: OwnedPreparedStatement,
     pub close_hold: OwnedPreparedStatement,
     pub entry_row: OwnedPreparedStatement,
+    pub fast_hold: OwnedPreparedStatement,
+    pub fast_settle: OwnedPreparedStatement,
 }
 
 thread_local! {
@@ -439,6 +517,12 @@ pub fn get(client: &SpiClient<'_>) -> BillingResult<&'static Plans> {
             .keep(),
         close_hold: client.prepare_mut(CLOSE_HOLD, &[TEXT, INT8, TEXT, NUMERIC, BOOL, TEXT, INT8])?.keep(),
         entry_row: client.prepare_mut(ENTRY_ROW, &[TEXT, INT8])?.keep(),
+        fast_hold: client
+            .prepare_mut(FAST_HOLD, &[TEXT, NUMERIC, INTERVAL, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT])?
+            .keep(),
+        fast_settle: client
+            .prepare_mut(FAST_SETTLE, &[TEXT, INT8, NUMERIC, NUMERIC, NUMERIC, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT])?
+            .keep(),
     };
     let plans: &'static Plans = Box::leak(Box::new(plans));
     PLANS.set(Some(plans));

@@ -1063,4 +1063,34 @@ mod tests {
         assert_eq!(sqlstate("SELECT billing_set_low_balance('n', 0.000000001)"), "22023");
         assert_eq!(sqlstate("SELECT billing_set_low_balance(NULL, 1)"), "22004");
     }
+
+    #[pg_test]
+    fn common_holds_and_settles_keep_every_cache_right() {
+        // the one-statement paths: a hold the head grant covers, a hold from the permanent
+        // balance of a user without grants, settles that give back to those
+        recharge("f", "10");
+        let grant = gift("f", "5", "1 day");
+        let a = hold("f", "2");
+        assert_eq!(text(&format!("SELECT funding::text FROM billing.holds WHERE hold_id = {a}")), format!(r#"{{"grants": [{{"id": {grant}, "amount": 2}}]}}"#));
+        assert_eq!((power("f"), remaining(grant)), ("13".into(), "3".into()));
+        assert_eq!(ledger_disagreements(), 0);
+        assert_eq!(text(&format!("SELECT balance_after || ' ' || detail FROM billing_settle({a}, 0.5)")), format!(r#"14.5 {{"hold": {a}, "grants": [{{"id": {grant}, "amount": 0.5}}]}}"#));
+        assert_eq!(remaining(grant), "4.5");
+        assert_eq!(ledger_disagreements(), 0);
+        recharge("q", "10");
+        let b = hold("q", "3");
+        assert_eq!(power("q"), "7");
+        assert_eq!(text(&format!("SELECT balance_after || ' ' || detail FROM billing_settle({b}, 1)")), format!(r#"9 {{"hold": {b}, "permanent": 1}}"#));
+        assert_eq!(text("SELECT (holds_due_at IS NULL)::text FROM billing.accounts WHERE user_id = 'q'"), "true");
+        // two open holds: settling one keeps the other's ttl on the account row
+        let c = hold("q", "1");
+        let d = Spi::get_one::<i64>("SELECT hold_id FROM billing_hold('q', 1, 'CHAT_DEC', 'CHAT', 'x', ttl => '1 hour')").unwrap().unwrap();
+        Spi::run(&format!("SELECT billing_settle({c}, 1)")).unwrap();
+        assert_eq!(text(&format!("SELECT (a.holds_due_at = h.expires_at)::text FROM billing.accounts a, billing.holds h WHERE a.user_id = 'q' AND h.hold_id = {d}")), "true");
+        // a hold the head grant cannot cover takes the general path, and so does its settle
+        let e = hold("f", "6");
+        Spi::run(&format!("SELECT billing_settle({e}, 1)")).unwrap();
+        assert_eq!(power("f"), "13.5");
+        assert_eq!(ledger_disagreements(), 0);
+    }
 }
