@@ -1,4 +1,4 @@
-//! pg_dump and pg_restore keep balances, grants, the ledger, added types and pricing rules.
+//! pg_dump and pg_restore keep balances, grants, holds, the ledger, added types and pricing rules.
 
 mod common;
 
@@ -18,7 +18,8 @@ fn snapshot(c: &mut Client) -> String {
            (SELECT string_agg(format('%s %s %s %s', user_id, id, remaining, expire_at), ',' ORDER BY user_id, id) FROM billing.grants),
            (SELECT string_agg(format('%s %s %s %s %s %s', user_id, seq, id, amount, balance_after, detail), ',' ORDER BY user_id, seq) FROM billing.account_log),
            (SELECT string_agg(code, ',' ORDER BY code) FROM billing.account_types),
-           (SELECT string_agg(format('%s %s %s %s', code, tokens, power, description), ',' ORDER BY code) FROM billing.pricing_rules))",
+           (SELECT string_agg(format('%s %s %s %s', code, tokens, power, description), ',' ORDER BY code) FROM billing.pricing_rules),
+           (SELECT string_agg(format('%s %s %s %s %s', user_id, hold_id, status, amount, funding), ',' ORDER BY hold_id) FROM billing.holds))",
     )
 }
 
@@ -33,7 +34,9 @@ fn dump_and_restore_round_trip() {
          SELECT billing_add('a', 100, 'RECHARGE_INC', 'RECHARGE', 'shop', idempotency_key => 'pay-1');
          SELECT billing_add('a', 20, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'vip', expire_at => now() + interval '30 days');
          SELECT billing_deduct('a', 25, 'IMAGE_DEC', 'IMAGE', 'draw');
-         SELECT billing_add('b', 3, 'RECHARGE_INC', 'RECHARGE', 'shop');",
+         SELECT billing_add('b', 3, 'RECHARGE_INC', 'RECHARGE', 'shop');
+         SELECT billing_hold('a', 10, 'CHAT_DEC', 'CHAT', 'call-1', ttl => '1 day');
+         SELECT billing_settle((billing_hold('b', 1, 'CHAT_DEC', 'CHAT', 'call-2')).hold_id, 0.5);",
     )
     .unwrap();
     let before = snapshot(&mut c);
@@ -56,6 +59,12 @@ fn dump_and_restore_round_trip() {
     let max_ids: i64 = r.query_one("SELECT count(DISTINCT id) - count(*) FROM billing.account_log", &[]).unwrap().get(0);
     assert_eq!(max_ids, 0, "entry ids stay unique after restore");
     assert_eq!(text(&mut r, "SELECT seq::text FROM billing_add('a', 100, 'RECHARGE_INC', 'RECHARGE', 'shop', idempotency_key => 'pay-1')"), "1");
+    // 'a' still has its open hold of 10, which a release gives back after the restore
+    assert_eq!(text(&mut r, "SELECT (billing_power('a') = 80)::text"), "true");
+    r.batch_execute("SELECT billing_release(hold_id) FROM billing.holds WHERE user_id = 'a' AND status = 'held'").unwrap();
     assert_eq!(text(&mut r, "SELECT (billing_power('a') = 90)::text"), "true");
+    assert_eq!(ledger_disagreements(&mut r), 0);
+    let new_hold: i64 = r.query_one("SELECT hold_id FROM billing_hold('b', 1, 'CHAT_DEC', 'CHAT', 'x')", &[]).unwrap().get(0);
+    assert_eq!(new_hold, 3, "the holds sequence continues");
     assert_eq!(text(&mut r, "SELECT billing_price('gpt', 12000)::text"), "36");
 }
