@@ -5,13 +5,46 @@
 -- accounts: the soonest ttl among open holds, the low-balance threshold;
 -- the ledger: which entry a refund gives back
 ALTER TABLE billing.accounts ADD COLUMN holds_due_at timestamptz;
-COMMENT ON COLUMN billing.accounts.holds_due_at IS 'Soonest expires_at among the user''s open holds (cache); at or before now() means a hold''s reservation is due back';
 ALTER TABLE billing.accounts ADD COLUMN low_balance_at numeric;
-COMMENT ON COLUMN billing.accounts.low_balance_at IS 'Threshold of the low-balance notification (billing_set_low_balance); NULL: none';
 ALTER TABLE billing.account_log ADD COLUMN refund_of bigint;
-COMMENT ON COLUMN billing.account_log.refund_of IS 'For a refund: id of the debit entry it gives back (part of)';
 CREATE INDEX account_log_by_id ON billing.account_log (id);
 CREATE INDEX account_log_refunds ON billing.account_log (user_id, refund_of) WHERE refund_of IS NOT NULL;
+-- comments added to 0.1.0's objects
+COMMENT ON COLUMN billing.account_types.code IS 'The type''s code, as the functions and the ledger name it (upper case, never renamed)';
+COMMENT ON COLUMN billing.account_types.direction IS '+1: a credit type (billing_add), -1: a debit type (billing_deduct, billing_hold)';
+COMMENT ON COLUMN billing.account_types.description IS 'What the type is for';
+COMMENT ON COLUMN billing.source_types.code IS 'The source type''s code, as the functions and the ledger name it (upper case, never renamed)';
+COMMENT ON COLUMN billing.source_types.description IS 'What the source type is for';
+COMMENT ON COLUMN billing.accounts.user_id IS 'The user (the application''s id); the key every table begins with';
+COMMENT ON COLUMN billing.accounts.created_at IS 'When the user''s first credit (or threshold) created the row';
+COMMENT ON COLUMN billing.accounts.updated_at IS 'When a function last changed the row';
+COMMENT ON COLUMN billing.accounts.holds_due_at IS 'Soonest expires_at among the user''s open holds (cache); at or before now() means a hold''s reservation is due back';
+COMMENT ON COLUMN billing.accounts.low_balance_at IS 'Threshold of the low-balance notification (billing_set_low_balance); NULL: none';
+COMMENT ON COLUMN billing.grant_store.user_id IS 'The user the grant belongs to';
+COMMENT ON COLUMN billing.grant_store.id IS 'The grant''s id, as the ledger''s detail names it';
+COMMENT ON COLUMN billing.grant_store.amount IS 'Power granted';
+COMMENT ON COLUMN billing.grant_store.expire_at IS 'When the grant expires; spent soonest-expiring first';
+COMMENT ON COLUMN billing.grant_store.subscription_id IS 'The subscription that gave it (billing_revoke_subscription ends them)';
+COMMENT ON COLUMN billing.grant_store.created_at IS 'When the grant was made';
+COMMENT ON SEQUENCE billing.grants_id_seq IS 'Grant ids';
+COMMENT ON COLUMN billing.grants.user_id IS 'The user the grant belongs to';
+COMMENT ON COLUMN billing.grants.id IS 'The grant''s id, as the ledger''s detail names it';
+COMMENT ON COLUMN billing.grants.amount IS 'Power granted';
+COMMENT ON COLUMN billing.grants.expire_at IS 'When the grant expires; spent soonest-expiring first';
+COMMENT ON COLUMN billing.grants.subscription_id IS 'The subscription that gave it';
+COMMENT ON COLUMN billing.grants.created_at IS 'When the grant was made';
+COMMENT ON COLUMN billing.account_log.refund_of IS 'For a refund: id of the debit entry it gives back (part of)';
+COMMENT ON COLUMN billing.account_log.user_id IS 'The user';
+COMMENT ON COLUMN billing.account_log.account_type IS 'What kind of change (billing.account_types)';
+COMMENT ON COLUMN billing.account_log.source_type IS 'Where the change came from (billing.source_types)';
+COMMENT ON COLUMN billing.account_log.source IS 'The caller''s source: an order, a feature, a model';
+COMMENT ON COLUMN billing.account_log.remark IS 'Free text from the caller';
+COMMENT ON COLUMN billing.account_log.association_no IS 'The caller''s reference (a task or order number); billing_by_association finds entries by it';
+COMMENT ON COLUMN billing.account_log.association_user_id IS 'Another user the change concerns, or the operator of a billing_adjust';
+COMMENT ON COLUMN billing.account_log.subscription_id IS 'For grant entries: the subscription';
+COMMENT ON COLUMN billing.account_log.expire_at IS 'For a grant''s credit (and its expiry or revocation): when the grant expires';
+COMMENT ON COLUMN billing.account_log.created_at IS 'now() of the transaction that wrote the entry';
+COMMENT ON SEQUENCE billing.account_log_id_seq IS 'Ledger entry ids';
 INSERT INTO billing.account_types (code, direction, description, builtin) VALUES
     ('REFUND_INC',              1, 'Refund of an earlier debit, to where it came from', true);
 
@@ -60,6 +93,8 @@ CREATE INDEX holds_by_id ON billing.holds (hold_id);
 CREATE INDEX holds_open ON billing.holds (user_id, expires_at) WHERE status OPERATOR(pg_catalog.=) 'held';
 
 COMMENT ON TABLE billing.holds IS 'Power reserved by billing_hold until billing_settle, billing_release or its ttl. Change it only through the billing functions.';
+COMMENT ON COLUMN billing.holds.user_id IS 'The user whose power is held';
+COMMENT ON SEQUENCE billing.holds_id_seq IS 'Hold ids';
 COMMENT ON COLUMN billing.holds.hold_id IS 'The id billing_settle and billing_release take';
 COMMENT ON COLUMN billing.holds.status IS 'held (reserving, until expires_at), settled, released, or expired (its ttl passed first)';
 COMMENT ON COLUMN billing.holds.amount IS 'Power reserved';
@@ -825,6 +860,7 @@ SELECT a.user_id,
            AND h.status OPERATOR(pg_catalog.=) 'held'
            AND h.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()) AS lapsed ON true;
 COMMENT ON VIEW billing.balances IS 'Each user''s power as it stands: permanent balance, live grants, power held by open holds, and what can be spent now';
+COMMENT ON COLUMN billing.balances.user_id IS 'The user';
 COMMENT ON COLUMN billing.balances.permanent IS 'Power that never expires (negative while a debt is open)';
 COMMENT ON COLUMN billing.balances.grants_live IS 'Remaining of the grants not yet expired';
 COMMENT ON COLUMN billing.balances.held IS 'Power reserved by open holds (already taken out of permanent and grants_live)';

@@ -43,6 +43,8 @@ CREATE INDEX holds_by_id ON billing.holds (hold_id);
 CREATE INDEX holds_open ON billing.holds (user_id, expires_at) WHERE status OPERATOR(pg_catalog.=) 'held';
 
 COMMENT ON TABLE billing.holds IS 'Power reserved by billing_hold until billing_settle, billing_release or its ttl. Change it only through the billing functions.';
+COMMENT ON COLUMN billing.holds.user_id IS 'The user whose power is held';
+COMMENT ON SEQUENCE billing.holds_id_seq IS 'Hold ids';
 COMMENT ON COLUMN billing.holds.hold_id IS 'The id billing_settle and billing_release take';
 COMMENT ON COLUMN billing.holds.status IS 'held (reserving, until expires_at), settled, released, or expired (its ttl passed first)';
 COMMENT ON COLUMN billing.holds.amount IS 'Power reserved';

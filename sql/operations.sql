@@ -357,6 +357,7 @@ SELECT a.user_id,
            AND h.status OPERATOR(pg_catalog.=) 'held'
            AND h.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()) AS lapsed ON true;
 COMMENT ON VIEW billing.balances IS 'Each user''s power as it stands: permanent balance, live grants, power held by open holds, and what can be spent now';
+COMMENT ON COLUMN billing.balances.user_id IS 'The user';
 COMMENT ON COLUMN billing.balances.permanent IS 'Power that never expires (negative while a debt is open)';
 COMMENT ON COLUMN billing.balances.grants_live IS 'Remaining of the grants not yet expired';
 COMMENT ON COLUMN billing.balances.held IS 'Power reserved by open holds (already taken out of permanent and grants_live)';

@@ -14,6 +14,9 @@ CREATE TABLE billing.account_types (
 );
 COMMENT ON TABLE billing.account_types IS 'Kinds of ledger entry; direction +1 credits, -1 debits. Add new ones with INSERT.';
 COMMENT ON COLUMN billing.account_types.builtin IS 'Seeded by the extension (not dumped; CREATE EXTENSION recreates it)';
+COMMENT ON COLUMN billing.account_types.code IS 'The type''s code, as the functions and the ledger name it (upper case, never renamed)';
+COMMENT ON COLUMN billing.account_types.direction IS '+1: a credit type (billing_add), -1: a debit type (billing_deduct, billing_hold)';
+COMMENT ON COLUMN billing.account_types.description IS 'What the type is for';
 
 CREATE TABLE billing.source_types (
     code        text PRIMARY KEY CHECK (code OPERATOR(pg_catalog.~) '^[A-Z][A-Z0-9_]*$'),
@@ -22,6 +25,8 @@ CREATE TABLE billing.source_types (
 );
 COMMENT ON TABLE billing.source_types IS 'Where a change comes from (RECHARGE, CHAT, ...). Add new ones with INSERT.';
 COMMENT ON COLUMN billing.source_types.builtin IS 'Seeded by the extension (not dumped; CREATE EXTENSION recreates it)';
+COMMENT ON COLUMN billing.source_types.code IS 'The source type''s code, as the functions and the ledger name it (upper case, never renamed)';
+COMMENT ON COLUMN billing.source_types.description IS 'What the source type is for';
 
 INSERT INTO billing.account_types (code, direction, description, builtin) VALUES
     ('RECHARGE_INC',            1, 'Purchased power',                              true),
@@ -101,6 +106,9 @@ CREATE TABLE billing.accounts (
 ) WITH (fillfactor = 70);
 COMMENT ON TABLE billing.accounts IS 'One row per user: the row every write locks, with cached totals. Change it only through the billing functions.';
 COMMENT ON COLUMN billing.accounts.permanent IS 'Power that never expires';
+COMMENT ON COLUMN billing.accounts.user_id IS 'The user (the application''s id); the key every table begins with';
+COMMENT ON COLUMN billing.accounts.created_at IS 'When the user''s first credit (or threshold) created the row';
+COMMENT ON COLUMN billing.accounts.updated_at IS 'When a function last changed the row';
 COMMENT ON COLUMN billing.accounts.grants_total IS 'Sum of remaining over grants not yet swept (cache; includes grants that expired since)';
 COMMENT ON COLUMN billing.accounts.next_expiry IS 'Soonest expire_at among grants with remaining > 0 (cache); at or before now() means a sweep is due';
 COMMENT ON COLUMN billing.accounts.last_seq IS 'seq of the user''s latest ledger entry';
@@ -128,6 +136,13 @@ CREATE INDEX grant_store_by_expiry ON billing.grant_store (user_id, expire_at, i
 COMMENT ON TABLE billing.grant_store IS 'Storage behind billing.grants. remaining here is exact for every grant but the one the account row names as head_grant_id, whose live remaining is accounts.head_remaining (written back when the head changes). Read billing.grants.';
 COMMENT ON COLUMN billing.grant_store.remaining IS 'What is left to spend, as of the last write-back for the head grant';
 COMMENT ON COLUMN billing.grant_store.log_id IS 'id of the ledger entry that created the grant';
+COMMENT ON COLUMN billing.grant_store.user_id IS 'The user the grant belongs to';
+COMMENT ON COLUMN billing.grant_store.id IS 'The grant''s id, as the ledger''s detail names it';
+COMMENT ON COLUMN billing.grant_store.amount IS 'Power granted';
+COMMENT ON COLUMN billing.grant_store.expire_at IS 'When the grant expires; spent soonest-expiring first';
+COMMENT ON COLUMN billing.grant_store.subscription_id IS 'The subscription that gave it (billing_revoke_subscription ends them)';
+COMMENT ON COLUMN billing.grant_store.created_at IS 'When the grant was made';
+COMMENT ON SEQUENCE billing.grants_id_seq IS 'Grant ids';
 
 -- The grants as they stand: the head grant's remaining comes from its account row.
 CREATE VIEW billing.grants AS
@@ -139,6 +154,12 @@ SELECT g.user_id, g.id, g.amount,
 COMMENT ON VIEW billing.grants IS 'Expiring credits (membership gifts and the like), spent soonest-expiring first, with their remaining as it stands';
 COMMENT ON COLUMN billing.grants.remaining IS 'What is left to spend; 0 once spent';
 COMMENT ON COLUMN billing.grants.log_id IS 'id of the ledger entry that created the grant';
+COMMENT ON COLUMN billing.grants.user_id IS 'The user the grant belongs to';
+COMMENT ON COLUMN billing.grants.id IS 'The grant''s id, as the ledger''s detail names it';
+COMMENT ON COLUMN billing.grants.amount IS 'Power granted';
+COMMENT ON COLUMN billing.grants.expire_at IS 'When the grant expires; spent soonest-expiring first';
+COMMENT ON COLUMN billing.grants.subscription_id IS 'The subscription that gave it';
+COMMENT ON COLUMN billing.grants.created_at IS 'When the grant was made';
 
 CREATE SEQUENCE billing.account_log_id_seq;
 CREATE TABLE billing.account_log (
@@ -177,6 +198,17 @@ COMMENT ON COLUMN billing.account_log.balance_after IS 'The user''s available po
 COMMENT ON COLUMN billing.account_log.detail IS 'Funding: {"permanent": x, "grants": [{"id": g, "amount": y}]}; amounts are positive, direction gives the sign';
 COMMENT ON COLUMN billing.account_log.refund_of IS 'For a refund: id of the debit entry it gives back (part of)';
 COMMENT ON COLUMN billing.account_log.idempotency_key IS 'Caller''s key: a repeat with the same key returns this entry';
+COMMENT ON COLUMN billing.account_log.user_id IS 'The user';
+COMMENT ON COLUMN billing.account_log.account_type IS 'What kind of change (billing.account_types)';
+COMMENT ON COLUMN billing.account_log.source_type IS 'Where the change came from (billing.source_types)';
+COMMENT ON COLUMN billing.account_log.source IS 'The caller''s source: an order, a feature, a model';
+COMMENT ON COLUMN billing.account_log.remark IS 'Free text from the caller';
+COMMENT ON COLUMN billing.account_log.association_no IS 'The caller''s reference (a task or order number); billing_by_association finds entries by it';
+COMMENT ON COLUMN billing.account_log.association_user_id IS 'Another user the change concerns, or the operator of a billing_adjust';
+COMMENT ON COLUMN billing.account_log.subscription_id IS 'For grant entries: the subscription';
+COMMENT ON COLUMN billing.account_log.expire_at IS 'For a grant''s credit (and its expiry or revocation): when the grant expires';
+COMMENT ON COLUMN billing.account_log.created_at IS 'now() of the transaction that wrote the entry';
+COMMENT ON SEQUENCE billing.account_log_id_seq IS 'Ledger entry ids';
 
 CREATE FUNCTION billing.reject_ledger_change() RETURNS trigger
     LANGUAGE plpgsql

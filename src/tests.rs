@@ -519,14 +519,19 @@ mod tests {
     }
 
     #[pg_test]
-    fn every_function_and_table_has_a_comment() {
+    fn every_function_table_and_column_has_a_comment() {
         let missing = text(
-            "SELECT coalesce(string_agg(name, ','), '') FROM (
-                 SELECT p.proname AS name FROM pg_proc p WHERE p.proname LIKE 'billing\\_%'
+            "SELECT coalesce(string_agg(name, ', '), '') FROM (
+                 SELECT p.oid::regprocedure::text AS name FROM pg_proc p
+                  WHERE (p.proname LIKE 'billing\\_%' OR p.pronamespace = 'billing'::regnamespace)
                     AND obj_description(p.oid, 'pg_proc') IS NULL
                  UNION ALL
                  SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'billing'::regnamespace
-                    AND c.relkind = 'r' AND obj_description(c.oid, 'pg_class') IS NULL) m",
+                    AND c.relkind IN ('r', 'v', 'S') AND obj_description(c.oid, 'pg_class') IS NULL
+                 UNION ALL
+                 SELECT c.relname || '.' || a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+                  WHERE c.relnamespace = 'billing'::regnamespace AND c.relkind IN ('r', 'v')
+                    AND a.attnum > 0 AND NOT a.attisdropped AND col_description(c.oid, a.attnum) IS NULL) m",
         );
         assert_eq!(missing, "");
     }
