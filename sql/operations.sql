@@ -110,6 +110,45 @@ $$;
 COMMENT ON FUNCTION @extschema@.billing_set_low_balance(text, numeric) IS
     'Sets the user''s low-balance threshold (NULL removes it): a change that takes available power from at or above it to below it sends NOTIFY billing_low_balance. Returns the threshold.';
 
+-- Called with the accounts of users locked (and their heads written back): gives
+-- back what their holds past the ttl reserved, to the grants and the permanent
+-- balance it came from, and marks those holds expired. No ledger entry: a hold
+-- was never a charge. Returns how many holds it ended.
+CREATE FUNCTION billing.return_due_holds(users text[])
+    RETURNS bigint
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH due AS (
+        UPDATE billing.holds AS h
+           SET status = 'expired', closed_at = now(), closed_after_seq = a.last_seq
+          FROM billing.accounts AS a
+         WHERE h.user_id = ANY (users) AND a.user_id = h.user_id
+           AND h.status = 'held' AND h.expires_at <= now()
+        RETURNING h.user_id, h.funding
+    ), back AS (
+        SELECT due.user_id, (g ->> 'id')::bigint AS id, sum((g ->> 'amount')::numeric) AS amount
+          FROM due, jsonb_array_elements(coalesce(due.funding -> 'grants', '[]')) AS g
+         GROUP BY 1, 2
+    ), moved AS (
+        UPDATE billing.grant_store AS s
+           SET remaining = trim_scale(s.remaining + back.amount)
+          FROM back
+         WHERE s.user_id = back.user_id AND s.id = back.id
+    ), permanent AS (
+        SELECT due.user_id, sum(coalesce((due.funding ->> 'permanent')::numeric, 0)) AS amount, count(*) AS holds
+          FROM due GROUP BY due.user_id
+    ), credited AS (
+        UPDATE billing.accounts AS a
+           SET permanent = trim_scale(a.permanent + permanent.amount)
+          FROM permanent
+         WHERE a.user_id = permanent.user_id
+    )
+    SELECT coalesce(sum(permanent.holds), 0)::bigint FROM permanent;
+$$;
+COMMENT ON FUNCTION billing.return_due_holds(text[]) IS
+    'Internal: with the accounts locked and heads written back, gives back what lapsed holds reserved and marks them expired; returns how many';
+
 CREATE FUNCTION @extschema@.billing_expire(as_of timestamptz DEFAULT pg_catalog.now(), batch_size integer DEFAULT 10000)
     RETURNS bigint
     LANGUAGE plpgsql VOLATILE
@@ -118,6 +157,7 @@ AS $$
 DECLARE
     users text[];
     expired bigint;
+    holds_ended bigint;
 BEGIN
     IF as_of IS NULL THEN
         RAISE EXCEPTION 'as_of must not be NULL' USING ERRCODE = '22004';
@@ -147,30 +187,7 @@ BEGIN
     PERFORM billing.write_back_heads(users);
 
     -- Lapsed holds give back what they reserved (no ledger entry: nothing was charged).
-    WITH due AS (
-        UPDATE billing.holds AS h
-           SET status = 'expired', closed_at = now(), closed_after_seq = a.last_seq
-          FROM billing.accounts AS a
-         WHERE h.user_id = ANY (users) AND a.user_id = h.user_id
-           AND h.status = 'held' AND h.expires_at <= now()
-        RETURNING h.user_id, h.funding
-    ), back AS (
-        SELECT due.user_id, (g ->> 'id')::bigint AS id, sum((g ->> 'amount')::numeric) AS amount
-          FROM due, jsonb_array_elements(coalesce(due.funding -> 'grants', '[]')) AS g
-         GROUP BY 1, 2
-    ), moved AS (
-        UPDATE billing.grant_store AS s
-           SET remaining = trim_scale(s.remaining + back.amount)
-          FROM back
-         WHERE s.user_id = back.user_id AND s.id = back.id
-    ), permanent AS (
-        SELECT due.user_id, sum(coalesce((due.funding ->> 'permanent')::numeric, 0)) AS amount
-          FROM due GROUP BY due.user_id
-    )
-    UPDATE billing.accounts AS a
-       SET permanent = trim_scale(a.permanent + permanent.amount)
-      FROM permanent
-     WHERE a.user_id = permanent.user_id;
+    holds_ended := billing.return_due_holds(users);
 
     -- One MEMBERSHIP_GIFT_EXPIRED entry per grant that expired with power left.
     WITH gone AS (
@@ -198,11 +215,12 @@ BEGIN
     SELECT count(*) INTO expired FROM logged;
 
     PERFORM billing.refresh_accounts(users);
-    RETURN expired;
+    -- the lapsed holds count too, so that callers loop until nothing is left to do
+    RETURN expired + holds_ended;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.billing_expire(timestamptz, integer) IS
-    'Ends grants that expired (at or before as_of) with power left, one MEMBERSHIP_GIFT_EXPIRED entry each, and gives back what lapsed holds reserved; up to batch_size accounts per call. Returns how many grants it expired.';
+    'Ends grants that expired (at or before as_of) with power left, one MEMBERSHIP_GIFT_EXPIRED entry each, and gives back what lapsed holds reserved; up to batch_size accounts per call. Returns how many grants and holds it ended (0: nothing left to do).';
 
 CREATE FUNCTION @extschema@.billing_revoke_subscription(subscription_id text, remark text DEFAULT NULL)
     RETURNS SETOF billing.account_log
@@ -230,6 +248,7 @@ BEGIN
     LOOP
         SELECT a.low_balance_at INTO threshold FROM billing.accounts AS a WHERE a.user_id = owner FOR UPDATE;
         PERFORM billing.write_back_heads(ARRAY[owner]);
+        PERFORM billing.return_due_holds(ARRAY[owner]);
         SELECT av.available INTO before FROM billing.available_now(ARRAY[owner]) AS av;
         -- The grants end now: their remaining goes in MEMBERSHIP_GIFT_DEC entries, and
         -- their expire_at becomes now, so power a hold gives back to them later expires.
@@ -246,17 +265,16 @@ BEGIN
         ), charged AS (
             SELECT e.*, row_number() OVER (ORDER BY e.expire_at, e.id) AS n
               FROM ending AS e WHERE e.remaining > 0
-        ), after AS (
-            SELECT av.available - coalesce((SELECT sum(c.remaining) FROM charged AS c), 0) AS available
-              FROM billing.available_now(ARRAY[owner]) AS av
         ), logged AS (
+            -- each entry's balance_after: the power before, less this grant and those before it
             INSERT INTO billing.account_log AS l
                    (user_id, seq, direction, amount, balance_after, account_type, source_type, source,
                     remark, subscription_id, expire_at, detail)
-            SELECT owner, a.last_seq + c.n, -1, c.remaining, after.available,
+            SELECT owner, a.last_seq + c.n, -1, c.remaining,
+                   before - sum(c.remaining) OVER (ORDER BY c.n),
                    'MEMBERSHIP_GIFT_DEC', 'MEMBERSHIP_GIFT', 'revoke', note, subscription, c.expire_at,
                    jsonb_build_object('grants', jsonb_build_array(jsonb_build_object('id', c.id, 'amount', c.remaining)))
-              FROM charged AS c, after, billing.accounts AS a
+              FROM charged AS c, billing.accounts AS a
              WHERE a.user_id = owner
             RETURNING l.*
         )

@@ -25,6 +25,7 @@ REVOKE ALL ON FUNCTION @extschema@.billing_price(text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.write_back_heads(text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.refresh_accounts(text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.available_now(text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.return_due_holds(text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.notify_low_balance(text, numeric, numeric) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_set_low_balance(text, numeric) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_expire(timestamptz, integer) FROM PUBLIC;

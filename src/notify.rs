@@ -38,8 +38,10 @@ pub fn if_crossed(user_id: &str, threshold: Option<Decimal>, before: Decimal, af
     }
     let channel = CString::new(CHANNEL).expect("no NUL in the channel name");
     let payload = CString::new(payload(user_id, threshold, after)).expect("JSON escapes NUL");
-    // Async_Notify copies both strings into its own memory.
-    unsafe { Async_Notify(channel.as_ptr(), payload.as_ptr()) };
+    // Async_Notify copies both strings into its own memory. pgrx has no binding for it,
+    // so the call goes through pgrx's FFI guard: an ERROR it raises becomes a Rust
+    // panic that unwinds our frames (dropping the strings) before PostgreSQL aborts.
+    unsafe { pgrx::pg_sys::ffi::pg_guard_ffi_boundary(|| Async_Notify(channel.as_ptr(), payload.as_ptr())) };
 }
 
 #[cfg(test)]

@@ -935,10 +935,15 @@ mod tests {
         }
         let id = hold("e1", "5");
         lapse(id);
-        assert_eq!(text("SELECT billing_expire(now() - interval '3 days')::text"), "0");
-        assert_eq!(text("SELECT billing_expire(batch_size => 2)::text"), "2");
-        assert_eq!(text("SELECT billing_expire(batch_size => 2)::text"), "1");
+        // as of three days ago no grant had expired; the lapsed hold is ended whatever as_of says
+        assert_eq!(text("SELECT billing_expire(now() - interval '3 days')::text"), "1");
         assert_eq!(text(&format!("SELECT status FROM billing.holds WHERE hold_id = {id}")), "expired");
+        assert_eq!(text("SELECT count(*)::text FROM billing.account_log WHERE account_type = 'MEMBERSHIP_GIFT_EXPIRED'"), "0");
+        // three expired grants, two accounts per call
+        let first = text("SELECT billing_expire(batch_size => 2)::text");
+        let second = text("SELECT billing_expire(batch_size => 2)::text");
+        assert_eq!(first.parse::<i64>().unwrap() + second.parse::<i64>().unwrap(), 3, "{first} + {second}");
+        assert_eq!(text("SELECT billing_expire(batch_size => 2)::text"), "0");
         assert_eq!(power("e1"), "10");
         assert_eq!(sqlstate("SELECT billing_expire(now() + interval '1 minute')"), "22023");
         assert_eq!(sqlstate("SELECT billing_expire(NULL)"), "22004");
@@ -959,15 +964,29 @@ mod tests {
         gift("s", "6", "2 days");
         chat("s", "7"); // 4 from 'other', 3 from the first sub-1 grant
         let entries = text(
-            "SELECT string_agg(format('%s %s %s', account_type, amount, remark), ', ' ORDER BY seq)
+            "SELECT string_agg(format('%s %s %s %s', account_type, amount, balance_after, remark), ', ' ORDER BY seq)
                FROM billing_revoke_subscription('sub-1', 'refunded order')",
         );
-        assert_eq!(entries, "MEMBERSHIP_GIFT_DEC 2 refunded order, MEMBERSHIP_GIFT_DEC 6 refunded order");
+        assert_eq!(entries, "MEMBERSHIP_GIFT_DEC 2 16 refunded order, MEMBERSHIP_GIFT_DEC 6 10 refunded order");
         assert_eq!(power("s"), "10");
         assert_eq!(remaining(kept), "0");
         assert_eq!(text("SELECT count(*)::text FROM billing.grants WHERE subscription_id = 'sub-1' AND expire_at > now()"), "0");
         assert_eq!(text("SELECT count(*)::text FROM billing_revoke_subscription('sub-1')"), "0");
         assert_eq!(sqlstate("SELECT billing_revoke_subscription(NULL)"), "22004");
+        assert_eq!(ledger_disagreements(), 0);
+    }
+
+    #[pg_test]
+    fn revoking_gives_back_lapsed_holds_first() {
+        recharge("l", "50");
+        gift("l", "20", "1 day");
+        let id = hold("l", "60"); // 20 from the gift, 40 from the permanent balance
+        lapse(id);
+        assert_eq!(power("l"), "70");
+        let entry = text("SELECT amount || ' ' || balance_after FROM billing_revoke_subscription('sub-1')");
+        assert_eq!(entry, "20 50");
+        assert_eq!(text(&format!("SELECT status FROM billing.holds WHERE hold_id = {id}")), "expired");
+        assert_eq!(power("l"), "50");
         assert_eq!(ledger_disagreements(), 0);
     }
 
