@@ -75,8 +75,8 @@ fn lock(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str) -> BillingResu
 pub fn lock_current(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str) -> BillingResult<Option<Account>> {
     match lock(client, plans, user_id)? {
         Some(account) if account.holds_due => {
-            let given_back = grants::open(client, plans, user_id, account.last_seq, true)?;
-            grants::refresh(client, plans, user_id, given_back, 0)?;
+            grants::open(client, plans, user_id, true)?;
+            grants::refresh(client, plans, user_id, Decimal::ZERO, 0)?;
             lock(client, plans, user_id)
         }
         other => Ok(other),
@@ -234,10 +234,10 @@ fn add_grant_paying_debt(
     account: &Account,
 ) -> BillingResult<pg_sys::Datum> {
     let user_id = movement.user_id.as_str();
-    let given_back = grants::open(client, plans, user_id, account.last_seq, account.holds_due)?;
+    grants::open(client, plans, user_id, account.holds_due)?;
     let pays_debt = movement.amount.min(-account.permanent);
     let (grant_id, log_id) = grants::insert_grant(client, plans, movement, movement.amount - pays_debt)?;
-    let after = grants::refresh(client, plans, user_id, checked_add(given_back, pays_debt)?, 1)?;
+    let after = grants::refresh(client, plans, user_id, pays_debt, 1)?;
     let detail = ledger::detail_json(pays_debt, &[(grant_id, movement.amount - pays_debt)]);
     grants::insert_entry(
         client,

@@ -21,16 +21,15 @@ use crate::errors::{BillingError, BillingResult};
 use crate::ledger::{self, Movement};
 use crate::plans::Plans;
 
-/// Makes grant_store exact and gives back what the user's lapsed holds reserved.
-/// Call right after locking the account row; returns the permanent power given back
-/// (to add to the permanent balance in [`refresh`]).
-pub fn open(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, last_seq: i64, holds_due: bool) -> BillingResult<Decimal> {
+/// Makes grant_store exact and, with `holds_due`, gives back what the user's lapsed
+/// holds reserved (to their grants and the permanent balance). Call right after
+/// locking the account row, before reading grant_store.
+pub fn open(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, holds_due: bool) -> BillingResult<()> {
     client.update(&plans.write_back_head, None, &[user_id.into()])?;
-    if !holds_due {
-        return Ok(Decimal::ZERO);
+    if holds_due {
+        client.update(&plans.return_due_holds, None, &[user_id.into()])?;
     }
-    let table = client.update(&plans.return_due_holds, None, &[user_id.into(), last_seq.into()])?;
-    ledger::decimal(&table.first(), 1, "permanent given back")
+    Ok(())
 }
 
 /// The user's live grants in spending order, exactly as grant_store holds them (after [`open`]).

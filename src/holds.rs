@@ -173,7 +173,7 @@ fn hold(args: &Args) -> Returned {
         let Some(account) = account else {
             return Err(accounts::insufficient_power(&movement, Decimal::ZERO));
         };
-        grants::open(client, plans, user_id, account.last_seq, false)?;
+        grants::open(client, plans, user_id, false)?;
         let live = grants::exact_live_grants(client, plans, user_id)?;
         let plan = drawdown::plan(movement.amount, account.permanent, &live)
             .map_err(|available| accounts::insufficient_power(&movement, available))?;
@@ -271,7 +271,7 @@ fn settle(args: &Args) -> Returned {
         if let Some(entry) = fast_settle(client, plans, &account, &hold, actual, remark.as_deref(), &charged, &rest)? {
             return Ok(Some(entry));
         }
-        grants::open(client, plans, &user_id, account.last_seq, false)?;
+        grants::open(client, plans, &user_id, false)?;
         // Give back what was not used; take what was used beyond the hold from available power.
         let mut deltas = rest.from_grants.clone();
         let mut permanent_delta = rest.from_permanent;
@@ -405,7 +405,7 @@ fn give_back(
     reason: Option<String>,
 ) -> BillingResult<pg_sys::Datum> {
     let user_id = hold.charge.user_id.as_str();
-    grants::open(client, plans, user_id, account.last_seq, false)?;
+    grants::open(client, plans, user_id, false)?;
     grants::move_grants(client, plans, user_id, &hold.funding.from_grants)?;
     let (row, _) = close(client, plans, hold, status, None, reason, account.last_seq)?;
     grants::refresh(client, plans, user_id, hold.funding.from_permanent, 0)?;

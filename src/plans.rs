@@ -163,40 +163,13 @@ SELECT logged.l, account.low_balance_at, account.balance_after FROM logged, acco
 // with plain statements, and finally rebuild every cache on the account row
 // from grant_store and the open holds (REFRESH_ACCOUNT).
 
-/// Makes grant_store exact: the head grant's remaining comes from the account row.
-const WRITE_BACK_HEAD: &str = "\
-UPDATE billing.grant_store AS g
-   SET remaining = a.head_remaining
-  FROM billing.accounts AS a
- WHERE a.user_id OPERATOR(pg_catalog.=) $1
-   AND g.user_id OPERATOR(pg_catalog.=) $1
-   AND g.id OPERATOR(pg_catalog.=) a.head_grant_id";
+/// Makes grant_store exact: the head grant's remaining comes from the account row
+/// (the same function billing_expire and billing_revoke_subscription use, sql/operations.sql).
+const WRITE_BACK_HEAD: &str = "SELECT billing.write_back_heads(ARRAY[$1])";
 
-/// Gives back what the user's open holds past their ttl reserved, and marks them expired.
-/// Returns the permanent part given back (the grants' parts are written here).
-///  $1 user_id, $2 the user's last_seq
-const RETURN_DUE_HOLDS: &str = "\
-WITH due AS (
-  UPDATE billing.holds AS h
-     SET status = 'expired', closed_at = pg_catalog.now(), closed_after_seq = $2
-   WHERE h.user_id OPERATOR(pg_catalog.=) $1
-     AND h.status OPERATOR(pg_catalog.=) 'held'
-     AND h.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()
-  RETURNING h.funding
-), back AS (
-  SELECT (g.value OPERATOR(pg_catalog.->>) 'id')::bigint AS id,
-         pg_catalog.sum((g.value OPERATOR(pg_catalog.->>) 'amount')::numeric) AS amount
-    FROM due, pg_catalog.jsonb_array_elements(
-           coalesce(due.funding OPERATOR(pg_catalog.->) 'grants', '[]'::jsonb)) AS g
-   GROUP BY 1
-), moved AS (
-  UPDATE billing.grant_store AS s
-     SET remaining = pg_catalog.trim_scale(s.remaining OPERATOR(pg_catalog.+) back.amount)
-    FROM back
-   WHERE s.user_id OPERATOR(pg_catalog.=) $1 AND s.id OPERATOR(pg_catalog.=) back.id
-)
-SELECT coalesce(pg_catalog.sum((due.funding OPERATOR(pg_catalog.->>) 'permanent')::numeric), 0)
-  FROM due";
+/// Gives back what the user's open holds past their ttl reserved, to the grants and
+/// the permanent balance it came from, and marks them expired (sql/operations.sql).
+const RETURN_DUE_HOLDS: &str = "SELECT billing.return_due_holds(ARRAY[$1])";
 
 /// Every grant the user has with remaining > 0 that has not expired, in spending
 /// order, as grant_store holds it (call after WRITE_BACK_HEAD).
@@ -499,7 +472,7 @@ pub fn get(client: &SpiClient<'_>) -> BillingResult<&'static Plans> {
             .prepare_mut(FAST_DEBIT, &[TEXT, NUMERIC, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT])?
             .keep(),
         write_back_head: client.prepare_mut(WRITE_BACK_HEAD, &[TEXT])?.keep(),
-        return_due_holds: client.prepare_mut(RETURN_DUE_HOLDS, &[TEXT, INT8])?.keep(),
+        return_due_holds: client.prepare_mut(RETURN_DUE_HOLDS, &[TEXT])?.keep(),
         exact_live_grants: client.prepare_mut(EXACT_LIVE_GRANTS, &[TEXT])?.keep(),
         move_grants: client.prepare_mut(MOVE_GRANTS, &[TEXT, INT8_ARRAY, NUMERIC_ARRAY])?.keep(),
         grant_expiries: client.prepare_mut(GRANT_EXPIRIES, &[TEXT, INT8_ARRAY])?.keep(),

@@ -123,8 +123,9 @@ fn refund(args: &Args) -> Returned {
     Spi::connect_mut(|client| {
         let plans = plans::get(client)?;
         let user_id = entry_owner(client, plans, log_id)?;
-        let account = accounts::lock_current(client, plans, &user_id)?
-            .ok_or_else(|| BillingError::internal("an entry's account row is missing"))?;
+        if accounts::lock_current(client, plans, &user_id)?.is_none() {
+            return Err(BillingError::internal("an entry's account row is missing"));
+        }
         if let Some(key) = idempotency_key.as_deref() {
             if let Some(earlier) = replay(client, plans, &user_id, key, log_id, amount)? {
                 return Ok(Some(earlier));
@@ -152,7 +153,7 @@ fn refund(args: &Args) -> Returned {
             ))
             .with_hint("Refunds of one entry never add up to more than it took.")
         })?;
-        grants::open(client, plans, &user_id, account.last_seq, false)?;
+        grants::open(client, plans, &user_id, false)?;
         let ids: Vec<i64> = plan.from_grants.iter().map(|(id, _)| *id).collect();
         let expired = grants::expired_grants(client, plans, &user_id, &ids)?;
         let (into_expired, into_live): (Vec<(i64, Decimal)>, Vec<(i64, Decimal)>) =
