@@ -63,10 +63,7 @@ fn lock(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str) -> BillingResu
             None => None,
         },
         holds_due: row.get::<bool>(8)?.unwrap_or(false),
-        low_balance_at: match row.get::<AnyNumeric>(9)? {
-            Some(t) => Some(crate::amounts::parse_stored("low_balance_at", &t.to_string())?),
-            None => None,
-        },
+        low_balance_at: ledger::optional_decimal(&row, 9, "low_balance_at")?,
     }))
 }
 

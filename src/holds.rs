@@ -10,7 +10,6 @@
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::datum::AnyNumeric;
 use rust_decimal::Decimal;
 
 use crate::accounts::{self, Account};
@@ -68,10 +67,7 @@ fn read_hold(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, by: HoldB
         expire_at: None,
         idempotency_key: None,
     };
-    let settled_amount = match row.get::<AnyNumeric>(8)? {
-        Some(n) => Some(crate::amounts::parse_stored("settled_amount", &n.to_string())?),
-        None => None,
-    };
+    let settled_amount = ledger::optional_decimal(&row, 8, "settled_amount")?;
     let funding = grants::funding(&row, 2)?;
     Ok(Some(Hold {
         id: row.get::<i64>(17)?.ok_or_else(|| BillingError::internal("hold_id is NULL"))?,
@@ -234,11 +230,7 @@ fn fast_hold(
         return Ok(None);
     }
     let row = table.first();
-    if let Some(threshold) = row.get::<AnyNumeric>(2)? {
-        let threshold = crate::amounts::parse_stored("low_balance_at", &threshold.to_string())?;
-        let after = decimal(&row, 3, "available")?;
-        notify::if_crossed(&movement.user_id, Some(threshold), after + movement.amount, after);
-    }
+    ledger::notify_after_one_statement_debit(&row, movement)?;
     ledger::whole_row(&row, 1).map(Some)
 }
 

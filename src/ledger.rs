@@ -284,11 +284,7 @@ pub fn fast_debit(client: &mut SpiClient<'_>, plans: &Plans, movement: &Movement
         return Ok(None);
     }
     let row = table.first();
-    if let Some(threshold) = row.get::<AnyNumeric>(2)? {
-        let threshold = amounts::parse_stored("low_balance_at", &threshold.to_string())?;
-        let after = decimal(&row, 3, "balance_after")?;
-        crate::notify::if_crossed(&movement.user_id, Some(threshold), after + movement.amount, after);
-    }
+    notify_after_one_statement_debit(&row, movement)?;
     whole_row(&row, 1).map(Some)
 }
 
@@ -320,12 +316,28 @@ pub fn timestamptz(value: Option<pg_sys::TimestampTz>) -> DatumWithOid<'static> 
         .into()
 }
 
+/// After a one-statement debit or hold (FAST_DEBIT, FAST_HOLD), whose row has the
+/// user's low-balance threshold in column 2 and the power left in column 3: the
+/// notification, if `movement` took the power below the threshold.
+pub fn notify_after_one_statement_debit(row: &SpiTupleTable<'_>, movement: &Movement) -> BillingResult<()> {
+    if let Some(threshold) = optional_decimal(row, 2, "low_balance_at")? {
+        let after = decimal(row, 3, "power after")?;
+        crate::notify::if_crossed(&movement.user_id, Some(threshold), after + movement.amount, after);
+    }
+    Ok(())
+}
+
 /// A numeric column of the current row, as a Decimal.
 pub fn decimal(row: &SpiTupleTable<'_>, ordinal: usize, column: &str) -> BillingResult<Decimal> {
-    let value = row
-        .get::<AnyNumeric>(ordinal)?
-        .ok_or_else(|| BillingError::internal(format!("{column} is NULL")))?;
-    amounts::parse_stored(column, &value.to_string())
+    optional_decimal(row, ordinal, column)?.ok_or_else(|| BillingError::internal(format!("{column} is NULL")))
+}
+
+/// A numeric column of the current row that may be NULL, as a Decimal.
+pub fn optional_decimal(row: &SpiTupleTable<'_>, ordinal: usize, column: &str) -> BillingResult<Option<Decimal>> {
+    match row.get::<AnyNumeric>(ordinal)? {
+        Some(value) => amounts::parse_stored(column, &value.to_string()).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// A column of the current row, copied out of SPI's memory so it can be returned.
