@@ -113,6 +113,47 @@ SELECT ids.log_id, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
   FROM ids
 RETURNING l";
 
+// The one-statement debit (FAST_DEBIT) and hold (FAST_HOLD) follow one rule, so
+// they share its three pieces: which accounts it applies to, how it takes $2,
+// and how the taken power is described.
+
+/// SET items that take $2 from the head grant, whose live remaining is on the
+/// account row `a`, or, for a user without grants, from the permanent balance.
+macro_rules! take_from_head {
+    () => {
+        "permanent = CASE WHEN a.grants_total OPERATOR(pg_catalog.=) 0
+                          THEN a.permanent OPERATOR(pg_catalog.-) $2 ELSE a.permanent END,
+         grants_total = CASE WHEN a.grants_total OPERATOR(pg_catalog.=) 0
+                             THEN a.grants_total ELSE a.grants_total OPERATOR(pg_catalog.-) $2 END,
+         head_remaining = a.head_remaining OPERATOR(pg_catalog.-) $2,"
+    };
+}
+
+/// The account row `a` of user $1 can pay $2 that way: no expired grant or lapsed
+/// hold waits to be swept, no debt, and either no grants at all (the permanent
+/// balance covers $2) or a head grant that covers $2 and keeps something left.
+macro_rules! head_covers {
+    () => {
+        "a.user_id OPERATOR(pg_catalog.=) $1
+     AND (a.next_expiry IS NULL OR a.next_expiry OPERATOR(pg_catalog.>) pg_catalog.now())
+     AND (a.holds_due_at IS NULL OR a.holds_due_at OPERATOR(pg_catalog.>) pg_catalog.now())
+     AND ((a.grants_total OPERATOR(pg_catalog.=) 0 AND a.permanent OPERATOR(pg_catalog.>=) $2)
+          OR (a.head_remaining OPERATOR(pg_catalog.>) $2 AND a.permanent OPERATOR(pg_catalog.>=) 0))"
+    };
+}
+
+/// Where $2 taken that way came from, in the ledger's detail format, given the
+/// `account` CTE's head_grant_id.
+macro_rules! head_funding {
+    () => {
+        "CASE WHEN account.head_grant_id IS NULL
+            THEN pg_catalog.jsonb_build_object('permanent', $2)
+            ELSE pg_catalog.jsonb_build_object('grants', pg_catalog.jsonb_build_array(
+                   pg_catalog.jsonb_build_object('id', account.head_grant_id, 'amount', $2)))
+       END"
+    };
+}
+
 /// The common deduct in one statement: no idempotency key to check (or already
 /// checked under the lock), no expired grant or lapsed hold waiting to be
 /// swept, no debt, and either no
@@ -123,21 +164,13 @@ RETURNING l";
 /// general path.
 ///  $1 user_id, $2 amount, $3 account_type, $4 source_type, $5 source, $6 remark,
 ///  $7 association_no, $8 association_user_id, $9 idempotency_key
-const FAST_DEBIT: &str = "\
-WITH account AS (
+const FAST_DEBIT: &str = concat!(
+    "WITH account AS (
   UPDATE billing.accounts AS a
-     SET permanent = CASE WHEN a.grants_total OPERATOR(pg_catalog.=) 0
-                          THEN a.permanent OPERATOR(pg_catalog.-) $2 ELSE a.permanent END,
-         grants_total = CASE WHEN a.grants_total OPERATOR(pg_catalog.=) 0
-                             THEN a.grants_total ELSE a.grants_total OPERATOR(pg_catalog.-) $2 END,
-         head_remaining = a.head_remaining OPERATOR(pg_catalog.-) $2,
+     SET ", take_from_head!(), "
          last_seq = a.last_seq OPERATOR(pg_catalog.+) 1,
          updated_at = pg_catalog.now()
-   WHERE a.user_id OPERATOR(pg_catalog.=) $1
-     AND (a.next_expiry IS NULL OR a.next_expiry OPERATOR(pg_catalog.>) pg_catalog.now())
-     AND (a.holds_due_at IS NULL OR a.holds_due_at OPERATOR(pg_catalog.>) pg_catalog.now())
-     AND ((a.grants_total OPERATOR(pg_catalog.=) 0 AND a.permanent OPERATOR(pg_catalog.>=) $2)
-          OR (a.head_remaining OPERATOR(pg_catalog.>) $2 AND a.permanent OPERATOR(pg_catalog.>=) 0))
+   WHERE ", head_covers!(), "
   RETURNING a.user_id, a.last_seq, a.permanent OPERATOR(pg_catalog.+) a.grants_total AS balance_after,
             a.head_grant_id, a.low_balance_at
 ), logged AS (
@@ -145,16 +178,13 @@ INSERT INTO billing.account_log AS l
        (user_id, seq, direction, amount, balance_after, account_type, source_type, source,
         remark, association_no, association_user_id, detail, idempotency_key)
 SELECT account.user_id, account.last_seq, -1, $2, account.balance_after, $3, $4, $5, $6, $7, $8,
-       CASE WHEN account.head_grant_id IS NULL
-            THEN pg_catalog.jsonb_build_object('permanent', $2)
-            ELSE pg_catalog.jsonb_build_object('grants', pg_catalog.jsonb_build_array(
-                   pg_catalog.jsonb_build_object('id', account.head_grant_id, 'amount', $2)))
-       END,
+       ", head_funding!(), ",
        $9
   FROM account
 RETURNING l
 )
-SELECT logged.l, account.low_balance_at, account.balance_after FROM logged, account";
+SELECT logged.l, account.low_balance_at, account.balance_after FROM logged, account"
+);
 
 // ---- The general path: holds, refunds and whatever moves power back into grants ----
 //
@@ -327,21 +357,13 @@ SELECT l FROM billing.account_log AS l
 /// when the conditions do not hold; the caller then takes the general path.
 ///  $1 user_id, $2 amount, $3 ttl, $4 account_type, $5 source_type, $6 source, $7 remark,
 ///  $8 association_no, $9 association_user_id, $10 idempotency_key
-const FAST_HOLD: &str = "\
-WITH account AS (
+const FAST_HOLD: &str = concat!(
+    "WITH account AS (
   UPDATE billing.accounts AS a
-     SET permanent = CASE WHEN a.grants_total OPERATOR(pg_catalog.=) 0
-                          THEN a.permanent OPERATOR(pg_catalog.-) $2 ELSE a.permanent END,
-         grants_total = CASE WHEN a.grants_total OPERATOR(pg_catalog.=) 0
-                             THEN a.grants_total ELSE a.grants_total OPERATOR(pg_catalog.-) $2 END,
-         head_remaining = a.head_remaining OPERATOR(pg_catalog.-) $2,
+     SET ", take_from_head!(), "
          holds_due_at = least(a.holds_due_at, pg_catalog.now() OPERATOR(pg_catalog.+) $3),
          updated_at = pg_catalog.now()
-   WHERE a.user_id OPERATOR(pg_catalog.=) $1
-     AND (a.next_expiry IS NULL OR a.next_expiry OPERATOR(pg_catalog.>) pg_catalog.now())
-     AND (a.holds_due_at IS NULL OR a.holds_due_at OPERATOR(pg_catalog.>) pg_catalog.now())
-     AND ((a.grants_total OPERATOR(pg_catalog.=) 0 AND a.permanent OPERATOR(pg_catalog.>=) $2)
-          OR (a.head_remaining OPERATOR(pg_catalog.>) $2 AND a.permanent OPERATOR(pg_catalog.>=) 0))
+   WHERE ", head_covers!(), "
   RETURNING a.user_id, a.last_seq, a.head_grant_id, a.low_balance_at,
             a.permanent OPERATOR(pg_catalog.+) a.grants_total AS available
 ), held AS (
@@ -349,16 +371,13 @@ WITH account AS (
          (user_id, amount, funding, expires_at, account_type, source_type, source, remark,
           association_no, association_user_id, idempotency_key, reserved_after_seq)
   SELECT account.user_id, $2,
-         CASE WHEN account.head_grant_id IS NULL
-              THEN pg_catalog.jsonb_build_object('permanent', $2)
-              ELSE pg_catalog.jsonb_build_object('grants', pg_catalog.jsonb_build_array(
-                     pg_catalog.jsonb_build_object('id', account.head_grant_id, 'amount', $2)))
-         END,
+         ", head_funding!(), ",
          pg_catalog.now() OPERATOR(pg_catalog.+) $3, $4, $5, $6, $7, $8, $9, $10, account.last_seq
     FROM account
   RETURNING h
 )
-SELECT held.h, account.low_balance_at, account.available FROM held, account";
+SELECT held.h, account.low_balance_at, account.available FROM held, account"
+);
 
 /// A settle that gives back nothing, or gives back only to the permanent balance
 /// and/or the head grant (whose live remaining is on the account row), in one
