@@ -36,6 +36,8 @@ mod refunds;
 mod triggers;
 
 #[cfg(any(test, feature = "pg_test"))]
+mod test_support;
+#[cfg(any(test, feature = "pg_test"))]
 mod tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod reports_tests;

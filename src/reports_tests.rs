@@ -6,44 +6,7 @@
 mod tests {
     use pgrx::prelude::*;
 
-    /// (SQLSTATE, message, detail, hint) of running `statement` in a subtransaction.
-    fn outcome(statement: &str) -> (String, String, String, String) {
-        Spi::run(
-            "CREATE OR REPLACE FUNCTION pg_temp.outcome(statement text,
-                 OUT state text, OUT message text, OUT detail text, OUT hint text)
-             LANGUAGE plpgsql AS $$
-             BEGIN
-                 EXECUTE statement;
-                 state := '00000'; message := ''; detail := ''; hint := '';
-             EXCEPTION WHEN OTHERS THEN
-                 GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
-                                         detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
-             END $$",
-        )
-        .unwrap();
-        Spi::connect(|client| {
-            let row = client
-                .select("SELECT * FROM pg_temp.outcome($1)", None, &[statement.into()])
-                .unwrap()
-                .first();
-            let field = |n| row.get::<String>(n).unwrap().unwrap_or_default();
-            (field(1), field(2), field(3), field(4))
-        })
-    }
-
-    /// SQLSTATE and message of a statement ("00000" and "" if it worked).
-    fn failure(statement: &str) -> (String, String) {
-        let (state, message, _, _) = outcome(statement);
-        (state, message)
-    }
-
-    fn text(query: &str) -> String {
-        Spi::get_one::<String>(query).unwrap().unwrap_or_else(|| "NULL".into())
-    }
-
-    fn recharge(user: &str, amount: &str) {
-        Spi::run(&format!("SELECT billing_add('{user}', {amount}, 'RECHARGE_INC', 'RECHARGE', 'shop')")).unwrap();
-    }
+    use crate::test_support::*;
 
     fn chat(user: &str, amount: &str) {
         Spi::run(&format!("SELECT billing_deduct('{user}', {amount}, 'CHAT_DEC', 'CHAT', 'report')")).unwrap();

@@ -5,47 +5,7 @@
 mod tests {
     use pgrx::prelude::*;
 
-    /// The SQLSTATE a statement fails with, or "00000".
-    fn sqlstate(statement: &str) -> String {
-        outcome(statement).0
-    }
-
-    /// (SQLSTATE, message, detail, hint) of running `statement` in a subtransaction.
-    fn outcome(statement: &str) -> (String, String, String, String) {
-        Spi::run(
-            "CREATE OR REPLACE FUNCTION pg_temp.outcome(statement text,
-                 OUT state text, OUT message text, OUT detail text, OUT hint text)
-             LANGUAGE plpgsql AS $$
-             BEGIN
-                 EXECUTE statement;
-                 state := '00000'; message := ''; detail := ''; hint := '';
-             EXCEPTION WHEN OTHERS THEN
-                 GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
-                                         detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
-             END $$",
-        )
-        .unwrap();
-        Spi::connect(|client| {
-            let row = client
-                .select("SELECT * FROM pg_temp.outcome($1)", None, &[statement.into()])
-                .unwrap()
-                .first();
-            let field = |n| row.get::<String>(n).unwrap().unwrap_or_default();
-            (field(1), field(2), field(3), field(4))
-        })
-    }
-
-    fn text(query: &str) -> String {
-        Spi::get_one::<String>(query).unwrap().unwrap_or_else(|| "NULL".into())
-    }
-
-    fn power(user: &str) -> String {
-        text(&format!("SELECT billing_power('{user}')::text"))
-    }
-
-    fn recharge(user: &str, amount: &str) {
-        Spi::run(&format!("SELECT billing_add('{user}', {amount}, 'RECHARGE_INC', 'RECHARGE', 'shop')")).unwrap();
-    }
+    use crate::test_support::*;
 
     fn gift(user: &str, amount: &str, expires_in: &str) -> i64 {
         Spi::get_one::<i64>(&format!(
@@ -69,13 +29,6 @@ mod tests {
              UPDATE billing.accounts SET next_expiry = next_expiry - interval '{by}' WHERE user_id = '{user}'"
         ))
         .unwrap();
-    }
-
-    /// Replays the ledger: the number of things that disagree with the stored state.
-    fn ledger_disagreements() -> i64 {
-        Spi::get_one::<i64>("SELECT count(*) FROM billing_verify()")
-        .unwrap()
-        .unwrap()
     }
 
     #[pg_test]
@@ -557,10 +510,6 @@ mod tests {
 
     fn remaining(grant_id: i64) -> String {
         text(&format!("SELECT remaining::text FROM billing.grants WHERE id = {grant_id}"))
-    }
-
-    fn entries(user: &str) -> String {
-        text(&format!("SELECT count(*)::text FROM billing.account_log WHERE user_id = '{user}'"))
     }
 
     #[pg_test]

@@ -7,43 +7,10 @@
 mod tests {
     use pgrx::prelude::*;
 
-    /// (SQLSTATE, message) of running `statement` in a subtransaction ("00000" and "" if it worked).
-    fn failure(statement: &str) -> (String, String) {
-        Spi::run(
-            "CREATE OR REPLACE FUNCTION pg_temp.outcome(statement text, OUT state text, OUT message text)
-             LANGUAGE plpgsql AS $$
-             BEGIN
-                 EXECUTE statement;
-                 state := '00000'; message := '';
-             EXCEPTION WHEN OTHERS THEN
-                 GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT;
-             END $$",
-        )
-        .unwrap();
-        Spi::connect(|client| {
-            let row = client
-                .select("SELECT * FROM pg_temp.outcome($1)", None, &[statement.into()])
-                .unwrap()
-                .first();
-            let field = |n| row.get::<String>(n).unwrap().unwrap_or_default();
-            (field(1), field(2))
-        })
-    }
-
-    fn text(query: &str) -> String {
-        Spi::get_one::<String>(query).unwrap().unwrap_or_else(|| "NULL".into())
-    }
+    use crate::test_support::*;
 
     fn run(sql: &str) {
         Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-
-    fn power(user: &str) -> String {
-        text(&format!("SELECT billing_power('{user}')::text"))
-    }
-
-    fn entries(user: &str) -> String {
-        text(&format!("SELECT count(*)::text FROM billing.account_log WHERE user_id = '{user}'"))
     }
 
     fn verified() {
