@@ -2,12 +2,12 @@
 #   make demo   install what is missing, build, and run a short scenario in a throwaway cluster
 #   make test   every test: unit, #[pg_test], pgspot, SQL regression, isolation, client integration
 SHELL := /bin/bash
-PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+PG_CONFIG ?= $(shell scripts/pg-config.sh)
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 export PG_CONFIG
 
 ROOT := $(filter 0,$(shell id -u))
-PGRX_TEST_DATA := /tmp/billing-pgrx-test-data
+PGRX_TEST_DATA ?= /tmp/billing-pgrx-test-data
 VENV := $(CURDIR)/target/venv
 
 .PHONY: all setup install install-release test unit-and-pg-tests lint regress integration demo bench clean

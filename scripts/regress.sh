@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+PG_CONFIG=${PG_CONFIG:-$("$(dirname "$0")/pg-config.sh")}
 PGXS_TEST="$(dirname "$("$PG_CONFIG" --pgxs)")/../test"
 OUT=$(mktemp -d /tmp/billing-regress.XXXXXX)
 trap 'rm -rf "$OUT"' EXIT

@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building and testing the extension needs, skipping whatever is already there.
 # Works as root (CI) or as a user with sudo. Idempotent: a second run only checks.
+#
+# Where the build goes: as root, into the system PostgreSQL 15. As another user,
+# setup never loosens the permissions of the system's directories (anyone in a
+# group that could write pkglibdir could run code as the server): it copies the
+# system PostgreSQL 15 tree into a directory the user owns (BILLING_PG_TREE,
+# default ~/.local/share/billing/pg15) and builds, installs and tests against
+# that copy. The Makefile picks the same pg_config (scripts/pg-config.sh).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 PGRX_VERSION=0.18.0
 PG_MAJOR=15
@@ -26,23 +34,22 @@ if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION\$"; then
     cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
 fi
 
-PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"
+PG_CONFIG=$(scripts/pg-config.sh)
+if [ "$(id -u)" -ne 0 ] && [ ! -x "$PG_CONFIG" ]; then
+    # A private copy of the server tree: PostgreSQL finds its share and lib
+    # directories relative to its binaries, so the copy is self-contained.
+    tree="${PG_CONFIG%/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}"
+    echo "setup: copying PostgreSQL $PG_MAJOR into $tree (owned by $(id -un))"
+    mkdir -p "$tree/usr/lib/postgresql" "$tree/usr/share/postgresql" "$tree/usr/include"
+    cp -a "/usr/lib/postgresql/$PG_MAJOR" "$tree/usr/lib/postgresql/"
+    cp -a "/usr/share/postgresql/$PG_MAJOR" "$tree/usr/share/postgresql/"
+    cp -a /usr/include/postgresql "$tree/usr/include/"
+fi
+
 PGRX_HOME="${PGRX_HOME:-$HOME/.pgrx}"
 if ! grep -qs "pg$PG_MAJOR = \"$PG_CONFIG\"" "$PGRX_HOME/config.toml"; then
     echo "setup: cargo pgrx init --pg$PG_MAJOR $PG_CONFIG"
     cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG"
 fi
 
-# As a user with sudo: let this user write the extension into the system
-# server's directories, which cargo pgrx install and cargo pgrx test do.
-if [ "$(id -u)" -ne 0 ]; then
-    for dir in "$("$PG_CONFIG" --pkglibdir)" "$("$PG_CONFIG" --sharedir)/extension"; do
-        if [ ! -w "$dir" ]; then
-            echo "setup: letting group $(id -gn) write $dir"
-            sudo chgrp "$(id -gn)" "$dir"
-            sudo chmod g+w "$dir"
-        fi
-    done
-fi
-
-echo "setup: ready (cargo-pgrx $PGRX_VERSION, PostgreSQL $PG_MAJOR)"
+echo "setup: ready (cargo-pgrx $PGRX_VERSION, PostgreSQL $PG_MAJOR at $PG_CONFIG)"

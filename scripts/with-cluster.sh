@@ -12,7 +12,7 @@
 # Extra server settings: BILLING_PG_OPTS="-c name=value ...".
 set -euo pipefail
 
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+PG_CONFIG=${PG_CONFIG:-$("$(dirname "$0")/pg-config.sh")}
 BINDIR=$("$PG_CONFIG" --bindir)
 DIR=$(mktemp -d /tmp/billing-cluster.XXXXXX)
 PORT=${BILLING_PORT:-5432}
