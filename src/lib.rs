@@ -54,8 +54,7 @@ pgrx::extension_sql_file!("../sql/functions.sql", name = "functions", requires =
 pgrx::extension_sql_file!("../sql/verify.sql", name = "verify", requires = ["functions"]);
 pgrx::extension_sql_file!("../sql/reports.sql", name = "reports", requires = ["verify"]);
 pgrx::extension_sql_file!("../sql/operations.sql", name = "operations", requires = ["reports"]);
-pgrx::extension_sql_file!("../sql/copies_tmp.sql", name = "copies_tmp", requires = ["operations"]);
-pgrx::extension_sql_file!("../sql/triggers.sql", name = "triggers", requires = ["copies_tmp"]);
+pgrx::extension_sql_file!("../sql/triggers.sql", name = "triggers", requires = ["operations"]);
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Required by `cargo pgrx test`.
