@@ -348,7 +348,7 @@ pub fn deduct_movement(movement: Movement) -> Returned {
             &totals,
             &writes,
         )?;
-        notify::if_crossed(&movement.user_id, account.low_balance_at, available(&account, &grants)?, balance_after);
+        notify::if_crossed(client, &movement.user_id, account.low_balance_at, available(&account, &grants)?, balance_after)?;
         Ok(Some(entry))
     })
 }
