@@ -35,6 +35,9 @@ pub enum SqlState {
     NumericValueOutOfRange,
     /// 42703: a trigger argument names a column the table does not have.
     UndefinedColumn,
+    /// 40001: under REPEATABLE READ or SERIALIZABLE, the transaction's snapshot
+    /// misses a row that a concurrent transaction committed (retry the transaction).
+    SerializationFailure,
     /// XX000: a bug; the message says what.
     Internal,
 }
@@ -51,6 +54,7 @@ impl SqlState {
             SqlState::NullValueNotAllowed => "22004",
             SqlState::NumericValueOutOfRange => "22003",
             SqlState::UndefinedColumn => "42703",
+            SqlState::SerializationFailure => "40001",
             SqlState::Internal => "XX000",
         }
     }
