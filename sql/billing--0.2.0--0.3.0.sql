@@ -223,31 +223,42 @@ CREATE FUNCTION billing.written_in_this_transaction(row_xmin xid)
 COMMENT ON FUNCTION billing.written_in_this_transaction(xid) IS
     'Whether a row version (its xmin) was written by the current transaction or one of its subtransactions: tells a charge a trigger just made from one that was replayed';
 
+CREATE FUNCTION billing.documented_arguments(function_name text)
+    RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+RETURN CASE function_name
+    WHEN 'billing_power' THEN 'pg_catalog.text'
+    WHEN 'billing_has_power' THEN 'pg_catalog.text, pg_catalog.numeric'
+    WHEN 'billing_add' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.timestamptz, pg_catalog.text, pg_catalog.text'
+    WHEN 'billing_deduct' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text'
+    WHEN 'billing_hold' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.interval, pg_catalog.text'
+    WHEN 'billing_settle' THEN 'pg_catalog.int8, pg_catalog.numeric, pg_catalog.text, pg_catalog.bool'
+    WHEN 'billing_release' THEN 'pg_catalog.int8, pg_catalog.text'
+    WHEN 'billing_refund' THEN 'pg_catalog.int8, pg_catalog.numeric, pg_catalog.text, pg_catalog.text'
+    WHEN 'billing_history' THEN 'pg_catalog.text, pg_catalog.int4, pg_catalog.int8'
+    WHEN 'billing_by_association' THEN 'pg_catalog.text, pg_catalog.text'
+    WHEN 'billing_statement' THEN 'pg_catalog.text, pg_catalog.timestamptz, pg_catalog.timestamptz'
+    WHEN 'billing_price' THEN 'pg_catalog.text, pg_catalog.int8'
+    WHEN 'billing_verify' THEN 'pg_catalog.text'
+    WHEN 'billing_expire' THEN 'pg_catalog.timestamptz, pg_catalog.int4'
+    WHEN 'billing_revoke_subscription' THEN 'pg_catalog.text, pg_catalog.text'
+    WHEN 'billing_adjust' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text'
+    WHEN 'billing_set_low_balance' THEN 'pg_catalog.text, pg_catalog.numeric'
+    WHEN 'billing_low_balance_events' THEN 'pg_catalog.int8'
+    WHEN 'billing_charge' THEN ''
+    WHEN 'billing_hold_charge' THEN ''
+END;
+COMMENT ON FUNCTION billing.documented_arguments(text) IS
+    'The argument types (schema-qualified) of a documented billing function given by name, as may_execute checks it; NULL for an unknown name';
+
 CREATE FUNCTION billing.may_execute(role oid, function_name text)
     RETURNS boolean
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    arguments text := CASE function_name
-        WHEN 'billing_power' THEN 'pg_catalog.text'
-        WHEN 'billing_has_power' THEN 'pg_catalog.text, pg_catalog.numeric'
-        WHEN 'billing_add' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.timestamptz, pg_catalog.text, pg_catalog.text'
-        WHEN 'billing_deduct' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text'
-        WHEN 'billing_hold' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.interval, pg_catalog.text'
-        WHEN 'billing_settle' THEN 'pg_catalog.int8, pg_catalog.numeric, pg_catalog.text, pg_catalog.bool'
-        WHEN 'billing_release' THEN 'pg_catalog.int8, pg_catalog.text'
-        WHEN 'billing_refund' THEN 'pg_catalog.int8, pg_catalog.numeric, pg_catalog.text, pg_catalog.text'
-        WHEN 'billing_history' THEN 'pg_catalog.text, pg_catalog.int4, pg_catalog.int8'
-        WHEN 'billing_by_association' THEN 'pg_catalog.text, pg_catalog.text'
-        WHEN 'billing_statement' THEN 'pg_catalog.text, pg_catalog.timestamptz, pg_catalog.timestamptz'
-        WHEN 'billing_price' THEN 'pg_catalog.text, pg_catalog.int8'
-        WHEN 'billing_verify' THEN 'pg_catalog.text'
-        WHEN 'billing_expire' THEN 'pg_catalog.timestamptz, pg_catalog.int4'
-        WHEN 'billing_revoke_subscription' THEN 'pg_catalog.text, pg_catalog.text'
-        WHEN 'billing_adjust' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text'
-        WHEN 'billing_set_low_balance' THEN 'pg_catalog.text, pg_catalog.numeric'
-    END;
+    arguments text := billing.documented_arguments(function_name);
     documented regprocedure;
     copy regprocedure;
 BEGIN
@@ -291,7 +302,10 @@ BEGIN
                 function_name, trigger_function, table_oid::regclass, owner::regrole
             USING ERRCODE = '42501',
                   DETAIL = 'A charging trigger charges, holds, settles, releases and refunds only as far as the owner of its table may call those functions itself.',
-                  HINT = pg_catalog.format('GRANT EXECUTE ON FUNCTION %s to %s (README, "Charging from triggers").', function_name, owner::regrole);
+                  HINT = pg_catalog.format('GRANT EXECUTE ON FUNCTION %s(%s) TO %s; (README, "Charging from triggers", Privileges)',
+                                           function_name,
+                                           pg_catalog.replace(billing.documented_arguments(function_name), 'pg_catalog.', ''),
+                                           owner::regrole);
     END IF;
 END
 $$;
@@ -611,6 +625,7 @@ COMMENT ON FUNCTION @extschema@.billing_hold_charge() IS
 
 REVOKE ALL ON FUNCTION billing.trigger_session_column(record, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.written_in_this_transaction(xid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.documented_arguments(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.may_execute(oid, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.trigger_privilege(oid, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.trigger_made(text, text, text, boolean) FROM PUBLIC;

@@ -85,6 +85,7 @@ REVOKE ALL ON FUNCTION billing.trigger_require(jsonb, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.trigger_keep_identity(jsonb, text[], text[], boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.trigger_session_column(record, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.written_in_this_transaction(xid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.documented_arguments(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.may_execute(oid, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.trigger_privilege(oid, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.trigger_made(text, text, text, boolean) FROM PUBLIC;
