@@ -221,17 +221,10 @@ impl From<pgrx::spi::SpiError> for BillingError {
     }
 }
 
-/// billing.may_execute(role, function_name): false also when it does not
-/// exist yet (the library is newer than the SQL objects until ALTER EXTENSION
-/// billing UPDATE), so facts are hidden rather than shown by mistake.
+/// billing.may_execute(role, function_name), through sql/statements/may_execute.sql.
 fn may_execute(role: pg_sys::Oid, function: &str) -> bool {
-    let defined = pgrx::spi::Spi::get_one::<bool>(
-        "SELECT pg_catalog.to_regprocedure('billing.may_execute(pg_catalog.oid, pg_catalog.text)') IS NOT NULL",
-    );
-    if defined != Ok(Some(true)) {
-        return false;
-    }
-    pgrx::spi::Spi::get_one_with_args::<bool>("SELECT billing.may_execute($1, $2)", &[role.into(), function.into()])
+    let role = i64::from(role.to_u32());
+    pgrx::spi::Spi::get_one_with_args::<bool>(crate::plans::MAY_EXECUTE.sql, &[role.into(), function.into()])
         == Ok(Some(true))
 }
 
