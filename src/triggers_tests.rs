@@ -761,4 +761,30 @@ mod tests {
         assert_eq!(power("u"), "100");
         verified();
     }
+
+    /// billing.may_execute: EXECUTE on the documented function or on its copy in schema
+    /// billing, directly or through membership; a superuser may everything.
+    #[pg_test]
+    fn may_execute_is_execute_on_the_documented_function_or_its_copy() {
+        run("CREATE ROLE billing_may_a; CREATE ROLE billing_may_group;");
+        let may = |function: &str| {
+            text(&format!("SELECT billing.may_execute('billing_may_a'::regrole, '{function}')::text"))
+        };
+        assert_eq!(may("billing_deduct"), "false");
+        run(&format!("GRANT EXECUTE ON FUNCTION {DEDUCT} TO billing_may_a"));
+        assert_eq!(may("billing_deduct"), "true");
+        assert_eq!(may("billing_refund"), "false");
+        // the other billing_deduct (the options object) is not the documented signature
+        run("REVOKE EXECUTE ON FUNCTION billing_deduct(text, numeric, text, text, text, text, text, text, text) FROM billing_may_a;
+             GRANT EXECUTE ON FUNCTION billing_deduct(jsonb) TO billing_may_a");
+        assert_eq!(may("billing_deduct"), "false");
+        run(&format!("GRANT EXECUTE ON FUNCTION billing.{REFUND} TO billing_may_group; GRANT billing_may_group TO billing_may_a"));
+        assert_eq!(may("billing_refund"), "true");
+        assert_eq!(text("SELECT billing.may_execute('postgres'::regrole, 'billing_verify')::text"), "true");
+        assert_eq!(failure("SELECT billing.may_execute('billing_may_a'::regrole, 'billing_nothing')").0, "22023");
+        // a look-alike in public with a text-typed signature counts for nothing
+        run("CREATE FUNCTION public.billing_settle(text, text, text, text) RETURNS text LANGUAGE sql AS 'SELECT 1::text';
+             GRANT EXECUTE ON FUNCTION public.billing_settle(text, text, text, text) TO billing_may_a");
+        assert_eq!(may("billing_settle"), "false");
+    }
 }

@@ -194,3 +194,36 @@ fn a_row_inserted_under_one_time_zone_is_refunded_under_another() {
     assert_eq!(power(&mut c, "u"), "10");
     assert_eq!(ledger_disagreements(&mut c), 0);
 }
+
+/// A row inserted while the application's charge under the same key is being made in
+/// another transaction: the trigger looks for the key before that commits and finds
+/// nothing, then billing_deduct waits for the account and replays the application's
+/// charge. The trigger must still see that the charge is not its own (the entry was
+/// not written by its transaction), so deleting the row refunds nothing.
+#[test]
+fn a_charge_committed_by_another_transaction_while_the_row_waited_is_not_the_triggers() {
+    let db = fresh_database("trigger_replay_race");
+    let mut c = connect(&db);
+    c.batch_execute(
+        "CREATE TABLE orders (order_no text PRIMARY KEY, user_id text NOT NULL, request text NOT NULL);
+         CREATE TRIGGER charge AFTER INSERT OR DELETE ON orders FOR EACH ROW
+         EXECUTE FUNCTION billing_charge('user_column=user_id', 'amount=5', 'account_type=CHAT_DEC',
+             'source_type=CHAT', 'source=orders', 'key_column=request');
+         SELECT billing_add('u', 100, 'RECHARGE_INC', 'RECHARGE', 'shop');",
+    )
+    .unwrap();
+    let mut app = connect(&db);
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute("SELECT billing_deduct('u', 5, 'CHAT_DEC', 'CHAT', 'app', idempotency_key => 'req-1')").unwrap();
+    let database = db.clone();
+    let insert = "INSERT INTO orders VALUES ('o1', 'u', 'req-1')";
+    let inserter = std::thread::spawn(move || sqlstate(connect(&database).batch_execute(insert)));
+    wait_for_lock(&mut c, &db, insert);
+    tx.commit().unwrap();
+    assert_eq!(inserter.join().unwrap(), "00000");
+    assert_eq!(power(&mut c, "u"), "95", "the row replayed the application's charge");
+    c.batch_execute("DELETE FROM orders").unwrap();
+    assert_eq!(power(&mut c, "u"), "95", "and its DELETE refunds nothing");
+    assert_eq!(count(&mut c, "SELECT count(*) FROM billing.trigger_charges"), 0);
+    assert_eq!(ledger_disagreements(&mut c), 0);
+}
