@@ -35,6 +35,8 @@ pub enum SqlState {
     NumericValueOutOfRange,
     /// 42703: a trigger argument names a column the table does not have.
     UndefinedColumn,
+    /// 39P01: a trigger function called other than as its trigger.
+    TriggerProtocolViolated,
     /// XX000: a bug; the message says what.
     Internal,
 }
@@ -51,6 +53,7 @@ impl SqlState {
             SqlState::NullValueNotAllowed => "22004",
             SqlState::NumericValueOutOfRange => "22003",
             SqlState::UndefinedColumn => "42703",
+            SqlState::TriggerProtocolViolated => "39P01",
             SqlState::Internal => "XX000",
         }
     }
