@@ -1,4 +1,4 @@
--- billing schema: tables, seed data and the ledger's append-only guard.
+-- billing schema: tables, seed data, the ledger's append-only guard and the drop guard.
 -- Every table's primary key and unique keys begin with user_id (except the two
 -- small reference tables of type codes), so the user tables can be
 -- distributed by user_id.
@@ -249,3 +249,19 @@ CREATE TRIGGER account_log_no_truncate
     BEFORE TRUNCATE ON billing.account_log
     FOR EACH STATEMENT EXECUTE FUNCTION billing.reject_ledger_change();
 
+-- Dropping the extension deletes the ledger, and with CASCADE the charging
+-- triggers of application tables: while billing.account_log holds a row, every
+-- path that drops it (DROP EXTENSION [CASCADE], DROP SCHEMA ... CASCADE, DROP
+-- OWNED) is refused with 2BP01 unless `SET LOCAL billing.allow_drop = on` ran in
+-- the same transaction. The check is an object access hook of the library
+-- (src/drop_guard.rs); this event trigger only makes sure the library is loaded
+-- before the drop starts (a sql_drop trigger would fire too late, and would be
+-- dropped itself).
+CREATE FUNCTION billing.guard_drop() RETURNS event_trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'billing_guard_drop';
+COMMENT ON FUNCTION billing.guard_drop() IS 'Event trigger: loads the library whose hook refuses to drop a ledger that holds entries (unless billing.allow_drop is on in the same transaction)';
+CREATE EVENT TRIGGER billing_guard_drop ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED')
+    EXECUTE FUNCTION billing.guard_drop();
+COMMENT ON EVENT TRIGGER billing_guard_drop IS 'Dropping the extension refuses while the ledger holds entries (billing.allow_drop)';

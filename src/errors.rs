@@ -37,6 +37,8 @@ pub enum SqlState {
     UndefinedColumn,
     /// 39P01: a trigger function called other than as its trigger.
     TriggerProtocolViolated,
+    /// 2BP01: dropping the extension would delete a ledger that holds entries.
+    DependentObjectsStillExist,
     /// XX000: a bug; the message says what.
     Internal,
 }
@@ -54,6 +56,7 @@ impl SqlState {
             SqlState::NumericValueOutOfRange => "22003",
             SqlState::UndefinedColumn => "42703",
             SqlState::TriggerProtocolViolated => "39P01",
+            SqlState::DependentObjectsStillExist => "2BP01",
             SqlState::Internal => "XX000",
         }
     }
@@ -182,6 +185,10 @@ mod tests {
         assert_eq!(
             SqlState::InvalidParameterValue.packed(),
             pgrx::pg_sys::errcodes::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE as c_int
+        );
+        assert_eq!(
+            SqlState::DependentObjectsStillExist.packed(),
+            pgrx::pg_sys::errcodes::PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST as c_int
         );
         assert_eq!(
             SqlState::Internal.packed(),
