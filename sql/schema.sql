@@ -181,6 +181,14 @@ COMMENT ON COLUMN billing.grants.expire_at IS 'When the grant expires; spent soo
 COMMENT ON COLUMN billing.grants.subscription_id IS 'The subscription that gave it';
 COMMENT ON COLUMN billing.grants.created_at IS 'When the grant was made';
 
+-- Who made an entry: the role outside the security definer switch (src/roles.rs).
+CREATE FUNCTION billing.calling_role()
+    RETURNS text
+    LANGUAGE c STABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'billing_calling_role';
+COMMENT ON FUNCTION billing.calling_role() IS
+    'The role that called the running function: the session user or the role set with SET ROLE, which SECURITY DEFINER does not change';
+
 CREATE SEQUENCE billing.account_log_id_seq;
 CREATE TABLE billing.account_log (
     id                  bigint NOT NULL DEFAULT pg_catalog.nextval('billing.account_log_id_seq'::pg_catalog.regclass),
@@ -201,6 +209,8 @@ CREATE TABLE billing.account_log (
     idempotency_key     text,
     created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
     refund_of           bigint,
+    session_role        text DEFAULT SESSION_USER,
+    calling_role        text DEFAULT billing.calling_role(),
     PRIMARY KEY (user_id, seq)
 );
 ALTER SEQUENCE billing.account_log_id_seq OWNED BY billing.account_log.id;
@@ -228,6 +238,8 @@ COMMENT ON COLUMN billing.account_log.association_user_id IS 'Another user the c
 COMMENT ON COLUMN billing.account_log.subscription_id IS 'For grant entries: the subscription';
 COMMENT ON COLUMN billing.account_log.expire_at IS 'For a grant''s credit (and its expiry or revocation): when the grant expires';
 COMMENT ON COLUMN billing.account_log.created_at IS 'now() of the transaction that wrote the entry';
+COMMENT ON COLUMN billing.account_log.session_role IS 'The session user of the connection that made the entry (NULL: made before 0.3.0)';
+COMMENT ON COLUMN billing.account_log.calling_role IS 'The role that called the function (after SET ROLE, before the SECURITY DEFINER switch) (NULL: made before 0.3.0)';
 COMMENT ON SEQUENCE billing.account_log_id_seq IS 'Ledger entry ids';
 
 CREATE FUNCTION billing.reject_ledger_change() RETURNS trigger

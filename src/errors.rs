@@ -39,6 +39,9 @@ pub enum SqlState {
     TriggerProtocolViolated,
     /// 2BP01: dropping the extension would delete a ledger that holds entries.
     DependentObjectsStillExist,
+    /// 40001: under REPEATABLE READ or SERIALIZABLE, the transaction's snapshot
+    /// misses a row that a concurrent transaction committed (retry the transaction).
+    SerializationFailure,
     /// XX000: a bug; the message says what.
     Internal,
 }
@@ -57,6 +60,7 @@ impl SqlState {
             SqlState::UndefinedColumn => "42703",
             SqlState::TriggerProtocolViolated => "39P01",
             SqlState::DependentObjectsStillExist => "2BP01",
+            SqlState::SerializationFailure => "40001",
             SqlState::Internal => "XX000",
         }
     }

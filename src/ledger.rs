@@ -347,7 +347,7 @@ pub fn fast_debit(client: &mut SpiClient<'_>, plans: &Plans, movement: &Movement
         return Ok(None);
     }
     let row = table.first();
-    notify_after_one_statement_debit(&row, movement)?;
+    notify_after_one_statement_debit(client, &row, movement)?;
     whole_row(&row, 1).map(Some)
 }
 
@@ -382,10 +382,14 @@ pub fn timestamptz(value: Option<pg_sys::TimestampTz>) -> DatumWithOid<'static> 
 /// After a one-statement debit or hold (FAST_DEBIT, FAST_HOLD), whose row has the
 /// user's low-balance threshold in column 2 and the power left in column 3: the
 /// notification, if `movement` took the power below the threshold.
-pub fn notify_after_one_statement_debit(row: &SpiTupleTable<'_>, movement: &Movement) -> BillingResult<()> {
+pub fn notify_after_one_statement_debit(
+    client: &mut SpiClient<'_>,
+    row: &SpiTupleTable<'_>,
+    movement: &Movement,
+) -> BillingResult<()> {
     if let Some(threshold) = optional_decimal(row, 2, "low_balance_at")? {
         let after = decimal(row, 3, "power after")?;
-        crate::notify::if_crossed(&movement.user_id, Some(threshold), after + movement.amount, after);
+        crate::notify::if_crossed(client, &movement.user_id, Some(threshold), after + movement.amount, after)?;
     }
     Ok(())
 }

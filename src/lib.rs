@@ -15,6 +15,7 @@
 //! - `refunds`: billing_refund;
 //! - `options`: billing_add and billing_deduct called with a JSON options object;
 //! - `notify`: the low-balance notification;
+//! - `roles`: the calling role that every ledger entry records;
 //! - `triggers`: reading a trigger's row by column name, for billing_charge
 //!   and billing_hold_charge (sql/triggers.sql);
 //! - `drop_guard`: dropping the extension refuses while the ledger holds entries.
@@ -41,6 +42,7 @@ mod options;
 mod plans;
 mod power;
 mod refunds;
+mod roles;
 mod triggers;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -51,6 +53,8 @@ mod tests;
 mod reports_tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod triggers_tests;
+#[cfg(any(test, feature = "pg_test"))]
+mod security_tests;
 
 // The extension script, in order: tables and seed data, holds, the functions,
 // billing_verify, the reports and pricing, the operations (expiry, revoking,

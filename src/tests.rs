@@ -522,10 +522,12 @@ mod tests {
         // the two reads run no SQL: they run as the caller
         assert_eq!(
             text("SELECT string_agg(proname || ':' || prosecdef, ',' ORDER BY proname) FROM pg_proc
-                   WHERE proname IN ('billing_power', 'billing_has_power')"),
+                   WHERE proname IN ('billing_power', 'billing_has_power') AND pronamespace = 'public'::regnamespace"),
             "billing_has_power:false,billing_power:false"
         );
-        assert_eq!(text("SELECT count(*)::text FROM pg_proc WHERE proname LIKE 'billing\\_%'"), "21");
+        // each in the extension's schema and, as its protected copy, in schema billing
+        assert_eq!(text("SELECT count(*)::text FROM pg_proc WHERE proname LIKE 'billing\\_%' AND pronamespace = 'public'::regnamespace"), "22");
+        assert_eq!(text("SELECT count(*)::text FROM pg_proc WHERE proname LIKE 'billing\\_%' AND pronamespace = 'billing'::regnamespace"), "22");
     }
 
     #[pg_test]
