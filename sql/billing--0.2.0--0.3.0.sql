@@ -665,6 +665,227 @@ SELECT DISTINCT ON (m.user_id, m.is_hold, m.id) m.user_id, m.is_hold, m.id, ct.t
   JOIN charging_tables AS ct ON pg_catalog.starts_with(m.key, ct.prefix)
  ORDER BY m.user_id, m.is_hold, m.id, pg_catalog.length(ct.prefix) DESC;
 
+-- == Caches never outlive the truth: type codes (issue 11, item 4) ==
+-- The guard of the type tables no longer tests TG_TABLE_NAME (Citus shards
+-- rename tables): its trigger arguments say what it guards.
+CREATE OR REPLACE FUNCTION billing.guard_type_codes() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+        RAISE EXCEPTION '% rows cannot be deleted: the ledger refers to them', TG_ARGV[0]
+            USING ERRCODE = 'PB007', HINT = 'Stop using the code instead.';
+    END IF;
+    IF NEW.code OPERATOR(pg_catalog.<>) OLD.code THEN
+        RAISE EXCEPTION 'the code of % rows cannot change: the ledger refers to them', TG_ARGV[0]
+            USING ERRCODE = 'PB007', HINT = 'Add a new code instead.';
+    END IF;
+    -- only a table whose trigger says so has a direction (plpgsql reads NEW.direction only here)
+    IF TG_NARGS OPERATOR(pg_catalog.>) 1 AND TG_ARGV[1] OPERATOR(pg_catalog.=) 'direction' THEN
+        IF NEW.direction OPERATOR(pg_catalog.<>) OLD.direction THEN
+            RAISE EXCEPTION 'the direction of % rows cannot change: the ledger refers to them', TG_ARGV[0]
+                USING ERRCODE = 'PB007', HINT = 'Add a new code instead.';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION billing.guard_type_codes() IS 'Trigger: type codes are never renamed, deleted or turned around (arguments: the table''s name for messages, then ''direction'' if its rows have one)';
+DROP TRIGGER account_types_guard ON billing.account_types;
+DROP TRIGGER source_types_guard ON billing.source_types;
+CREATE TRIGGER account_types_guard BEFORE UPDATE OR DELETE ON billing.account_types
+    FOR EACH ROW EXECUTE FUNCTION billing.guard_type_codes('account_types', 'direction');
+CREATE TRIGGER source_types_guard BEFORE UPDATE OR DELETE ON billing.source_types
+    FOR EACH ROW EXECUTE FUNCTION billing.guard_type_codes('source_types');
+-- A change to a type table invalidates its relcache entry, which empties every
+-- backend's cache of valid codes (at command end, at rollback, at commit elsewhere).
+CREATE FUNCTION billing.forget_type_codes() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'billing_forget_type_codes';
+COMMENT ON FUNCTION billing.forget_type_codes() IS 'Trigger: a change to a type table empties every backend''s cache of valid type codes (at command end, at rollback, and at commit in other backends)';
+CREATE TRIGGER account_types_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON billing.account_types
+    FOR EACH STATEMENT EXECUTE FUNCTION billing.forget_type_codes();
+CREATE TRIGGER source_types_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON billing.source_types
+    FOR EACH STATEMENT EXECUTE FUNCTION billing.forget_type_codes();
+ALTER TABLE billing.account_types ENABLE ALWAYS TRIGGER account_types_changed;
+ALTER TABLE billing.source_types ENABLE ALWAYS TRIGGER source_types_changed;
+REVOKE ALL ON FUNCTION billing.forget_type_codes() FROM PUBLIC;
+-- billing_verify reports entries whose codes are unknown or of the other direction
+CREATE OR REPLACE FUNCTION @extschema@.billing_verify(user_id text DEFAULT NULL)
+    RETURNS SETOF billing.violation
+    LANGUAGE plpgsql STABLE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    only_user text := billing_verify.user_id;
+BEGIN
+    RETURN QUERY
+    WITH entries AS (
+        SELECT l.* FROM billing.account_log AS l
+         WHERE only_user IS NULL OR l.user_id = only_user
+    ), replayed AS (
+        SELECT e.user_id,
+               sum(e.direction * coalesce((e.detail ->> 'permanent')::numeric, 0)) AS permanent,
+               count(*) AS entries, min(e.seq) AS first_seq, max(e.seq) AS last_seq
+          FROM entries AS e GROUP BY e.user_id
+    ), last_entries AS (
+        SELECT DISTINCT ON (e.user_id) e.user_id, e.seq, e.balance_after, e.created_at
+          FROM entries AS e ORDER BY e.user_id, e.seq DESC
+    ), grant_moves AS (
+        SELECT e.user_id, (g ->> 'id')::bigint AS id, sum(e.direction * (g ->> 'amount')::numeric) AS remaining
+          FROM entries AS e, jsonb_array_elements(coalesce(e.detail -> 'grants', '[]')) AS g
+         GROUP BY 1, 2
+    ), accounts AS (
+        SELECT a.* FROM billing.accounts AS a WHERE only_user IS NULL OR a.user_id = only_user
+    ), grants AS (
+        SELECT g.* FROM billing.grants AS g WHERE only_user IS NULL OR g.user_id = only_user
+    ), grant_sums AS (
+        SELECT g.user_id, sum(g.remaining) AS remaining, min(g.expire_at) FILTER (WHERE g.remaining > 0) AS next_expiry
+          FROM grants AS g GROUP BY g.user_id
+    ), live_when_last_written AS (
+        -- what each user's grants held that was still live when the last entry was written
+        SELECT le.user_id, sum(g.remaining) AS remaining
+          FROM last_entries AS le JOIN grants AS g ON g.user_id = le.user_id AND g.expire_at > le.created_at
+         GROUP BY le.user_id
+    ), holds AS (
+        SELECT h.* FROM billing.holds AS h WHERE only_user IS NULL OR h.user_id = only_user
+    ), hold_parts AS (
+        -- what each hold reserved, part by part: grant_id NULL is the permanent balance
+        SELECT h.user_id, h.hold_id, h.status, h.reserved_after_seq, h.closed_after_seq,
+               NULL::bigint AS grant_id, coalesce((h.funding ->> 'permanent')::numeric, 0) AS amount
+          FROM holds AS h
+        UNION ALL
+        SELECT h.user_id, h.hold_id, h.status, h.reserved_after_seq, h.closed_after_seq,
+               (g ->> 'id')::bigint, (g ->> 'amount')::numeric
+          FROM holds AS h, jsonb_array_elements(coalesce(h.funding -> 'grants', '[]')) AS g
+    ), held_permanent AS (
+        SELECT p.user_id, sum(p.amount) AS amount
+          FROM hold_parts AS p WHERE p.status = 'held' AND p.grant_id IS NULL GROUP BY p.user_id
+    ), held_grants AS (
+        SELECT p.user_id, p.grant_id AS id, sum(p.amount) AS amount
+          FROM hold_parts AS p WHERE p.status = 'held' AND p.grant_id IS NOT NULL GROUP BY 1, 2
+    ), hold_shift AS (
+        -- power that holds moved after each user's last entry, as the grants stood then:
+        -- reserved after it and still open, less given back after it by a hold made before it
+        SELECT le.user_id, sum(CASE WHEN p.status = 'held' THEN p.amount ELSE -p.amount END) AS amount
+          FROM last_entries AS le
+          JOIN hold_parts AS p ON p.user_id = le.user_id
+          LEFT JOIN billing.grant_store AS gs ON gs.user_id = p.user_id AND gs.id = p.grant_id
+         WHERE (p.grant_id IS NULL OR gs.expire_at > le.created_at)
+           AND ((p.status = 'held' AND p.reserved_after_seq >= le.seq)
+                OR (p.status IN ('released', 'expired') AND p.reserved_after_seq < le.seq
+                    AND p.closed_after_seq >= le.seq))
+         GROUP BY le.user_id
+    ), refunds AS (
+        SELECT e.user_id, e.refund_of, sum(e.amount) AS amount
+          FROM entries AS e WHERE e.refund_of IS NOT NULL GROUP BY 1, 2
+    ), heads AS (
+        SELECT DISTINCT ON (g.user_id) g.user_id, g.id, g.remaining
+          FROM grants AS g WHERE g.remaining > 0 AND g.expire_at > now()
+         ORDER BY g.user_id, g.expire_at, g.id
+    )
+    -- the permanent balance (plus what open holds took from it), the entry count and
+    -- the seq the account row holds
+    -- (an account may have no entries yet: one made to hold a low-balance threshold)
+    SELECT coalesce(a.user_id, r.user_id), 'permanent balance', coalesce(r.permanent, 0)::text,
+           (a.permanent + coalesce(hp.amount, 0))::text
+      FROM accounts AS a FULL JOIN replayed AS r ON r.user_id = a.user_id
+      LEFT JOIN held_permanent AS hp ON hp.user_id = a.user_id
+     WHERE a.permanent + coalesce(hp.amount, 0) IS DISTINCT FROM coalesce(r.permanent, 0)
+    UNION ALL
+    SELECT r.user_id, 'seq without gaps', '1..' || r.entries, r.first_seq || '..' || r.last_seq
+      FROM replayed AS r WHERE r.first_seq <> 1 OR r.last_seq <> r.entries
+    UNION ALL
+    SELECT a.user_id, 'last_seq', coalesce(r.entries, 0)::text, a.last_seq::text
+      FROM accounts AS a LEFT JOIN replayed AS r ON r.user_id = a.user_id
+     WHERE a.last_seq IS DISTINCT FROM coalesce(r.entries, 0)
+    -- every grant's remaining (plus what open holds took from it), and its bounds
+    UNION ALL
+    SELECT coalesce(g.user_id, m.user_id), 'grant ' || coalesce(g.id, m.id) || ' remaining',
+           m.remaining::text, (g.remaining + coalesce(hg.amount, 0))::text
+      FROM grants AS g FULL JOIN grant_moves AS m ON m.user_id = g.user_id AND m.id = g.id
+      LEFT JOIN held_grants AS hg ON hg.user_id = g.user_id AND hg.id = g.id
+     WHERE g.remaining + coalesce(hg.amount, 0) IS DISTINCT FROM m.remaining
+    UNION ALL
+    SELECT g.user_id, 'grant ' || g.id || ' within 0..amount', '0..' || g.amount, g.remaining::text
+      FROM grants AS g WHERE g.remaining < 0 OR g.remaining > g.amount
+    -- the ledger's own rules
+    UNION ALL
+    SELECT e.user_id, 'entry ' || e.seq || ' direction and amount', 'direction 1 or -1, amount > 0',
+           'direction ' || e.direction || ', amount ' || e.amount
+      FROM entries AS e WHERE e.direction NOT IN (1, -1) OR e.amount <= 0
+    -- every entry names a known account type of its own direction, and a known source type
+    UNION ALL
+    SELECT e.user_id, 'entry ' || e.seq || ' account_type',
+           'a type of direction ' || e.direction || ' in billing.account_types',
+           e.account_type || CASE WHEN t.code IS NULL THEN ' (unknown)' ELSE ' (direction ' || t.direction || ')' END
+      FROM entries AS e LEFT JOIN billing.account_types AS t ON t.code = e.account_type
+     WHERE t.direction IS DISTINCT FROM e.direction
+    UNION ALL
+    SELECT e.user_id, 'entry ' || e.seq || ' source_type', 'a type in billing.source_types', e.source_type || ' (unknown)'
+      FROM entries AS e LEFT JOIN billing.source_types AS s ON s.code = e.source_type
+     WHERE s.code IS NULL
+    UNION ALL
+    SELECT r.user_id, 'refunds of entry ' || r.refund_of, 'at most ' || coalesce(o.amount::text, 'a debit'),
+           r.amount::text
+      FROM refunds AS r
+      LEFT JOIN billing.account_log AS o ON o.user_id = r.user_id AND o.id = r.refund_of AND o.direction = -1
+     WHERE o.amount IS NULL OR r.amount > o.amount
+    -- balance_after of the last entry: the power available when it was written
+    UNION ALL
+    SELECT a.user_id, 'balance_after of entry ' || le.seq, le.balance_after::text,
+           (a.permanent + coalesce(lw.remaining, 0) + coalesce(hs.amount, 0))::text
+      FROM accounts AS a JOIN last_entries AS le ON le.user_id = a.user_id
+      LEFT JOIN live_when_last_written AS lw ON lw.user_id = a.user_id
+      LEFT JOIN hold_shift AS hs ON hs.user_id = a.user_id
+     WHERE le.balance_after <> a.permanent + coalesce(lw.remaining, 0) + coalesce(hs.amount, 0)
+    -- every hold: its parts add up to its amount; a settled one has its entry
+    UNION ALL
+    SELECT p.user_id, 'hold ' || p.hold_id || ' funding', h.amount::text, sum(p.amount)::text
+      FROM hold_parts AS p JOIN holds AS h ON h.user_id = p.user_id AND h.hold_id = p.hold_id
+     GROUP BY p.user_id, p.hold_id, h.amount HAVING sum(p.amount) <> h.amount
+    UNION ALL
+    SELECT h.user_id, 'hold ' || h.hold_id || ' settle entry', 'an entry of ' || h.settled_amount,
+           coalesce(l.amount::text, 'none')
+      FROM holds AS h
+      LEFT JOIN billing.account_log AS l ON l.user_id = h.user_id AND l.id = h.log_id
+     WHERE h.status = 'settled' AND (l.amount IS DISTINCT FROM h.settled_amount OR l.direction <> -1)
+    -- the caches on the account row
+    UNION ALL
+    SELECT a.user_id, 'grants_total', coalesce(s.remaining, 0)::text, a.grants_total::text
+      FROM accounts AS a LEFT JOIN grant_sums AS s ON s.user_id = a.user_id
+     WHERE a.grants_total <> coalesce(s.remaining, 0)
+    UNION ALL
+    SELECT a.user_id, 'next_expiry', s.next_expiry::text, a.next_expiry::text
+      FROM accounts AS a LEFT JOIN grant_sums AS s ON s.user_id = a.user_id
+     WHERE a.next_expiry IS DISTINCT FROM s.next_expiry
+    UNION ALL
+    SELECT a.user_id, 'holds_due_at', min(h.expires_at)::text, a.holds_due_at::text
+      FROM accounts AS a LEFT JOIN holds AS h ON h.user_id = a.user_id AND h.status = 'held'
+     GROUP BY a.user_id, a.holds_due_at HAVING a.holds_due_at IS DISTINCT FROM min(h.expires_at)
+    UNION ALL
+    SELECT a.user_id, 'head grant', concat(h.id, ' with ', h.remaining), concat(a.head_grant_id, ' with ', a.head_remaining)
+      FROM accounts AS a LEFT JOIN heads AS h ON h.user_id = a.user_id
+     WHERE (a.next_expiry IS NULL OR a.next_expiry > now())
+       AND (a.head_grant_id IS DISTINCT FROM h.id OR a.head_remaining IS DISTINCT FROM h.remaining);
+END
+$$;
+COMMENT ON FUNCTION @extschema@.billing_verify(text) IS
+    'Replays the ledger (of one user, or all) and returns one row per disagreement with the stored balances, grants and caches; no rows means healthy';
+
+-- == Dropping the extension refuses while the ledger holds entries (issue 11, item 8) ==
+CREATE FUNCTION billing.guard_drop() RETURNS event_trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'billing_guard_drop';
+COMMENT ON FUNCTION billing.guard_drop() IS 'Event trigger: loads the library whose hook refuses to drop a ledger that holds entries (unless billing.allow_drop is on in the same transaction)';
+CREATE EVENT TRIGGER billing_guard_drop ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED')
+    EXECUTE FUNCTION billing.guard_drop();
+COMMENT ON EVENT TRIGGER billing_guard_drop IS 'Dropping the extension refuses while the ledger holds entries (billing.allow_drop)';
+REVOKE ALL ON FUNCTION billing.guard_drop() FROM PUBLIC;
+
 -- (sections of the other 0.3.0 changes go here, above the protected names)
 
 -- == The protected names: a copy of every function in schema billing (last) ==

@@ -51,6 +51,8 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA billing FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.reject_ledger_change() FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.calling_role() FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.guard_type_codes() FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.forget_type_codes() FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.guard_drop() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_power(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_has_power(text, numeric) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_add(text, numeric, text, text, text, text, text, text, timestamptz, text, text) FROM PUBLIC;

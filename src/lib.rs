@@ -17,13 +17,21 @@
 //! - `notify`: the low-balance notification;
 //! - `roles`: the calling role that every ledger entry records;
 //! - `triggers`: reading a trigger's row by column name, for billing_charge
-//!   and billing_hold_charge (sql/triggers.sql).
+//!   and billing_hold_charge (sql/triggers.sql);
+//! - `drop_guard`: dropping the extension refuses while the ledger holds entries.
 
 pgrx::pg_module_magic!();
+
+/// Runs once per backend, when the library is loaded.
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    drop_guard::init();
+}
 
 mod accounts;
 mod amounts;
 mod drawdown;
+mod drop_guard;
 mod errors;
 mod fmgr;
 mod grants;

@@ -30,10 +30,9 @@ pub fn if_crossed(
     let Some(threshold) = threshold.filter(|_| crosses(threshold, before, after)) else {
         return Ok(());
     };
-    // Rare (only at a crossing), so an unprepared call is fine; every name is qualified
-    // and the argument types are exact.
+    let plans = crate::plans::get(client)?;
     client.update(
-        "SELECT billing.notify_low_balance($1::pg_catalog.text, $2::pg_catalog.numeric, $3::pg_catalog.numeric)",
+        &plans.notify_low_balance,
         None,
         &[user_id.into(), numeric(threshold).into(), numeric(after).into()],
     )?;

@@ -63,6 +63,7 @@ pub struct Plans {
     pub entry_row: OwnedPreparedStatement,
     pub fast_hold: OwnedPreparedStatement,
     pub fast_settle: OwnedPreparedStatement,
+    pub notify_low_balance: OwnedPreparedStatement,
 }
 
 thread_local! {
@@ -122,6 +123,7 @@ pub fn get(client: &SpiClient<'_>) -> BillingResult<&'static Plans> {
         entry_row: prepare(&ENTRY_ROW)?,
         fast_hold: prepare(&FAST_HOLD)?,
         fast_settle: prepare(&FAST_SETTLE)?,
+        notify_low_balance: prepare(&NOTIFY_LOW_BALANCE)?,
     };
     let plans: &'static Plans = Box::leak(Box::new(plans));
     PLANS.set(Some(plans));

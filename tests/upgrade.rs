@@ -31,7 +31,7 @@ fn catalog(c: &mut Client) -> String {
              SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
                FROM pg_constraint WHERE connamespace = 'billing'::regnamespace
              UNION ALL
-             SELECT 'trigger ' || tgrelid::regclass || ' ' || pg_get_triggerdef(oid)
+             SELECT 'trigger ' || tgrelid::regclass || ' ' || pg_get_triggerdef(oid) || ' enabled ' || tgenabled::text
                FROM pg_trigger t WHERE NOT tgisinternal AND tgrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'billing'::regnamespace)
              UNION ALL
              SELECT 'function ' || p.oid::regprocedure || ' ' || pg_get_functiondef(p.oid) || ' acl ' || coalesce(p.proacl::text, '-')
@@ -42,6 +42,10 @@ fn catalog(c: &mut Client) -> String {
              UNION ALL
              SELECT 'dumped ' || cfg::regclass || ' ' || coalesce(cond, '-')
                FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x(cfg, cond) WHERE e.extname = 'billing'
+             UNION ALL
+             SELECT 'event trigger ' || evtname || ' ' || evtevent || ' ' || evtfoid::regprocedure || ' enabled '
+                    || evtenabled::text || ' tags ' || coalesce(evttags::text, '-')
+               FROM pg_event_trigger WHERE evtname LIKE 'billing%'
              UNION ALL
              SELECT 'type code ' || code || ' ' || direction || ' ' || description || ' ' || builtin FROM billing.account_types
              UNION ALL
