@@ -43,6 +43,8 @@ mod tests;
 mod reports_tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod triggers_tests;
+#[cfg(any(test, feature = "pg_test"))]
+mod settle_tests;
 
 // The extension script, in order: tables and seed data, holds, the functions,
 // billing_verify, the reports and pricing, the operations (expiry, revoking,
