@@ -7,7 +7,7 @@
 //! idempotent repeats and keys reused across adds, deducts, holds and refunds,
 //! bad input, time moving past the expiries of grants and the ttls of holds,
 //! holds settled below, at and above what they held, with and without debt,
-//! releases, repeated and conflicting closes, full and partial refunds of
+//! or for 0, releases, repeated and conflicting closes, full and partial refunds of
 //! deducts, settles, manual corrections and revocations (also into expired
 //! grants), billing_revoke_subscription, billing_expire and billing_adjust.
 //!
@@ -297,6 +297,16 @@ impl Model {
     }
 
     fn settle(&mut self, user: &str, n: usize, actual: Cents, debt: bool) -> Outcome {
+        if actual == 0 {
+            // a release that returns no entry
+            return match self.users[user].holds[n].state {
+                HoldState::Open | HoldState::Released => {
+                    self.release(user, n);
+                    Outcome::Ok(0)
+                }
+                _ => err("PB004"),
+            };
+        }
         let available = self.available(user);
         let now = self.now_hour;
         let u = self.users.get_mut(user).unwrap();
@@ -482,10 +492,14 @@ fn failed(e: postgres::Error) -> Outcome {
     Outcome::Err(e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| format!("{e}")))
 }
 
-/// A statement returning one ledger entry as (balance_after::text, model_funding(user_id, detail)).
+/// A statement returning one ledger entry as (balance_after::text, model_funding(user_id, detail));
+/// Ok(0) when it returns NULL (no entry).
 fn run_entry(client: &mut Client, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Outcome {
     match client.query_one(sql, params) {
-        Ok(row) => Outcome::Entry(cents(&row.get::<_, String>(0)), row.get(1)),
+        Ok(row) => match row.get::<_, Option<String>>(0) {
+            Some(balance_after) => Outcome::Entry(cents(&balance_after), row.get(1)),
+            None => Outcome::Ok(0),
+        },
         Err(e) => failed(e),
     }
 }
@@ -662,8 +676,8 @@ fn check_sequence(seed: u64, operations: usize) {
                         run_value(&mut c, "SELECT CASE status WHEN 'released' THEN 1 WHEN 'expired' THEN 2 ELSE 0 END::bigint FROM billing_release($1)", &[&hold_id]),
                     )
                 } else {
-                    // settle below, at or above what was held; sometimes allowing a debt
-                    let actual: Cents = [25, 100, 300, 600, 1500][((r >> 40) % 5) as usize];
+                    // settle below, at or above what was held (or for 0: a release); sometimes allowing a debt
+                    let actual: Cents = [25, 100, 300, 600, 1500, 25, 100, 0][((r >> 40) % 8) as usize];
                     let debt = what == 27 || what == 39;
                     (
                         format!("settle {user} hold {n} for {actual} debt {debt}"),
