@@ -42,11 +42,17 @@ else
 	cargo pgrx test pg15 --pgdata "$(PGRX_TEST_DATA)"
 endif
 
-# pgspot, the linter for extension scripts, over the installed script: any warning fails.
+# pgspot, the linter for extension scripts, over the installed script and over
+# every statement the functions prepare (sql/statements/, as build.rs assembles
+# them): any warning fails.
 lint: install
 	@test -x "$(VENV)/bin/pgspot" || { python3 -m venv "$(VENV)" && "$(VENV)/bin/pip" install -q pgspot; }
 	@script="$$($(PG_CONFIG) --sharedir)/extension/billing--$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml).sql"; \
 	  out=$$("$(VENV)/bin/pgspot" "$$script"); echo "$$out"; \
+	  echo "$$out" | grep -q "Errors: 0 Warnings: 0 Unknown: 0"
+	@statements=$$(ls -td target/*/build/billing-*/out/statements | head -1); \
+	  out=$$("$(VENV)/bin/pgspot" "$$statements"/*.sql | tail -1); echo "statements: $$out"; \
+	  test "$$(ls "$$statements" | wc -l)" -eq "$$(ls sql/statements/*.sql | wc -l)" && \
 	  echo "$$out" | grep -q "Errors: 0 Warnings: 0 Unknown: 0"
 
 # pg_regress SQL files (test/sql, test/expected) and isolation specs (test/specs).

@@ -29,9 +29,9 @@ CLIENTS = 8
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
-def psql(sql, db=DB):
-    """Runs SQL (several statements, each in its own transaction); returns the output."""
-    out = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db, "-f", "-"],
+def psql(sql, db=None):
+    """Runs SQL (several statements, each in its own transaction) in db (default DB); returns the output."""
+    out = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db or DB, "-f", "-"],
                          input=sql, capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"psql failed: {out.stderr}\n{sql}")

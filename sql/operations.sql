@@ -73,18 +73,59 @@ $$;
 COMMENT ON FUNCTION billing.available_now(text[]) IS
     'Internal: the power each user can spend now, read from grant_store (call after write_back_heads)';
 
--- The low-balance notification, as the Rust functions send it (src/notify.rs).
+-- Low-balance events. A change that takes a user's available power from at or
+-- above the threshold to below it records an event here and sends NOTIFY
+-- billing_low_balance with no payload: LISTEN is open to every role, so the
+-- channel says only "look"; what happened is read with billing_low_balance_events,
+-- which only roles granted it may execute (as they are granted billing_power).
+CREATE SEQUENCE billing.low_balance_events_id_seq;
+CREATE TABLE billing.low_balance_events (
+    user_id     text NOT NULL,
+    event_id    bigint NOT NULL DEFAULT pg_catalog.nextval('billing.low_balance_events_id_seq'::pg_catalog.regclass),
+    threshold   numeric NOT NULL,
+    available   numeric NOT NULL,
+    at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (user_id, event_id)
+);
+ALTER SEQUENCE billing.low_balance_events_id_seq OWNED BY billing.low_balance_events.event_id;
+CREATE INDEX low_balance_events_by_id ON billing.low_balance_events (event_id);
+CREATE INDEX low_balance_events_by_time ON billing.low_balance_events (at);
+COMMENT ON TABLE billing.low_balance_events IS 'Low-balance events: a change took a user''s available power below the threshold (billing_set_low_balance). Read with billing_low_balance_events; billing_expire deletes events older than 7 days.';
+COMMENT ON COLUMN billing.low_balance_events.user_id IS 'The user whose power went below the threshold';
+COMMENT ON COLUMN billing.low_balance_events.event_id IS 'Increasing event id (billing_low_balance_events(after_id) reads the events after one)';
+COMMENT ON COLUMN billing.low_balance_events.threshold IS 'The threshold that was crossed';
+COMMENT ON COLUMN billing.low_balance_events.available IS 'Available power right after the change';
+COMMENT ON COLUMN billing.low_balance_events.at IS 'now() of the transaction that crossed the threshold';
+COMMENT ON SEQUENCE billing.low_balance_events_id_seq IS 'Low-balance event ids';
+COMMENT ON INDEX billing.low_balance_events_by_id IS 'billing_low_balance_events: the events after an id';
+COMMENT ON INDEX billing.low_balance_events_by_time IS 'billing_expire: deleting events older than 7 days';
+
+-- The one place a low-balance event is recorded and announced, for the Rust
+-- functions (src/notify.rs) and the PL/pgSQL ones alike.
 CREATE FUNCTION billing.notify_low_balance(user_id text, threshold numeric, available numeric)
     RETURNS void
     LANGUAGE sql
     SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pg_notify('billing_low_balance',
-                     jsonb_build_object('user_id', user_id, 'threshold', trim_scale(threshold),
-                                       'available', trim_scale(available))::text);
+    INSERT INTO billing.low_balance_events (user_id, threshold, available)
+    VALUES (user_id, trim_scale(threshold), trim_scale(available));
+    SELECT pg_notify('billing_low_balance', '');
 $$;
 COMMENT ON FUNCTION billing.notify_low_balance(text, numeric, numeric) IS
-    'Internal: NOTIFY billing_low_balance with {"user_id", "threshold", "available"}';
+    'Internal: records a low-balance event and sends NOTIFY billing_low_balance without a payload';
+
+CREATE FUNCTION @extschema@.billing_low_balance_events(after_id bigint DEFAULT 0)
+    RETURNS TABLE (event_id bigint, user_id text, threshold numeric, available numeric, at timestamptz)
+    LANGUAGE sql STABLE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT e.event_id, e.user_id, e.threshold, e.available, e.at
+      FROM billing.low_balance_events AS e
+     WHERE e.event_id > coalesce(after_id, 0)
+     ORDER BY e.event_id;
+$$;
+COMMENT ON FUNCTION @extschema@.billing_low_balance_events(bigint) IS
+    'Low-balance events with an id above after_id, oldest first: event_id, user_id, threshold, available, at. Call it when NOTIFY billing_low_balance arrives (the notification has no payload).';
 
 CREATE FUNCTION @extschema@.billing_set_low_balance(user_id text, threshold numeric)
     RETURNS numeric
@@ -172,6 +213,9 @@ BEGIN
     IF batch_size < 1 OR batch_size > 1000000 THEN
         RAISE EXCEPTION 'batch_size must be between 1 and 1000000, not %', batch_size USING ERRCODE = '22023';
     END IF;
+
+    -- Low-balance events are kept for 7 days (billing_low_balance_events).
+    DELETE FROM billing.low_balance_events AS e WHERE e.at < as_of - interval '7 days';
 
     -- Lock up to batch_size accounts with an expired grant or a lapsed hold. Rows
     -- another transaction holds (a deduct, another billing_expire) are skipped, not
@@ -324,11 +368,14 @@ BEGIN
         RAISE EXCEPTION 'delta has more than 8 decimal places: %', delta USING ERRCODE = '22023';
     END IF;
     IF delta > 0 THEN
-        entry := @extschema@.billing_add(target, delta, 'SYSTEM_MANUAL_INC', 'SYSTEM', 'manual',
-                                         remark => remark, association_user_id => billing_adjust.operator);
+        -- every argument with its exact type, to the protected name (sql/privileges.sql)
+        entry := billing.billing_add(target::text, delta::numeric, 'SYSTEM_MANUAL_INC'::text, 'SYSTEM'::text,
+                                     'manual'::text, remark::text, NULL::text, billing_adjust.operator::text,
+                                     NULL::timestamptz, NULL::text, NULL::text);
     ELSE
-        entry := @extschema@.billing_deduct(target, -delta, 'SYSTEM_MANUAL_DEC', 'SYSTEM', 'manual',
-                                            remark => remark, association_user_id => billing_adjust.operator);
+        entry := billing.billing_deduct(target::text, (-delta)::numeric, 'SYSTEM_MANUAL_DEC'::text, 'SYSTEM'::text,
+                                        'manual'::text, remark::text, NULL::text, billing_adjust.operator::text,
+                                        NULL::text);
     END IF;
     RETURN entry;
 END

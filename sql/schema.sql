@@ -1,4 +1,4 @@
--- billing schema: tables, seed data and the ledger's append-only guard.
+-- billing schema: tables, seed data, the ledger's append-only guard and the drop guard.
 -- Every table's primary key and unique keys begin with user_id (except the two
 -- small reference tables of type codes), so the user tables can be
 -- distributed by user_id.
@@ -55,35 +55,55 @@ INSERT INTO billing.source_types (code, description, builtin) VALUES
 
 -- The ledger names these codes, and the functions remember codes they have
 -- seen: a code can be added, and its description changed, but it is never
--- renamed, deleted or turned around.
+-- renamed, deleted or turned around. The trigger's arguments say what it
+-- guards: the table's name for messages, then 'direction' if the rows have one
+-- (never the name of the table it fires on: a Citus shard has another name).
 CREATE FUNCTION billing.guard_type_codes() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
-        RAISE EXCEPTION '% rows cannot be deleted: the ledger refers to them', TG_TABLE_NAME
+        RAISE EXCEPTION '% rows cannot be deleted: the ledger refers to them', TG_ARGV[0]
             USING ERRCODE = 'PB007', HINT = 'Stop using the code instead.';
     END IF;
     IF NEW.code OPERATOR(pg_catalog.<>) OLD.code THEN
-        RAISE EXCEPTION 'the code of % rows cannot change: the ledger refers to them', TG_TABLE_NAME
+        RAISE EXCEPTION 'the code of % rows cannot change: the ledger refers to them', TG_ARGV[0]
             USING ERRCODE = 'PB007', HINT = 'Add a new code instead.';
     END IF;
-    -- only account_types has a direction (plpgsql reads NEW.direction only here)
-    IF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'account_types' THEN
+    -- only a table whose trigger says so has a direction (plpgsql reads NEW.direction only here)
+    IF TG_NARGS OPERATOR(pg_catalog.>) 1 AND TG_ARGV[1] OPERATOR(pg_catalog.=) 'direction' THEN
         IF NEW.direction OPERATOR(pg_catalog.<>) OLD.direction THEN
-            RAISE EXCEPTION 'the direction of account_types rows cannot change: the ledger refers to them'
+            RAISE EXCEPTION 'the direction of % rows cannot change: the ledger refers to them', TG_ARGV[0]
                 USING ERRCODE = 'PB007', HINT = 'Add a new code instead.';
         END IF;
     END IF;
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION billing.guard_type_codes() IS 'Trigger: type codes are never renamed, deleted or turned around';
+COMMENT ON FUNCTION billing.guard_type_codes() IS 'Trigger: type codes are never renamed, deleted or turned around (arguments: the table''s name for messages, then ''direction'' if its rows have one)';
 CREATE TRIGGER account_types_guard BEFORE UPDATE OR DELETE ON billing.account_types
-    FOR EACH ROW EXECUTE FUNCTION billing.guard_type_codes();
+    FOR EACH ROW EXECUTE FUNCTION billing.guard_type_codes('account_types', 'direction');
 CREATE TRIGGER source_types_guard BEFORE UPDATE OR DELETE ON billing.source_types
-    FOR EACH ROW EXECUTE FUNCTION billing.guard_type_codes();
+    FOR EACH ROW EXECUTE FUNCTION billing.guard_type_codes('source_types');
+
+-- Each backend caches the codes it has found valid (src/ledger.rs). Any change
+-- to a type table invalidates the table's relcache entry, through PostgreSQL's
+-- own invalidation: at the end of the command in this backend, at ROLLBACK
+-- (or ROLLBACK TO SAVEPOINT) in this backend again, and in every other backend
+-- once the change commits; the cache is emptied each time. ENABLE ALWAYS: it
+-- fires under session_replication_role = replica too (logical replication),
+-- where the guard above does not.
+CREATE FUNCTION billing.forget_type_codes() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'billing_forget_type_codes';
+COMMENT ON FUNCTION billing.forget_type_codes() IS 'Trigger: a change to a type table empties every backend''s cache of valid type codes (at command end, at rollback, and at commit in other backends)';
+CREATE TRIGGER account_types_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON billing.account_types
+    FOR EACH STATEMENT EXECUTE FUNCTION billing.forget_type_codes();
+CREATE TRIGGER source_types_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON billing.source_types
+    FOR EACH STATEMENT EXECUTE FUNCTION billing.forget_type_codes();
+ALTER TABLE billing.account_types ENABLE ALWAYS TRIGGER account_types_changed;
+ALTER TABLE billing.source_types ENABLE ALWAYS TRIGGER source_types_changed;
 
 -- accounts and account_log, the two tables every deduct writes, carry no CHECK
 -- constraints: PostgreSQL reads each one back from its stored text at the start
@@ -161,6 +181,14 @@ COMMENT ON COLUMN billing.grants.expire_at IS 'When the grant expires; spent soo
 COMMENT ON COLUMN billing.grants.subscription_id IS 'The subscription that gave it';
 COMMENT ON COLUMN billing.grants.created_at IS 'When the grant was made';
 
+-- Who made an entry: the role outside the security definer switch (src/roles.rs).
+CREATE FUNCTION billing.calling_role()
+    RETURNS text
+    LANGUAGE c STABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'billing_calling_role';
+COMMENT ON FUNCTION billing.calling_role() IS
+    'The role that called the running function: the session user or the role set with SET ROLE, which SECURITY DEFINER does not change';
+
 CREATE SEQUENCE billing.account_log_id_seq;
 CREATE TABLE billing.account_log (
     id                  bigint NOT NULL DEFAULT pg_catalog.nextval('billing.account_log_id_seq'::pg_catalog.regclass),
@@ -181,6 +209,8 @@ CREATE TABLE billing.account_log (
     idempotency_key     text,
     created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
     refund_of           bigint,
+    session_role        text DEFAULT SESSION_USER,
+    calling_role        text DEFAULT billing.calling_role(),
     PRIMARY KEY (user_id, seq)
 );
 ALTER SEQUENCE billing.account_log_id_seq OWNED BY billing.account_log.id;
@@ -208,6 +238,8 @@ COMMENT ON COLUMN billing.account_log.association_user_id IS 'Another user the c
 COMMENT ON COLUMN billing.account_log.subscription_id IS 'For grant entries: the subscription';
 COMMENT ON COLUMN billing.account_log.expire_at IS 'For a grant''s credit (and its expiry or revocation): when the grant expires';
 COMMENT ON COLUMN billing.account_log.created_at IS 'now() of the transaction that wrote the entry';
+COMMENT ON COLUMN billing.account_log.session_role IS 'The session user of the connection that made the entry (NULL: made before 0.3.0)';
+COMMENT ON COLUMN billing.account_log.calling_role IS 'The role that called the function (after SET ROLE, before the SECURITY DEFINER switch) (NULL: made before 0.3.0)';
 COMMENT ON SEQUENCE billing.account_log_id_seq IS 'Ledger entry ids';
 
 CREATE FUNCTION billing.reject_ledger_change() RETURNS trigger
@@ -228,3 +260,20 @@ CREATE TRIGGER account_log_append_only
 CREATE TRIGGER account_log_no_truncate
     BEFORE TRUNCATE ON billing.account_log
     FOR EACH STATEMENT EXECUTE FUNCTION billing.reject_ledger_change();
+
+-- Dropping the extension deletes the ledger, and with CASCADE the charging
+-- triggers of application tables: while billing.account_log holds a row, every
+-- path that drops it (DROP EXTENSION [CASCADE], DROP SCHEMA ... CASCADE, DROP
+-- OWNED) is refused with 2BP01 unless `SET LOCAL billing.allow_drop = on` ran in
+-- the same transaction. The check is an object access hook of the library
+-- (src/drop_guard.rs); this event trigger only makes sure the library is loaded
+-- before the drop starts (a sql_drop trigger would fire too late, and would be
+-- dropped itself).
+CREATE FUNCTION billing.guard_drop() RETURNS event_trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'billing_guard_drop';
+COMMENT ON FUNCTION billing.guard_drop() IS 'Event trigger: loads the library whose hook refuses to drop a ledger that holds entries (unless billing.allow_drop is on in the same transaction)';
+CREATE EVENT TRIGGER billing_guard_drop ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED')
+    EXECUTE FUNCTION billing.guard_drop();
+COMMENT ON EVENT TRIGGER billing_guard_drop IS 'Dropping the extension refuses while the ledger holds entries (billing.allow_drop)';

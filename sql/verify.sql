@@ -111,6 +111,17 @@ BEGIN
     SELECT e.user_id, 'entry ' || e.seq || ' direction and amount', 'direction 1 or -1, amount > 0',
            'direction ' || e.direction || ', amount ' || e.amount
       FROM entries AS e WHERE e.direction NOT IN (1, -1) OR e.amount <= 0
+    -- every entry names a known account type of its own direction, and a known source type
+    UNION ALL
+    SELECT e.user_id, 'entry ' || e.seq || ' account_type',
+           'a type of direction ' || e.direction || ' in billing.account_types',
+           e.account_type || CASE WHEN t.code IS NULL THEN ' (unknown)' ELSE ' (direction ' || t.direction || ')' END
+      FROM entries AS e LEFT JOIN billing.account_types AS t ON t.code = e.account_type
+     WHERE t.direction IS DISTINCT FROM e.direction
+    UNION ALL
+    SELECT e.user_id, 'entry ' || e.seq || ' source_type', 'a type in billing.source_types', e.source_type || ' (unknown)'
+      FROM entries AS e LEFT JOIN billing.source_types AS s ON s.code = e.source_type
+     WHERE s.code IS NULL
     UNION ALL
     SELECT r.user_id, 'refunds of entry ' || r.refund_of, 'at most ' || coalesce(o.amount::text, 'a debit'),
            r.amount::text

@@ -49,6 +49,14 @@ struct Grant {
 fn lock(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str) -> BillingResult<Option<Account>> {
     let table = client.update(&plans.lock_account, None, &[user_id.into()])?;
     if table.is_empty() {
+        if crate::power::created_after_snapshot(user_id)? {
+            return Err(BillingError::new(
+                SqlState::SerializationFailure,
+                "could not serialize access due to concurrent update",
+            )
+            .with_detail("The user's account was created by a transaction that committed after this one's snapshot.")
+            .with_hint("Retry the transaction."));
+        }
         return Ok(None);
     }
     let row = table.first();
@@ -348,7 +356,7 @@ pub fn deduct_movement(movement: Movement) -> Returned {
             &totals,
             &writes,
         )?;
-        notify::if_crossed(&movement.user_id, account.low_balance_at, available(&account, &grants)?, balance_after);
+        notify::if_crossed(client, &movement.user_id, account.low_balance_at, available(&account, &grants)?, balance_after)?;
         Ok(Some(entry))
     })
 }

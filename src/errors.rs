@@ -35,6 +35,13 @@ pub enum SqlState {
     NumericValueOutOfRange,
     /// 42703: a trigger argument names a column the table does not have.
     UndefinedColumn,
+    /// 39P01: a trigger function called other than as its trigger.
+    TriggerProtocolViolated,
+    /// 2BP01: dropping the extension would delete a ledger that holds entries.
+    DependentObjectsStillExist,
+    /// 40001: under REPEATABLE READ or SERIALIZABLE, the transaction's snapshot
+    /// misses a row that a concurrent transaction committed (retry the transaction).
+    SerializationFailure,
     /// XX000: a bug; the message says what.
     Internal,
 }
@@ -51,6 +58,9 @@ impl SqlState {
             SqlState::NullValueNotAllowed => "22004",
             SqlState::NumericValueOutOfRange => "22003",
             SqlState::UndefinedColumn => "42703",
+            SqlState::TriggerProtocolViolated => "39P01",
+            SqlState::DependentObjectsStillExist => "2BP01",
+            SqlState::SerializationFailure => "40001",
             SqlState::Internal => "XX000",
         }
     }
@@ -179,6 +189,10 @@ mod tests {
         assert_eq!(
             SqlState::InvalidParameterValue.packed(),
             pgrx::pg_sys::errcodes::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE as c_int
+        );
+        assert_eq!(
+            SqlState::DependentObjectsStillExist.packed(),
+            pgrx::pg_sys::errcodes::PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST as c_int
         );
         assert_eq!(
             SqlState::Internal.packed(),

@@ -168,6 +168,20 @@ impl Args {
         unsafe { pgrx::fcinfo::pg_getarg_datum(self.fcinfo, position) }
     }
 
+    /// The oid of the table a trigger fired on; None when not called as a trigger.
+    pub fn trigger_relation(&self) -> Option<pg_sys::Oid> {
+        // SAFETY: fcinfo is the call's own; a non-NULL context is a Node, and a
+        // TriggerData when its tag says so (CALLED_AS_TRIGGER).
+        unsafe {
+            let context = (*self.fcinfo).context;
+            if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
+                return None;
+            }
+            let data = context as *const pg_sys::TriggerData;
+            Some((*(*data).tg_relation).rd_id)
+        }
+    }
+
     pub fn timestamptz(&self, position: usize) -> Option<TimestampWithTimeZone> {
         self.get::<TimestampWithTimeZone>(position)
     }

@@ -197,7 +197,7 @@ fn hold(args: &Args) -> Returned {
         let row = ledger::whole_row(&table.first(), 1)?;
         let after = grants::refresh(client, plans, user_id, -plan.from_permanent, 0)?;
         let before = drawdown::available(account.permanent, &live);
-        notify::if_crossed(user_id, account.low_balance_at, before, after.available);
+        notify::if_crossed(client, user_id, account.low_balance_at, before, after.available)?;
         Ok(Some(row))
     })
 }
@@ -230,7 +230,7 @@ fn fast_hold(
         return Ok(None);
     }
     let row = table.first();
-    ledger::notify_after_one_statement_debit(&row, movement)?;
+    ledger::notify_after_one_statement_debit(client, &row, movement)?;
     ledger::whole_row(&row, 1).map(Some)
 }
 
@@ -291,7 +291,7 @@ fn settle(args: &Args) -> Returned {
         let after = grants::refresh(client, plans, &user_id, permanent_delta, 1)?;
         if let Some(before) = before {
             // only a settle above the hold lowers available power
-            notify::if_crossed(&user_id, account.low_balance_at, before, after.available);
+            notify::if_crossed(client, &user_id, account.low_balance_at, before, after.available)?;
         }
         let detail = ledger::detail_json_for_hold(charged.from_permanent, &grants::merge(&charged.from_grants), hold.id);
         let (entry, _) = grants::insert_entry(

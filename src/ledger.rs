@@ -66,22 +66,44 @@ pub struct Totals {
 }
 
 /// Type codes already found valid in this backend: account_type -> direction, and source types.
-/// Rows of the type tables cannot be deleted or change code or direction (a trigger
-/// guards them), so a code once valid stays valid; a relcache invalidation of any
-/// table (DROP EXTENSION, for one) empties the cache anyway.
+///
+/// PostgreSQL's invalidation keeps it true. Every statement that changes a type
+/// table fires billing.forget_type_codes (a statement trigger, [`forget_type_codes`]),
+/// which invalidates that table's relcache entry; PostgreSQL then runs the
+/// callback below in this backend at the end of the command and again at
+/// ROLLBACK (or ROLLBACK TO SAVEPOINT), and in every other backend once the
+/// change commits. The callback empties the cache when the entry of either
+/// type table, or every entry, is invalidated. A cache hit costs what it always
+/// did: nothing here runs on that path.
 #[derive(Default)]
 struct KnownTypes {
     account: HashMap<String, i16>,
     source: HashSet<String>,
+    /// The oids of billing.account_types and billing.source_types, looked up
+    /// before the first code is remembered and forgotten with the codes.
+    tables: Option<[pg_sys::Oid; 2]>,
 }
 
 thread_local! {
     static KNOWN_TYPES: RefCell<KnownTypes> = RefCell::new(KnownTypes::default());
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// How many times the cache was emptied: a lookup during which it was is not remembered
+    /// (its answer may predate the change that emptied it).
+    static GENERATION: Cell<u64> = const { Cell::new(0) };
 }
 
-unsafe extern "C-unwind" fn forget_known_types(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
-    KNOWN_TYPES.with_borrow_mut(|known| *known = KnownTypes::default());
+unsafe extern "C-unwind" fn forget_known_types(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    // No catalog access here: PostgreSQL may call this while it processes invalidations.
+    KNOWN_TYPES.with_borrow_mut(|known| {
+        let ours = match known.tables {
+            Some(tables) => relid == pg_sys::InvalidOid || tables.contains(&relid),
+            None => false,
+        };
+        if ours {
+            *known = KnownTypes::default();
+            GENERATION.set(GENERATION.get().wrapping_add(1));
+        }
+    });
 }
 
 /// Rejects an unknown account_type or source_type, or a type of the wrong direction (PB002).
@@ -89,13 +111,16 @@ pub fn check_types(client: &SpiClient<'_>, plans: &Plans, movement: &Movement) -
     let cached = KNOWN_TYPES.with_borrow(|known| {
         (known.account.get(&movement.account_type).copied(), known.source.contains(&movement.source_type))
     });
-    let (direction, source_known, from_cache) = match cached {
-        (Some(direction), true) => (Some(direction), true, true),
+    let (direction, source_known, remember) = match cached {
+        (Some(direction), true) => (Some(direction), true, false),
         _ => {
+            let generation = watch_type_tables();
             let row = client
                 .select(&plans.types, None, &[movement.account_type.as_str().into(), movement.source_type.as_str().into()])?
                 .first();
-            (row.get::<i16>(1)?, row.get::<bool>(2)?.unwrap_or(false), false)
+            // remembered below only if nothing emptied the cache meanwhile
+            let unchanged = generation.is_some() && generation == Some(GENERATION.get());
+            (row.get::<i16>(1)?, row.get::<bool>(2)?.unwrap_or(false), unchanged)
         }
     };
     match direction {
@@ -128,22 +153,60 @@ pub fn check_types(client: &SpiClient<'_>, plans: &Plans, movement: &Movement) -
         )
         .with_hint("Known types are listed in billing.source_types; a DBA adds new ones with INSERT."));
     }
-    if !from_cache {
+    if remember {
         remember_types(&movement.account_type, movement.direction.sign(), &movement.source_type);
     }
     Ok(())
 }
 
-fn remember_types(account_type: &str, direction: i16, source_type: &str) {
+/// Before a lookup that may be remembered: registers the callback and notes the
+/// oids of the type tables (None if they cannot be found, and nothing is remembered).
+/// Returns the generation to compare with after the lookup.
+fn watch_type_tables() -> Option<u64> {
     if !CALLBACK_REGISTERED.get() {
         unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_known_types), pg_sys::Datum::from(0usize)) };
         CALLBACK_REGISTERED.set(true);
     }
+    if KNOWN_TYPES.with_borrow(|known| known.tables.is_none()) {
+        // SAFETY: plain catalog lookups by name in schema billing, outside any borrow
+        // (a lookup may process invalidations, which run the callback).
+        let tables = unsafe {
+            let schema = pg_sys::get_namespace_oid(c"billing".as_ptr(), true);
+            [
+                pg_sys::get_relname_relid(c"account_types".as_ptr(), schema),
+                pg_sys::get_relname_relid(c"source_types".as_ptr(), schema),
+            ]
+        };
+        if tables.contains(&pg_sys::InvalidOid) {
+            return None;
+        }
+        KNOWN_TYPES.with_borrow_mut(|known| known.tables = Some(tables));
+    }
+    Some(GENERATION.get())
+}
+
+fn remember_types(account_type: &str, direction: i16, source_type: &str) {
     KNOWN_TYPES.with_borrow_mut(|known| {
-        known.account.insert(account_type.to_owned(), direction);
-        known.source.insert(source_type.to_owned());
+        if known.tables.is_some() {
+            known.account.insert(account_type.to_owned(), direction);
+            known.source.insert(source_type.to_owned());
+        }
     });
 }
+
+/// billing.forget_type_codes(), AFTER ... FOR EACH STATEMENT on both type tables:
+/// invalidates the relcache entry of the table it fired on, which empties the
+/// cache of valid codes in this backend (at command end and at rollback) and in
+/// the others (at commit). It reads nothing of the table, its name included.
+fn forget_type_codes(args: &crate::fmgr::Args) -> crate::fmgr::Returned {
+    let relation = args.trigger_relation().ok_or_else(|| {
+        BillingError::new(SqlState::TriggerProtocolViolated, "billing.forget_type_codes() must be called as a trigger")
+    })?;
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relation) };
+    // a trigger returns a NULL pointer, never SQL NULL
+    Ok(Some(pg_sys::Datum::from(0usize)))
+}
+crate::fmgr::sql_function!(pg_finfo_billing_forget_type_codes, billing_forget_type_codes => forget_type_codes);
 
 /// With an idempotency key: the entry an earlier identical call wrote, or PB003 if
 /// the key was used for something else. Call with the account row locked.
@@ -284,7 +347,7 @@ pub fn fast_debit(client: &mut SpiClient<'_>, plans: &Plans, movement: &Movement
         return Ok(None);
     }
     let row = table.first();
-    notify_after_one_statement_debit(&row, movement)?;
+    notify_after_one_statement_debit(client, &row, movement)?;
     whole_row(&row, 1).map(Some)
 }
 
@@ -319,10 +382,14 @@ pub fn timestamptz(value: Option<pg_sys::TimestampTz>) -> DatumWithOid<'static> 
 /// After a one-statement debit or hold (FAST_DEBIT, FAST_HOLD), whose row has the
 /// user's low-balance threshold in column 2 and the power left in column 3: the
 /// notification, if `movement` took the power below the threshold.
-pub fn notify_after_one_statement_debit(row: &SpiTupleTable<'_>, movement: &Movement) -> BillingResult<()> {
+pub fn notify_after_one_statement_debit(
+    client: &mut SpiClient<'_>,
+    row: &SpiTupleTable<'_>,
+    movement: &Movement,
+) -> BillingResult<()> {
     if let Some(threshold) = optional_decimal(row, 2, "low_balance_at")? {
         let after = decimal(row, 3, "power after")?;
-        crate::notify::if_crossed(&movement.user_id, Some(threshold), after + movement.amount, after);
+        crate::notify::if_crossed(client, &movement.user_id, Some(threshold), after + movement.amount, after)?;
     }
     Ok(())
 }

@@ -15,14 +15,23 @@
 //! - `refunds`: billing_refund;
 //! - `options`: billing_add and billing_deduct called with a JSON options object;
 //! - `notify`: the low-balance notification;
+//! - `roles`: the calling role that every ledger entry records;
 //! - `triggers`: reading a trigger's row by column name, for billing_charge
-//!   and billing_hold_charge (sql/triggers.sql).
+//!   and billing_hold_charge (sql/triggers.sql);
+//! - `drop_guard`: dropping the extension refuses while the ledger holds entries.
 
 pgrx::pg_module_magic!();
+
+/// Runs once per backend, when the library is loaded.
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    drop_guard::init();
+}
 
 mod accounts;
 mod amounts;
 mod drawdown;
+mod drop_guard;
 mod errors;
 mod fmgr;
 mod grants;
@@ -33,6 +42,7 @@ mod options;
 mod plans;
 mod power;
 mod refunds;
+mod roles;
 mod triggers;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -43,6 +53,8 @@ mod tests;
 mod reports_tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod triggers_tests;
+#[cfg(any(test, feature = "pg_test"))]
+mod security_tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod settle_tests;
 

@@ -39,7 +39,7 @@ fn available(user_id: &str) -> BillingResult<AnyNumeric> {
     const COLUMNS: [&CStr; 6] =
         [c"permanent", c"grants_total", c"next_expiry", c"head_grant_id", c"head_remaining", c"holds_due_at"];
     let mut account = None;
-    for_each_row(c"accounts", c"accounts_pkey", user_id, &COLUMNS, |row| {
+    for_each_row(c"accounts", c"accounts_pkey", user_id, &COLUMNS, None, |row| {
         account = Some([row[0], row[1], row[2], row[3], row[4], row[5]]);
     })?;
     let Some([permanent, grants_total, next_expiry, head_id, head_remaining, holds_due_at]) = account else {
@@ -59,7 +59,7 @@ fn available(user_id: &str) -> BillingResult<AnyNumeric> {
     let mut live = AnyNumeric::from(0);
     let mut live_ids = Vec::new();
     let mut failure = None;
-    for_each_row(c"grant_store", c"grant_store_by_expiry", user_id, &[c"id", c"remaining", c"expire_at"], |row| {
+    for_each_row(c"grant_store", c"grant_store_by_expiry", user_id, &[c"id", c"remaining", c"expire_at"], None, |row| {
         let is_live = row[2].is_some_and(|t| t.value() as i64 > now);
         if !is_live || failure.is_some() {
             return;
@@ -76,7 +76,7 @@ fn available(user_id: &str) -> BillingResult<AnyNumeric> {
         }
     })?;
     if holds_due {
-        for_each_row(c"holds", c"holds_pkey", user_id, &[c"status", c"expires_at", c"funding"], |row| {
+        for_each_row(c"holds", c"holds_pkey", user_id, &[c"status", c"expires_at", c"funding"], None, |row| {
             if failure.is_some() || !passed(row[1]) {
                 return;
             }
@@ -122,6 +122,20 @@ fn lapsed_hold_gives_back(funding: Option<Datum>, live_ids: &[i64]) -> BillingRe
     Ok(back)
 }
 
+/// Under REPEATABLE READ or SERIALIZABLE: whether the user's account row, which
+/// the transaction's snapshot does not see, was committed since that snapshot was
+/// taken. A write that finds no account must then fail with 40001 (a snapshot
+/// conflict, which callers retry) rather than report the user as unknown.
+pub fn created_after_snapshot(user_id: &str) -> BillingResult<bool> {
+    if unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 {
+        return Ok(false);
+    }
+    let mut found = false;
+    let latest = unsafe { pg_sys::GetLatestSnapshot() };
+    for_each_row(c"accounts", c"accounts_pkey", user_id, &[c"user_id"], Some(latest), |_| found = true)?;
+    Ok(found)
+}
+
 fn numeric(value: Option<Datum>, column: &str) -> BillingResult<AnyNumeric> {
     let datum = value.ok_or_else(|| BillingError::internal(format!("{column} is NULL")))?;
     unsafe { AnyNumeric::from_datum(datum, false) }.ok_or_else(|| BillingError::internal(format!("{column} is not numeric")))
@@ -129,12 +143,13 @@ fn numeric(value: Option<Datum>, column: &str) -> BillingResult<AnyNumeric> {
 
 /// Calls `each` with the named columns of every row of billing.`table` whose
 /// user_id is `user_id`, found through `index` (whose first column is user_id),
-/// as the current snapshot sees them.
+/// as `snapshot` (by default the current one) sees them.
 fn for_each_row(
     table: &CStr,
     index: &CStr,
     user_id: &str,
     columns: &[&CStr],
+    snapshot: Option<pg_sys::Snapshot>,
     mut each: impl FnMut(&[Option<Datum>]),
 ) -> BillingResult<()> {
     unsafe {
@@ -165,10 +180,11 @@ fn for_each_row(
             pg_sys::Oid::from(pg_sys::F_TEXTEQ),
             key_value,
         );
-        let mut snapshot = pg_sys::GetActiveSnapshot();
-        if snapshot.is_null() {
-            snapshot = pg_sys::GetTransactionSnapshot();
-        }
+        let snapshot = match snapshot {
+            Some(snapshot) => snapshot,
+            None if !pg_sys::GetActiveSnapshot().is_null() => pg_sys::GetActiveSnapshot(),
+            None => pg_sys::GetTransactionSnapshot(),
+        };
         let scan = pg_sys::index_beginscan(rel, idx, snapshot, 1, 0);
         pg_sys::index_rescan(scan, &mut key, 1, std::ptr::null_mut(), 0);
         let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());

@@ -367,7 +367,8 @@ mod tests {
     fn reports_are_stable_definer_functions_with_comments() {
         assert_eq!(
             text("SELECT string_agg(format('%s:%s:%s:%s', proname, provolatile, prosecdef, array_to_string(proconfig, ';')), ',' ORDER BY proname)
-                    FROM pg_proc WHERE proname IN ('billing_history', 'billing_by_association', 'billing_statement', 'billing_price')"),
+                    FROM pg_proc WHERE proname IN ('billing_history', 'billing_by_association', 'billing_statement', 'billing_price')
+                     AND pronamespace = 'public'::regnamespace"),
             "billing_by_association:s:t:search_path=pg_catalog, pg_temp,\
              billing_history:s:t:search_path=pg_catalog, pg_temp,\
              billing_price:s:t:search_path=pg_catalog, pg_temp,\

@@ -399,6 +399,63 @@ mod tests {
         assert_eq!(sqlstate("UPDATE billing.source_types SET description = 'Chats' WHERE code = 'CHAT'"), "00000");
     }
 
+    #[pg_test]
+    fn the_type_code_guard_does_not_depend_on_the_table_name() {
+        // Citus names a shard of a table after it with a suffix: the guard still holds
+        Spi::run(
+            "ALTER TABLE billing.account_types RENAME TO account_types_102008;
+             ALTER TABLE billing.source_types RENAME TO source_types_102009",
+        )
+        .unwrap();
+        for statement in [
+            "UPDATE billing.account_types_102008 SET direction = 1 WHERE code = 'CHAT_DEC'",
+            "UPDATE billing.account_types_102008 SET code = 'TALK_DEC' WHERE code = 'CHAT_DEC'",
+            "DELETE FROM billing.account_types_102008 WHERE code = 'CHAT_DEC'",
+            "UPDATE billing.source_types_102009 SET code = 'TALK' WHERE code = 'CHAT'",
+            "DELETE FROM billing.source_types_102009 WHERE code = 'CHAT'",
+        ] {
+            assert_eq!(sqlstate(statement), "PB007", "{statement}");
+        }
+        assert_eq!(sqlstate("UPDATE billing.source_types_102009 SET description = 'Chats' WHERE code = 'CHAT'"), "00000");
+    }
+
+    #[pg_test]
+    fn the_replay_check_reports_unknown_codes_and_turned_around_types() {
+        Spi::run(
+            "INSERT INTO billing.account_types (code, direction) VALUES ('TEMP_INC', 1);
+             INSERT INTO billing.source_types (code) VALUES ('TEMP')",
+        )
+        .unwrap();
+        Spi::run("SELECT billing_add('t', 5, 'TEMP_INC', 'TEMP', 'x')").unwrap();
+        recharge("t", "1");
+        recharge("other", "1");
+        assert_eq!(ledger_disagreements(), 0);
+        let findings = || {
+            text("SELECT string_agg(concat_ws('|', user_id, \"check\", expected, actual), ';' ORDER BY \"check\") FROM billing_verify()")
+        };
+        // the guard stops these changes; past it (a superuser, a replication worker),
+        // billing_verify sees what they did to the ledger's meaning
+        Spi::run(
+            "ALTER TABLE billing.account_types DISABLE TRIGGER account_types_guard;
+             ALTER TABLE billing.source_types DISABLE TRIGGER source_types_guard;
+             UPDATE billing.account_types SET direction = -1 WHERE code = 'TEMP_INC'",
+        )
+        .unwrap();
+        assert_eq!(findings(), "t|entry 1 account_type|a type of direction 1 in billing.account_types|TEMP_INC (direction -1)");
+        Spi::run(
+            "DELETE FROM billing.account_types WHERE code = 'TEMP_INC';
+             DELETE FROM billing.source_types WHERE code = 'TEMP'",
+        )
+        .unwrap();
+        assert_eq!(
+            findings(),
+            "t|entry 1 account_type|a type of direction 1 in billing.account_types|TEMP_INC (unknown);\
+             t|entry 1 source_type|a type in billing.source_types|TEMP (unknown)"
+        );
+        assert_eq!(text("SELECT count(*)::text FROM billing_verify('other')"), "0");
+        assert_eq!(text("SELECT count(*)::text FROM billing_verify('t')"), "2");
+    }
+
     fn chat_like(user: &str, account_type: &str, source_type: &str) -> String {
         text(&format!("SELECT balance_after::text FROM billing_deduct('{user}', 1, '{account_type}', '{source_type}', 's')"))
     }
@@ -465,10 +522,12 @@ mod tests {
         // the two reads run no SQL: they run as the caller
         assert_eq!(
             text("SELECT string_agg(proname || ':' || prosecdef, ',' ORDER BY proname) FROM pg_proc
-                   WHERE proname IN ('billing_power', 'billing_has_power')"),
+                   WHERE proname IN ('billing_power', 'billing_has_power') AND pronamespace = 'public'::regnamespace"),
             "billing_has_power:false,billing_power:false"
         );
-        assert_eq!(text("SELECT count(*)::text FROM pg_proc WHERE proname LIKE 'billing\\_%'"), "21");
+        // each in the extension's schema and, as its protected copy, in schema billing
+        assert_eq!(text("SELECT count(*)::text FROM pg_proc WHERE proname LIKE 'billing\\_%' AND pronamespace = 'public'::regnamespace"), "22");
+        assert_eq!(text("SELECT count(*)::text FROM pg_proc WHERE proname LIKE 'billing\\_%' AND pronamespace = 'billing'::regnamespace"), "22");
     }
 
     #[pg_test]

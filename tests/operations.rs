@@ -24,7 +24,10 @@ fn notifications(listener: &mut Client) -> Vec<String> {
 #[test]
 fn a_listener_hears_the_low_balance_notification_after_commit_only() {
     let db = fresh_database("notify");
-    let mut listener = connect(&db);
+    // a role with no grants at all may LISTEN too: the notification must tell it nothing
+    let stranger = format!("{db}_stranger");
+    connect(&db).batch_execute(&format!("CREATE ROLE {stranger} LOGIN")).unwrap();
+    let mut listener = connect_as(&db, &stranger);
     listener.batch_execute("LISTEN billing_low_balance").unwrap();
     let mut c = connect(&db);
     c.batch_execute(
@@ -34,10 +37,11 @@ fn a_listener_hears_the_low_balance_notification_after_commit_only() {
     )
     .unwrap();
     assert!(notifications(&mut listener).is_empty(), "still above the threshold");
-    // crossing it in a transaction that rolls back says nothing
+    // crossing it in a transaction that rolls back says nothing, and records nothing
     c.batch_execute("BEGIN; SELECT billing_deduct('u', 40, 'CHAT_DEC', 'CHAT', 'x'); ROLLBACK;").unwrap();
     std::thread::sleep(Duration::from_millis(200));
     assert!(notifications(&mut listener).is_empty(), "a rolled-back change notifies no one");
+    assert_eq!(text(&mut c, "SELECT count(*)::text FROM billing_low_balance_events()"), "0");
     c.batch_execute("SELECT billing_deduct('u', 40, 'CHAT_DEC', 'CHAT', 'x')").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut heard = Vec::new();
@@ -45,11 +49,52 @@ fn a_listener_hears_the_low_balance_notification_after_commit_only() {
         std::thread::sleep(Duration::from_millis(50));
         heard = notifications(&mut listener);
     }
-    assert_eq!(heard, vec![r#"{"user_id": "u", "threshold": 20, "available": 10}"#.to_owned()]);
+    assert_eq!(heard, vec![String::new()], "one notification, with no payload");
+    // the facts are read through the events function, which the stranger may not call
+    assert_eq!(
+        text(&mut c, "SELECT string_agg(user_id || ' ' || threshold || ' ' || available, ',') FROM billing_low_balance_events()"),
+        "u 20 10"
+    );
+    let last = text(&mut c, "SELECT max(event_id)::text FROM billing_low_balance_events()");
+    assert_eq!(text(&mut c, &format!("SELECT count(*)::text FROM billing_low_balance_events({last})")), "0");
+    for query in [
+        "SELECT * FROM billing_low_balance_events()",
+        "SELECT * FROM billing.billing_low_balance_events(0)",
+        "SELECT * FROM billing.low_balance_events",
+        "SELECT billing_power('u')",
+    ] {
+        assert_eq!(sqlstate(listener.batch_execute(query)), "42501", "{query}");
+    }
     // already below: the next deduct does not notify again
     c.batch_execute("SELECT billing_deduct('u', 1, 'CHAT_DEC', 'CHAT', 'x')").unwrap();
     std::thread::sleep(Duration::from_millis(200));
     assert!(notifications(&mut listener).is_empty());
+    // an application role granted billing_power is granted the events as well
+    let app = format!("{db}_app");
+    c.batch_execute(&format!(
+        "CREATE ROLE {app} LOGIN;
+         GRANT EXECUTE ON FUNCTION billing_power(text), billing_low_balance_events(bigint) TO {app};"
+    ))
+    .unwrap();
+    let mut app = connect_as(&db, &app);
+    assert_eq!(text(&mut app, "SELECT string_agg(user_id || ' ' || available, ',') FROM billing_low_balance_events()"), "u 10");
+}
+
+#[test]
+fn low_balance_events_older_than_a_week_are_swept() {
+    let db = fresh_database("notify_sweep");
+    let mut c = connect(&db);
+    c.batch_execute(
+        "SELECT billing_add('u', 100, 'RECHARGE_INC', 'RECHARGE', 'shop');
+         SELECT billing_set_low_balance('u', 20);
+         SELECT billing_deduct('u', 90, 'CHAT_DEC', 'CHAT', 'x');
+         SELECT billing_add('u', 100, 'RECHARGE_INC', 'RECHARGE', 'shop');
+         SELECT billing_deduct('u', 105, 'CHAT_DEC', 'CHAT', 'x');
+         UPDATE billing.low_balance_events SET at = now() - interval '8 days' WHERE available = 10;
+         SELECT billing_expire();",
+    )
+    .unwrap();
+    assert_eq!(text(&mut c, "SELECT string_agg(available::text, ',') FROM billing_low_balance_events()"), "5");
 }
 
 #[test]

@@ -101,3 +101,36 @@ fn pb_codes_reach_the_client_with_detail() {
     assert_eq!(sqlstate(c.execute("SELECT billing_add('u', 0, 'RECHARGE_INC', 'RECHARGE', 'x')", &[])), "22023");
     assert_eq!(sqlstate(c.execute("SELECT billing_add('u', NULL, 'RECHARGE_INC', 'RECHARGE', 'x')", &[])), "22004");
 }
+
+#[test]
+fn a_write_for_an_account_created_after_the_snapshot_is_a_serialization_failure() {
+    // Under REPEATABLE READ and SERIALIZABLE, a deduct (or hold) for a user whose
+    // first credit committed after the transaction's snapshot must fail with 40001,
+    // which callers retry, not PB001, which they do not.
+    let db = fresh_database("rr_new_account");
+    for (level, write) in [
+        ("REPEATABLE READ", "SELECT billing_deduct('{user}', 5, 'CHAT_DEC', 'CHAT', 'x')"),
+        ("SERIALIZABLE", "SELECT billing_deduct('{user}', 5, 'CHAT_DEC', 'CHAT', 'x')"),
+        ("REPEATABLE READ", "SELECT billing_hold('{user}', 5, 'CHAT_DEC', 'CHAT', 'x')"),
+    ] {
+        let user = format!("new-{}-{}", level.replace(' ', "-"), write.len());
+        let write = write.replace("{user}", &user);
+        let mut a = connect(&db);
+        let mut b = connect(&db);
+        a.batch_execute(&format!("BEGIN ISOLATION LEVEL {level}; SELECT count(*) FROM billing.accounts")).unwrap();
+        b.batch_execute(&format!("SELECT billing_add('{user}', 10, 'RECHARGE_INC', 'RECHARGE', 'shop')")).unwrap();
+        assert_eq!(sqlstate(a.batch_execute(&write)), "40001", "{level}: {write}");
+        a.batch_execute("ROLLBACK").unwrap();
+        // retried, the transaction sees the account and succeeds
+        a.batch_execute(&format!("BEGIN ISOLATION LEVEL {level}; {write}; COMMIT")).unwrap();
+        // an unknown user is still PB001 under every level
+        assert_eq!(
+            sqlstate(a.batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL {level}; SELECT billing_deduct('nobody', 5, 'CHAT_DEC', 'CHAT', 'x')"
+            ))),
+            "PB001"
+        );
+        a.batch_execute("ROLLBACK").unwrap();
+    }
+    assert_eq!(ledger_disagreements(&mut connect(&db)), 0);
+}

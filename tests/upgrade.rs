@@ -1,5 +1,5 @@
-//! ALTER EXTENSION billing UPDATE from the first release (0.1.0) gives the same
-//! objects as a fresh install, and keeps the balances and the ledger it had.
+//! ALTER EXTENSION billing UPDATE from every earlier release (0.1.0, 0.2.0) gives
+//! the same objects as a fresh install, and keeps the balances and the ledger it had.
 
 mod common;
 
@@ -31,7 +31,7 @@ fn catalog(c: &mut Client) -> String {
              SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
                FROM pg_constraint WHERE connamespace = 'billing'::regnamespace
              UNION ALL
-             SELECT 'trigger ' || tgrelid::regclass || ' ' || pg_get_triggerdef(oid)
+             SELECT 'trigger ' || tgrelid::regclass || ' ' || pg_get_triggerdef(oid) || ' enabled ' || tgenabled::text
                FROM pg_trigger t WHERE NOT tgisinternal AND tgrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'billing'::regnamespace)
              UNION ALL
              SELECT 'function ' || p.oid::regprocedure || ' ' || pg_get_functiondef(p.oid) || ' acl ' || coalesce(p.proacl::text, '-')
@@ -43,6 +43,10 @@ fn catalog(c: &mut Client) -> String {
              SELECT 'dumped ' || cfg::regclass || ' ' || coalesce(cond, '-')
                FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x(cfg, cond) WHERE e.extname = 'billing'
              UNION ALL
+             SELECT 'event trigger ' || evtname || ' ' || evtevent || ' ' || evtfoid::regprocedure || ' enabled '
+                    || evtenabled::text || ' tags ' || coalesce(evttags::text, '-')
+               FROM pg_event_trigger WHERE evtname LIKE 'billing%'
+             UNION ALL
              SELECT 'type code ' || code || ' ' || direction || ' ' || description || ' ' || builtin FROM billing.account_types
              UNION ALL
              SELECT 'source code ' || code || ' ' || description || ' ' || builtin FROM billing.source_types
@@ -50,20 +54,51 @@ fn catalog(c: &mut Client) -> String {
     )
 }
 
-#[test]
-fn upgrading_from_the_first_release_matches_a_fresh_install() {
-    let fresh = fresh_database("upgrade_fresh");
+/// The version this checkout builds (Cargo.toml's).
+fn extension_version() -> String {
+    let manifest = include_str!("../Cargo.toml");
+    let line = manifest.lines().find(|l| l.starts_with("version = ")).expect("Cargo.toml has a version");
+    line.trim_start_matches("version = ").trim_matches('"').to_owned()
+}
+
+/// Installs `version`, writes `rows` the way that release wrote them (the library
+/// installed is this version's, which expects this version's schema, so the rows
+/// are inserted directly), runs ALTER EXTENSION billing UPDATE, and checks that
+/// the catalog equals a fresh install's. Returns a new session on the upgraded database.
+fn upgrade_from(database: &str, version: &str, rows: &str) -> Client {
+    let fresh = fresh_database(&format!("{database}_fresh"));
     let expected = catalog(&mut connect(&fresh));
     assert!(expected.lines().count() > 200, "the catalog description covers every object:\n{expected}");
 
-    let old = fresh_database("upgrade_old");
+    let old = fresh_database(database);
     let mut c = connect(&old);
-    c.batch_execute(
-        // The library installed is this version's, which expects this version's schema, so the
-        // 0.1.0 rows are written the way 0.1.0 wrote them: 100 bought, a gift of 20, 25 spent.
-        "DROP EXTENSION billing;
-         CREATE EXTENSION billing VERSION '0.1.0';
-         INSERT INTO billing.accounts (user_id, permanent, grants_total, next_expiry, last_seq)
+    c.batch_execute(&format!("DROP EXTENSION billing; CREATE EXTENSION billing VERSION '{version}';")).unwrap();
+    c.batch_execute(rows).unwrap();
+    assert_eq!(text(&mut c, "SELECT extversion FROM pg_extension WHERE extname = 'billing'"), version);
+    c.batch_execute("ALTER EXTENSION billing UPDATE").unwrap();
+    // a new session, as after a deploy: the library's plans are prepared against the new schema
+    let mut c = connect(&old);
+    assert_eq!(
+        text(&mut c, "SELECT extversion FROM pg_extension WHERE extname = 'billing'"),
+        extension_version(),
+    );
+    let upgraded = catalog(&mut c);
+    if upgraded != expected {
+        let (a, b): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), upgraded.lines().collect());
+        let only_fresh: Vec<&&str> = a.iter().filter(|l| !b.contains(l)).collect();
+        let only_upgraded: Vec<&&str> = b.iter().filter(|l| !a.contains(l)).collect();
+        panic!("the upgraded catalog differs.\nonly in a fresh install: {only_fresh:#?}\nonly after the upgrade: {only_upgraded:#?}");
+    }
+    c
+}
+
+#[test]
+fn upgrading_from_the_first_release_matches_a_fresh_install() {
+    // 0.1.0: 100 bought, a gift of 20, 25 spent.
+    let mut c = upgrade_from(
+        "upgrade_010",
+        "0.1.0",
+        "INSERT INTO billing.accounts (user_id, permanent, grants_total, next_expiry, last_seq)
               VALUES ('a', 95, 0, NULL, 3);
          INSERT INTO billing.grant_store (user_id, id, amount, remaining, expire_at, log_id)
               VALUES ('a', 1, 20, 0, now() + interval '30 days', 2);
@@ -72,20 +107,7 @@ fn upgrading_from_the_first_release_matches_a_fresh_install() {
                      (2, 'a', 2, 1, 20, 120, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'vip', now() + interval '30 days', '{\"grants\": [{\"id\": 1, \"amount\": 20}]}'),
                      (3, 'a', 3, -1, 25, 95, 'CHAT_DEC', 'CHAT', 'x', NULL, '{\"permanent\": 5, \"grants\": [{\"id\": 1, \"amount\": 20}]}');
          SELECT setval('billing.account_log_id_seq', 3), setval('billing.grants_id_seq', 1);",
-    )
-    .unwrap();
-    assert_eq!(text(&mut c, "SELECT extversion FROM pg_extension WHERE extname = 'billing'"), "0.1.0");
-    c.batch_execute("ALTER EXTENSION billing UPDATE").unwrap();
-    // a new session, as after a deploy: the library's plans are prepared against the new schema
-    let mut c = connect(&old);
-    assert_eq!(text(&mut c, "SELECT extversion FROM pg_extension WHERE extname = 'billing'"), "0.2.0");
-    let upgraded = catalog(&mut c);
-    if upgraded != expected {
-        let (a, b): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), upgraded.lines().collect());
-        let only_fresh: Vec<&&str> = a.iter().filter(|l| !b.contains(l)).collect();
-        let only_upgraded: Vec<&&str> = b.iter().filter(|l| !a.contains(l)).collect();
-        panic!("the upgraded catalog differs.\nonly in a fresh install: {only_fresh:#?}\nonly after the upgrade: {only_upgraded:#?}");
-    }
+    );
     // the data came through, and the new functions work on it
     assert_eq!(ledger_disagreements(&mut c), 0);
     assert_eq!(power(&mut c, "a"), "95");
@@ -94,5 +116,47 @@ fn upgrading_from_the_first_release_matches_a_fresh_install() {
     let hold: i64 = c.query_one("SELECT hold_id FROM billing_hold('a', 50, 'CHAT_DEC', 'CHAT', 'x')", &[]).unwrap().get(0);
     c.execute("SELECT billing_settle($1, 30)", &[&hold]).unwrap();
     assert_eq!(power(&mut c, "a"), "70");
+    assert_eq!(ledger_disagreements(&mut c), 0);
+    // entries made before 0.3.0 say nothing of who made them; new ones do
+    assert_eq!(
+        text(&mut c, "SELECT string_agg(seq || ':' || coalesce(session_role, '-') || ':' || coalesce(calling_role, '-'), ' ' ORDER BY seq) FROM billing.account_log WHERE user_id = 'a'"),
+        "1:-:- 2:-:- 3:-:- 4:postgres:postgres 5:postgres:postgres"
+    );
+}
+
+#[test]
+fn upgrading_from_the_second_release_matches_a_fresh_install() {
+    // 0.2.0: 100 bought, a gift of 20; 30 spent (20 from the gift), 4 of it refunded
+    // to the permanent balance; an open hold of 10 from the permanent balance; a
+    // low-balance threshold of 50.
+    let mut c = upgrade_from(
+        "upgrade_020",
+        "0.2.0",
+        "INSERT INTO billing.accounts (user_id, permanent, grants_total, next_expiry, last_seq, holds_due_at, low_balance_at)
+              VALUES ('a', 84, 0, NULL, 4, now() + interval '1 hour', 50);
+         INSERT INTO billing.grant_store (user_id, id, amount, remaining, expire_at, log_id)
+              VALUES ('a', 1, 20, 0, now() + interval '30 days', 2);
+         INSERT INTO billing.account_log (id, user_id, seq, direction, amount, balance_after, account_type, source_type, source, expire_at, detail, refund_of, idempotency_key)
+              VALUES (1, 'a', 1, 1, 100, 100, 'RECHARGE_INC', 'RECHARGE', 'shop', NULL, '{\"permanent\": 100}', NULL, NULL),
+                     (2, 'a', 2, 1, 20, 120, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'vip', now() + interval '30 days', '{\"grants\": [{\"id\": 1, \"amount\": 20}]}', NULL, NULL),
+                     (3, 'a', 3, -1, 30, 90, 'CHAT_DEC', 'CHAT', 'x', NULL, '{\"permanent\": 10, \"grants\": [{\"id\": 1, \"amount\": 20}]}', NULL, 'k1'),
+                     (4, 'a', 4, 1, 4, 94, 'REFUND_INC', 'CHAT', 'x', NULL, '{\"permanent\": 4}', 3, NULL);
+         INSERT INTO billing.holds (user_id, hold_id, status, amount, account_type, source_type, source, expires_at, funding, reserved_after_seq)
+              VALUES ('a', 1, 'held', 10, 'CHAT_DEC', 'CHAT', 'x', now() + interval '1 hour', '{\"permanent\": 10}', 4);
+         SELECT setval('billing.account_log_id_seq', 4), setval('billing.grants_id_seq', 1), setval('billing.holds_id_seq', 1);",
+    );
+    assert_eq!(ledger_disagreements(&mut c), 0);
+    assert_eq!(power(&mut c, "a"), "84");
+    // the key replays, the hold settles, the rest of the debit refunds
+    assert_eq!(
+        text(&mut c, "SELECT seq::text FROM billing_deduct('a', 30, 'CHAT_DEC', 'CHAT', 'x', idempotency_key => 'k1')"),
+        "3"
+    );
+    c.execute("SELECT billing_settle(1, 10)", &[]).unwrap();
+    c.execute("SELECT billing_refund(3)", &[]).unwrap();
+    assert_eq!(power(&mut c, "a"), "110");
+    // crossing the threshold now records an event
+    c.execute("SELECT billing_deduct('a', 70, 'CHAT_DEC', 'CHAT', 'x')", &[]).unwrap();
+    assert_eq!(text(&mut c, "SELECT string_agg(user_id || ' ' || available, ',') FROM billing_low_balance_events()"), "a 40");
     assert_eq!(ledger_disagreements(&mut c), 0);
 }

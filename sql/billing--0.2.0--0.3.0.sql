@@ -1,0 +1,459 @@
+-- billing 0.2.0 -> 0.3.0: a database shared with roles the extension does not
+-- trust (issue 11), and the other changes of 0.3.0. Each section is a delta from
+-- 0.2.0; tests/upgrade.rs checks that an upgraded catalog equals a fresh install.
+
+-- == Who made each entry: the session user and the calling role ==
+CREATE FUNCTION billing.calling_role()
+    RETURNS text
+    LANGUAGE c STABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'billing_calling_role';
+COMMENT ON FUNCTION billing.calling_role() IS
+    'The role that called the running function: the session user or the role set with SET ROLE, which SECURITY DEFINER does not change';
+
+REVOKE ALL ON FUNCTION billing.calling_role() FROM PUBLIC;
+-- Entries made before 0.3.0 keep NULL (who made them was not recorded).
+ALTER TABLE billing.account_log ADD COLUMN session_role text;
+ALTER TABLE billing.account_log ADD COLUMN calling_role text;
+ALTER TABLE billing.account_log ALTER COLUMN session_role SET DEFAULT SESSION_USER;
+ALTER TABLE billing.account_log ALTER COLUMN calling_role SET DEFAULT billing.calling_role();
+COMMENT ON COLUMN billing.account_log.session_role IS 'The session user of the connection that made the entry (NULL: made before 0.3.0)';
+COMMENT ON COLUMN billing.account_log.calling_role IS 'The role that called the function (after SET ROLE, before the SECURITY DEFINER switch) (NULL: made before 0.3.0)';
+
+-- == Low-balance events: the channel carries no payload ==
+CREATE SEQUENCE billing.low_balance_events_id_seq;
+CREATE TABLE billing.low_balance_events (
+    user_id     text NOT NULL,
+    event_id    bigint NOT NULL DEFAULT pg_catalog.nextval('billing.low_balance_events_id_seq'::pg_catalog.regclass),
+    threshold   numeric NOT NULL,
+    available   numeric NOT NULL,
+    at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (user_id, event_id)
+);
+ALTER SEQUENCE billing.low_balance_events_id_seq OWNED BY billing.low_balance_events.event_id;
+CREATE INDEX low_balance_events_by_id ON billing.low_balance_events (event_id);
+CREATE INDEX low_balance_events_by_time ON billing.low_balance_events (at);
+COMMENT ON TABLE billing.low_balance_events IS 'Low-balance events: a change took a user''s available power below the threshold (billing_set_low_balance). Read with billing_low_balance_events; billing_expire deletes events older than 7 days.';
+COMMENT ON COLUMN billing.low_balance_events.user_id IS 'The user whose power went below the threshold';
+COMMENT ON COLUMN billing.low_balance_events.event_id IS 'Increasing event id (billing_low_balance_events(after_id) reads the events after one)';
+COMMENT ON COLUMN billing.low_balance_events.threshold IS 'The threshold that was crossed';
+COMMENT ON COLUMN billing.low_balance_events.available IS 'Available power right after the change';
+COMMENT ON COLUMN billing.low_balance_events.at IS 'now() of the transaction that crossed the threshold';
+COMMENT ON SEQUENCE billing.low_balance_events_id_seq IS 'Low-balance event ids';
+COMMENT ON INDEX billing.low_balance_events_by_id IS 'billing_low_balance_events: the events after an id';
+COMMENT ON INDEX billing.low_balance_events_by_time IS 'billing_expire: deleting events older than 7 days';
+
+CREATE OR REPLACE FUNCTION billing.notify_low_balance(user_id text, threshold numeric, available numeric)
+    RETURNS void
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO billing.low_balance_events (user_id, threshold, available)
+    VALUES (user_id, trim_scale(threshold), trim_scale(available));
+    SELECT pg_notify('billing_low_balance', '');
+$$;
+COMMENT ON FUNCTION billing.notify_low_balance(text, numeric, numeric) IS
+    'Internal: records a low-balance event and sends NOTIFY billing_low_balance without a payload';
+
+CREATE FUNCTION @extschema@.billing_low_balance_events(after_id bigint DEFAULT 0)
+    RETURNS TABLE (event_id bigint, user_id text, threshold numeric, available numeric, at timestamptz)
+    LANGUAGE sql STABLE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT e.event_id, e.user_id, e.threshold, e.available, e.at
+      FROM billing.low_balance_events AS e
+     WHERE e.event_id > coalesce(after_id, 0)
+     ORDER BY e.event_id;
+$$;
+COMMENT ON FUNCTION @extschema@.billing_low_balance_events(bigint) IS
+    'Low-balance events with an id above after_id, oldest first: event_id, user_id, threshold, available, at. Call it when NOTIFY billing_low_balance arrives (the notification has no payload).';
+
+REVOKE ALL ON FUNCTION @extschema@.billing_low_balance_events(bigint) FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA billing FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA billing FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('billing.low_balance_events', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.low_balance_events_id_seq', '');
+
+-- billing_expire also deletes low-balance events older than 7 days
+CREATE OR REPLACE FUNCTION @extschema@.billing_expire(as_of timestamptz DEFAULT pg_catalog.now(), batch_size integer DEFAULT 10000)
+    RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    users text[];
+    expired bigint;
+    holds_ended bigint;
+BEGIN
+    IF as_of IS NULL THEN
+        RAISE EXCEPTION 'as_of must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF as_of > now() THEN
+        RAISE EXCEPTION 'as_of must not be in the future' USING ERRCODE = '22023',
+            DETAIL = 'Grants are expired only once their expire_at has passed.';
+    END IF;
+    IF batch_size IS NULL THEN
+        RAISE EXCEPTION 'batch_size must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF batch_size < 1 OR batch_size > 1000000 THEN
+        RAISE EXCEPTION 'batch_size must be between 1 and 1000000, not %', batch_size USING ERRCODE = '22023';
+    END IF;
+
+    -- Low-balance events are kept for 7 days (billing_low_balance_events).
+    DELETE FROM billing.low_balance_events AS e WHERE e.at < as_of - interval '7 days';
+
+    -- Lock up to batch_size accounts with an expired grant or a lapsed hold. Rows
+    -- another transaction holds (a deduct, another billing_expire) are skipped, not
+    -- waited for: the next run takes them.
+    SELECT array_agg(a.user_id) INTO users
+      FROM (SELECT a.user_id FROM billing.accounts AS a
+             WHERE a.next_expiry <= as_of OR a.holds_due_at <= now()
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED) AS a;
+    IF users IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM billing.write_back_heads(users);
+
+    -- Lapsed holds give back what they reserved (no ledger entry: nothing was charged).
+    holds_ended := billing.return_due_holds(users);
+
+    -- One MEMBERSHIP_GIFT_EXPIRED entry per grant that expired with power left.
+    WITH gone AS (
+        SELECT g.user_id, g.id, g.remaining, g.expire_at, g.subscription_id,
+               row_number() OVER (PARTITION BY g.user_id ORDER BY g.expire_at, g.id) AS n
+          FROM billing.grant_store AS g
+         WHERE g.user_id = ANY (users) AND g.expire_at <= as_of AND g.remaining > 0
+    ), emptied AS (
+        UPDATE billing.grant_store AS g
+           SET remaining = 0
+          FROM gone
+         WHERE g.user_id = gone.user_id AND g.id = gone.id
+    ), logged AS (
+        INSERT INTO billing.account_log
+               (user_id, seq, direction, amount, balance_after, account_type, source_type, source,
+                remark, subscription_id, expire_at, detail)
+        SELECT gone.user_id, a.last_seq + gone.n, -1, gone.remaining, now_.available,
+               'MEMBERSHIP_GIFT_EXPIRED', 'MEMBERSHIP_GIFT', 'expiry', NULL, gone.subscription_id, gone.expire_at,
+               jsonb_build_object('grants', jsonb_build_array(jsonb_build_object('id', gone.id, 'amount', gone.remaining)))
+          FROM gone
+          JOIN billing.accounts AS a ON a.user_id = gone.user_id
+          JOIN billing.available_now(users) AS now_ ON now_.user_id = gone.user_id
+        RETURNING 1
+    )
+    SELECT count(*) INTO expired FROM logged;
+
+    PERFORM billing.refresh_accounts(users);
+    -- the lapsed holds count too, so that callers loop until nothing is left to do
+    RETURN expired + holds_ended;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.billing_expire(timestamptz, integer) IS
+    'Ends grants that expired (at or before as_of) with power left, one MEMBERSHIP_GIFT_EXPIRED entry each, and gives back what lapsed holds reserved; up to batch_size accounts per call. Returns how many grants and holds it ended (0: nothing left to do).';
+
+-- == Internal calls go to the protected names, with exact argument types ==
+CREATE OR REPLACE FUNCTION @extschema@.billing_adjust(user_id text, delta numeric, remark text, operator text DEFAULT current_user)
+    RETURNS billing.account_log
+    LANGUAGE plpgsql VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    target text := billing_adjust.user_id;
+    entry billing.account_log;
+BEGIN
+    PERFORM billing.check_key('user_id', target);
+    PERFORM billing.check_key('operator', billing_adjust.operator);
+    IF remark IS NULL THEN
+        RAISE EXCEPTION 'remark must not be NULL' USING ERRCODE = '22004',
+            HINT = 'Say why the balance is corrected; the remark is kept in the ledger.';
+    END IF;
+    IF btrim(remark) = '' THEN
+        RAISE EXCEPTION 'remark must not be empty' USING ERRCODE = '22023',
+            HINT = 'Say why the balance is corrected; the remark is kept in the ledger.';
+    END IF;
+    IF delta IS NULL THEN
+        RAISE EXCEPTION 'delta must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF delta = 0 OR delta = 'NaN' THEN
+        RAISE EXCEPTION 'delta must not be zero or NaN, got %', delta USING ERRCODE = '22023',
+            HINT = 'A positive delta credits the user, a negative one debits.';
+    END IF;
+    IF abs(delta) > 1000000000000 THEN
+        RAISE EXCEPTION 'delta must be between -1000000000000 and 1000000000000, got %', delta USING ERRCODE = '22023';
+    END IF;
+    IF scale(trim_scale(delta)) > 8 THEN
+        RAISE EXCEPTION 'delta has more than 8 decimal places: %', delta USING ERRCODE = '22023';
+    END IF;
+    IF delta > 0 THEN
+        -- every argument with its exact type, to the protected name (sql/privileges.sql)
+        entry := billing.billing_add(target::text, delta::numeric, 'SYSTEM_MANUAL_INC'::text, 'SYSTEM'::text,
+                                     'manual'::text, remark::text, NULL::text, billing_adjust.operator::text,
+                                     NULL::timestamptz, NULL::text, NULL::text);
+    ELSE
+        entry := billing.billing_deduct(target::text, (-delta)::numeric, 'SYSTEM_MANUAL_DEC'::text, 'SYSTEM'::text,
+                                        'manual'::text, remark::text, NULL::text, billing_adjust.operator::text,
+                                        NULL::text);
+    END IF;
+    RETURN entry;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.billing_adjust(text, numeric, text, text) IS
+    'A manual correction by staff: SYSTEM_MANUAL_INC for a positive delta, SYSTEM_MANUAL_DEC (PB001 if not there) for a negative one, with association_user_id = operator. Returns the ledger entry.';
+
+-- == Caches never outlive the truth: type codes (issue 11, item 4) ==
+-- The guard of the type tables no longer tests TG_TABLE_NAME (Citus shards
+-- rename tables): its trigger arguments say what it guards.
+CREATE OR REPLACE FUNCTION billing.guard_type_codes() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+        RAISE EXCEPTION '% rows cannot be deleted: the ledger refers to them', TG_ARGV[0]
+            USING ERRCODE = 'PB007', HINT = 'Stop using the code instead.';
+    END IF;
+    IF NEW.code OPERATOR(pg_catalog.<>) OLD.code THEN
+        RAISE EXCEPTION 'the code of % rows cannot change: the ledger refers to them', TG_ARGV[0]
+            USING ERRCODE = 'PB007', HINT = 'Add a new code instead.';
+    END IF;
+    -- only a table whose trigger says so has a direction (plpgsql reads NEW.direction only here)
+    IF TG_NARGS OPERATOR(pg_catalog.>) 1 AND TG_ARGV[1] OPERATOR(pg_catalog.=) 'direction' THEN
+        IF NEW.direction OPERATOR(pg_catalog.<>) OLD.direction THEN
+            RAISE EXCEPTION 'the direction of % rows cannot change: the ledger refers to them', TG_ARGV[0]
+                USING ERRCODE = 'PB007', HINT = 'Add a new code instead.';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION billing.guard_type_codes() IS 'Trigger: type codes are never renamed, deleted or turned around (arguments: the table''s name for messages, then ''direction'' if its rows have one)';
+DROP TRIGGER account_types_guard ON billing.account_types;
+DROP TRIGGER source_types_guard ON billing.source_types;
+CREATE TRIGGER account_types_guard BEFORE UPDATE OR DELETE ON billing.account_types
+    FOR EACH ROW EXECUTE FUNCTION billing.guard_type_codes('account_types', 'direction');
+CREATE TRIGGER source_types_guard BEFORE UPDATE OR DELETE ON billing.source_types
+    FOR EACH ROW EXECUTE FUNCTION billing.guard_type_codes('source_types');
+-- A change to a type table invalidates its relcache entry, which empties every
+-- backend's cache of valid codes (at command end, at rollback, at commit elsewhere).
+CREATE FUNCTION billing.forget_type_codes() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'billing_forget_type_codes';
+COMMENT ON FUNCTION billing.forget_type_codes() IS 'Trigger: a change to a type table empties every backend''s cache of valid type codes (at command end, at rollback, and at commit in other backends)';
+CREATE TRIGGER account_types_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON billing.account_types
+    FOR EACH STATEMENT EXECUTE FUNCTION billing.forget_type_codes();
+CREATE TRIGGER source_types_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON billing.source_types
+    FOR EACH STATEMENT EXECUTE FUNCTION billing.forget_type_codes();
+ALTER TABLE billing.account_types ENABLE ALWAYS TRIGGER account_types_changed;
+ALTER TABLE billing.source_types ENABLE ALWAYS TRIGGER source_types_changed;
+REVOKE ALL ON FUNCTION billing.forget_type_codes() FROM PUBLIC;
+-- billing_verify reports entries whose codes are unknown or of the other direction
+CREATE OR REPLACE FUNCTION @extschema@.billing_verify(user_id text DEFAULT NULL)
+    RETURNS SETOF billing.violation
+    LANGUAGE plpgsql STABLE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    only_user text := billing_verify.user_id;
+BEGIN
+    RETURN QUERY
+    WITH entries AS (
+        SELECT l.* FROM billing.account_log AS l
+         WHERE only_user IS NULL OR l.user_id = only_user
+    ), replayed AS (
+        SELECT e.user_id,
+               sum(e.direction * coalesce((e.detail ->> 'permanent')::numeric, 0)) AS permanent,
+               count(*) AS entries, min(e.seq) AS first_seq, max(e.seq) AS last_seq
+          FROM entries AS e GROUP BY e.user_id
+    ), last_entries AS (
+        SELECT DISTINCT ON (e.user_id) e.user_id, e.seq, e.balance_after, e.created_at
+          FROM entries AS e ORDER BY e.user_id, e.seq DESC
+    ), grant_moves AS (
+        SELECT e.user_id, (g ->> 'id')::bigint AS id, sum(e.direction * (g ->> 'amount')::numeric) AS remaining
+          FROM entries AS e, jsonb_array_elements(coalesce(e.detail -> 'grants', '[]')) AS g
+         GROUP BY 1, 2
+    ), accounts AS (
+        SELECT a.* FROM billing.accounts AS a WHERE only_user IS NULL OR a.user_id = only_user
+    ), grants AS (
+        SELECT g.* FROM billing.grants AS g WHERE only_user IS NULL OR g.user_id = only_user
+    ), grant_sums AS (
+        SELECT g.user_id, sum(g.remaining) AS remaining, min(g.expire_at) FILTER (WHERE g.remaining > 0) AS next_expiry
+          FROM grants AS g GROUP BY g.user_id
+    ), live_when_last_written AS (
+        -- what each user's grants held that was still live when the last entry was written
+        SELECT le.user_id, sum(g.remaining) AS remaining
+          FROM last_entries AS le JOIN grants AS g ON g.user_id = le.user_id AND g.expire_at > le.created_at
+         GROUP BY le.user_id
+    ), holds AS (
+        SELECT h.* FROM billing.holds AS h WHERE only_user IS NULL OR h.user_id = only_user
+    ), hold_parts AS (
+        -- what each hold reserved, part by part: grant_id NULL is the permanent balance
+        SELECT h.user_id, h.hold_id, h.status, h.reserved_after_seq, h.closed_after_seq,
+               NULL::bigint AS grant_id, coalesce((h.funding ->> 'permanent')::numeric, 0) AS amount
+          FROM holds AS h
+        UNION ALL
+        SELECT h.user_id, h.hold_id, h.status, h.reserved_after_seq, h.closed_after_seq,
+               (g ->> 'id')::bigint, (g ->> 'amount')::numeric
+          FROM holds AS h, jsonb_array_elements(coalesce(h.funding -> 'grants', '[]')) AS g
+    ), held_permanent AS (
+        SELECT p.user_id, sum(p.amount) AS amount
+          FROM hold_parts AS p WHERE p.status = 'held' AND p.grant_id IS NULL GROUP BY p.user_id
+    ), held_grants AS (
+        SELECT p.user_id, p.grant_id AS id, sum(p.amount) AS amount
+          FROM hold_parts AS p WHERE p.status = 'held' AND p.grant_id IS NOT NULL GROUP BY 1, 2
+    ), hold_shift AS (
+        -- power that holds moved after each user's last entry, as the grants stood then:
+        -- reserved after it and still open, less given back after it by a hold made before it
+        SELECT le.user_id, sum(CASE WHEN p.status = 'held' THEN p.amount ELSE -p.amount END) AS amount
+          FROM last_entries AS le
+          JOIN hold_parts AS p ON p.user_id = le.user_id
+          LEFT JOIN billing.grant_store AS gs ON gs.user_id = p.user_id AND gs.id = p.grant_id
+         WHERE (p.grant_id IS NULL OR gs.expire_at > le.created_at)
+           AND ((p.status = 'held' AND p.reserved_after_seq >= le.seq)
+                OR (p.status IN ('released', 'expired') AND p.reserved_after_seq < le.seq
+                    AND p.closed_after_seq >= le.seq))
+         GROUP BY le.user_id
+    ), refunds AS (
+        SELECT e.user_id, e.refund_of, sum(e.amount) AS amount
+          FROM entries AS e WHERE e.refund_of IS NOT NULL GROUP BY 1, 2
+    ), heads AS (
+        SELECT DISTINCT ON (g.user_id) g.user_id, g.id, g.remaining
+          FROM grants AS g WHERE g.remaining > 0 AND g.expire_at > now()
+         ORDER BY g.user_id, g.expire_at, g.id
+    )
+    -- the permanent balance (plus what open holds took from it), the entry count and
+    -- the seq the account row holds
+    -- (an account may have no entries yet: one made to hold a low-balance threshold)
+    SELECT coalesce(a.user_id, r.user_id), 'permanent balance', coalesce(r.permanent, 0)::text,
+           (a.permanent + coalesce(hp.amount, 0))::text
+      FROM accounts AS a FULL JOIN replayed AS r ON r.user_id = a.user_id
+      LEFT JOIN held_permanent AS hp ON hp.user_id = a.user_id
+     WHERE a.permanent + coalesce(hp.amount, 0) IS DISTINCT FROM coalesce(r.permanent, 0)
+    UNION ALL
+    SELECT r.user_id, 'seq without gaps', '1..' || r.entries, r.first_seq || '..' || r.last_seq
+      FROM replayed AS r WHERE r.first_seq <> 1 OR r.last_seq <> r.entries
+    UNION ALL
+    SELECT a.user_id, 'last_seq', coalesce(r.entries, 0)::text, a.last_seq::text
+      FROM accounts AS a LEFT JOIN replayed AS r ON r.user_id = a.user_id
+     WHERE a.last_seq IS DISTINCT FROM coalesce(r.entries, 0)
+    -- every grant's remaining (plus what open holds took from it), and its bounds
+    UNION ALL
+    SELECT coalesce(g.user_id, m.user_id), 'grant ' || coalesce(g.id, m.id) || ' remaining',
+           m.remaining::text, (g.remaining + coalesce(hg.amount, 0))::text
+      FROM grants AS g FULL JOIN grant_moves AS m ON m.user_id = g.user_id AND m.id = g.id
+      LEFT JOIN held_grants AS hg ON hg.user_id = g.user_id AND hg.id = g.id
+     WHERE g.remaining + coalesce(hg.amount, 0) IS DISTINCT FROM m.remaining
+    UNION ALL
+    SELECT g.user_id, 'grant ' || g.id || ' within 0..amount', '0..' || g.amount, g.remaining::text
+      FROM grants AS g WHERE g.remaining < 0 OR g.remaining > g.amount
+    -- the ledger's own rules
+    UNION ALL
+    SELECT e.user_id, 'entry ' || e.seq || ' direction and amount', 'direction 1 or -1, amount > 0',
+           'direction ' || e.direction || ', amount ' || e.amount
+      FROM entries AS e WHERE e.direction NOT IN (1, -1) OR e.amount <= 0
+    -- every entry names a known account type of its own direction, and a known source type
+    UNION ALL
+    SELECT e.user_id, 'entry ' || e.seq || ' account_type',
+           'a type of direction ' || e.direction || ' in billing.account_types',
+           e.account_type || CASE WHEN t.code IS NULL THEN ' (unknown)' ELSE ' (direction ' || t.direction || ')' END
+      FROM entries AS e LEFT JOIN billing.account_types AS t ON t.code = e.account_type
+     WHERE t.direction IS DISTINCT FROM e.direction
+    UNION ALL
+    SELECT e.user_id, 'entry ' || e.seq || ' source_type', 'a type in billing.source_types', e.source_type || ' (unknown)'
+      FROM entries AS e LEFT JOIN billing.source_types AS s ON s.code = e.source_type
+     WHERE s.code IS NULL
+    UNION ALL
+    SELECT r.user_id, 'refunds of entry ' || r.refund_of, 'at most ' || coalesce(o.amount::text, 'a debit'),
+           r.amount::text
+      FROM refunds AS r
+      LEFT JOIN billing.account_log AS o ON o.user_id = r.user_id AND o.id = r.refund_of AND o.direction = -1
+     WHERE o.amount IS NULL OR r.amount > o.amount
+    -- balance_after of the last entry: the power available when it was written
+    UNION ALL
+    SELECT a.user_id, 'balance_after of entry ' || le.seq, le.balance_after::text,
+           (a.permanent + coalesce(lw.remaining, 0) + coalesce(hs.amount, 0))::text
+      FROM accounts AS a JOIN last_entries AS le ON le.user_id = a.user_id
+      LEFT JOIN live_when_last_written AS lw ON lw.user_id = a.user_id
+      LEFT JOIN hold_shift AS hs ON hs.user_id = a.user_id
+     WHERE le.balance_after <> a.permanent + coalesce(lw.remaining, 0) + coalesce(hs.amount, 0)
+    -- every hold: its parts add up to its amount; a settled one has its entry
+    UNION ALL
+    SELECT p.user_id, 'hold ' || p.hold_id || ' funding', h.amount::text, sum(p.amount)::text
+      FROM hold_parts AS p JOIN holds AS h ON h.user_id = p.user_id AND h.hold_id = p.hold_id
+     GROUP BY p.user_id, p.hold_id, h.amount HAVING sum(p.amount) <> h.amount
+    UNION ALL
+    SELECT h.user_id, 'hold ' || h.hold_id || ' settle entry', 'an entry of ' || h.settled_amount,
+           coalesce(l.amount::text, 'none')
+      FROM holds AS h
+      LEFT JOIN billing.account_log AS l ON l.user_id = h.user_id AND l.id = h.log_id
+     WHERE h.status = 'settled' AND (l.amount IS DISTINCT FROM h.settled_amount OR l.direction <> -1)
+    -- the caches on the account row
+    UNION ALL
+    SELECT a.user_id, 'grants_total', coalesce(s.remaining, 0)::text, a.grants_total::text
+      FROM accounts AS a LEFT JOIN grant_sums AS s ON s.user_id = a.user_id
+     WHERE a.grants_total <> coalesce(s.remaining, 0)
+    UNION ALL
+    SELECT a.user_id, 'next_expiry', s.next_expiry::text, a.next_expiry::text
+      FROM accounts AS a LEFT JOIN grant_sums AS s ON s.user_id = a.user_id
+     WHERE a.next_expiry IS DISTINCT FROM s.next_expiry
+    UNION ALL
+    SELECT a.user_id, 'holds_due_at', min(h.expires_at)::text, a.holds_due_at::text
+      FROM accounts AS a LEFT JOIN holds AS h ON h.user_id = a.user_id AND h.status = 'held'
+     GROUP BY a.user_id, a.holds_due_at HAVING a.holds_due_at IS DISTINCT FROM min(h.expires_at)
+    UNION ALL
+    SELECT a.user_id, 'head grant', concat(h.id, ' with ', h.remaining), concat(a.head_grant_id, ' with ', a.head_remaining)
+      FROM accounts AS a LEFT JOIN heads AS h ON h.user_id = a.user_id
+     WHERE (a.next_expiry IS NULL OR a.next_expiry > now())
+       AND (a.head_grant_id IS DISTINCT FROM h.id OR a.head_remaining IS DISTINCT FROM h.remaining);
+END
+$$;
+COMMENT ON FUNCTION @extschema@.billing_verify(text) IS
+    'Replays the ledger (of one user, or all) and returns one row per disagreement with the stored balances, grants and caches; no rows means healthy';
+
+-- == Dropping the extension refuses while the ledger holds entries (issue 11, item 8) ==
+CREATE FUNCTION billing.guard_drop() RETURNS event_trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'billing_guard_drop';
+COMMENT ON FUNCTION billing.guard_drop() IS 'Event trigger: loads the library whose hook refuses to drop a ledger that holds entries (unless billing.allow_drop is on in the same transaction)';
+CREATE EVENT TRIGGER billing_guard_drop ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED')
+    EXECUTE FUNCTION billing.guard_drop();
+COMMENT ON EVENT TRIGGER billing_guard_drop IS 'Dropping the extension refuses while the ledger holds entries (billing.allow_drop)';
+REVOKE ALL ON FUNCTION billing.guard_drop() FROM PUBLIC;
+
+-- (sections of the other 0.3.0 changes go here, above the protected names)
+
+-- == The protected names: a copy of every function in schema billing (last) ==
+CREATE FUNCTION billing.copy_protected_names()
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $copy$
+DECLARE
+    f record;
+BEGIN
+    FOR f IN
+        SELECT p.oid, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid) AS arguments
+          FROM pg_catalog.pg_proc AS p
+          JOIN pg_catalog.pg_depend AS d
+            ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+           AND d.objid OPERATOR(pg_catalog.=) p.oid AND d.deptype OPERATOR(pg_catalog.=) 'e'
+           AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+          JOIN pg_catalog.pg_extension AS e
+            ON e.oid OPERATOR(pg_catalog.=) d.refobjid AND e.extname OPERATOR(pg_catalog.=) 'billing'
+         WHERE p.pronamespace OPERATOR(pg_catalog.=) e.extnamespace
+           AND e.extnamespace OPERATOR(pg_catalog.<>) 'billing'::pg_catalog.regnamespace
+         ORDER BY p.proname, p.oid
+    LOOP
+        EXECUTE pg_catalog.regexp_replace(pg_catalog.pg_get_functiondef(f.oid),
+                                          '^CREATE OR REPLACE FUNCTION [^(]*\.', 'CREATE OR REPLACE FUNCTION billing.');
+        EXECUTE pg_catalog.format('COMMENT ON FUNCTION billing.%I(%s) IS %L', f.proname, f.arguments,
+                                  pg_catalog.obj_description(f.oid, 'pg_proc'));
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION billing.%I(%s) FROM PUBLIC', f.proname, f.arguments);
+    END LOOP;
+END
+$copy$;
+COMMENT ON FUNCTION billing.copy_protected_names() IS
+    'Internal: (re)creates in schema billing an exact copy of every function the extension has in its own schema (the protected names), with its comment; PUBLIC may execute none. Run by the install and upgrade scripts.';
+REVOKE ALL ON FUNCTION billing.copy_protected_names() FROM PUBLIC;
+SELECT billing.copy_protected_names();

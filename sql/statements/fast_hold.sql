@@ -1,0 +1,39 @@
+-- fast_hold
+-- The common hold in one statement, on the same conditions as FAST_DEBIT: it
+-- takes the amount from the head grant (or, for a user without grants, the
+-- permanent balance) on the account row and inserts the hold. Returns no row
+-- when the conditions do not hold; the caller then takes the general path.
+-- kind: write
+-- $1 user_id text
+-- $2 amount numeric
+-- $3 ttl interval
+-- $4 account_type text
+-- $5 source_type text
+-- $6 source text
+-- $7 remark text
+-- $8 association_no text
+-- $9 association_user_id text
+-- $10 idempotency_key text
+WITH account AS (
+  UPDATE billing.accounts AS a
+     SET
+--@ include shared/take_from_head.sql
+         holds_due_at = least(a.holds_due_at, pg_catalog.now() OPERATOR(pg_catalog.+) $3),
+         updated_at = pg_catalog.now()
+   WHERE
+--@ include shared/head_covers.sql
+  RETURNING a.user_id, a.last_seq, a.head_grant_id, a.low_balance_at,
+            a.permanent OPERATOR(pg_catalog.+) a.grants_total AS available
+), held AS (
+  INSERT INTO billing.holds AS h
+         (user_id, amount, funding, expires_at, account_type, source_type, source, remark,
+          association_no, association_user_id, idempotency_key, reserved_after_seq)
+  SELECT account.user_id, $2,
+
+--@ include shared/head_funding.sql
+       ,
+         pg_catalog.now() OPERATOR(pg_catalog.+) $3, $4, $5, $6, $7, $8, $9, $10, account.last_seq
+    FROM account
+  RETURNING h
+)
+SELECT held.h, account.low_balance_at, account.available FROM held, account;
