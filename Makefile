@@ -78,7 +78,7 @@ test-model: install
 	BILLING_PG_OPTS="$(INTEGRATION_PG_OPTS)" scripts/with-cluster.sh \
 	  cargo test --manifest-path tests/Cargo.toml --test model -- --nocapture
 
-# Before a release: 2,000 seeds of the model-based test (about half an hour).
+# Before a release: 2,000 seeds of the model-based test (about 40 minutes on 2 cores).
 test-long: export BILLING_MODEL_SEEDS = 1-2000
 test-long: test-model
 
