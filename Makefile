@@ -10,7 +10,7 @@ ROOT := $(filter 0,$(shell id -u))
 PGRX_TEST_DATA ?= /tmp/billing-pgrx-test-data
 VENV := $(CURDIR)/target/venv
 
-.PHONY: all setup install install-release test unit-and-pg-tests lint regress integration demo bench clean
+.PHONY: all setup install install-release test unit-and-pg-tests lint regress integration test-model test-long demo bench clean
 
 all: test
 
@@ -67,6 +67,20 @@ INTEGRATION_PG_OPTS ?= -c shared_preload_libraries=pg_cron -c cron.database_name
 integration: install
 	BILLING_PG_OPTS="$(INTEGRATION_PG_OPTS)" scripts/with-cluster.sh \
 	  cargo test --manifest-path tests/Cargo.toml --no-fail-fast -- --test-threads=2
+
+# The model-based test alone (tests/model.rs; `make integration` runs it too, with
+# the defaults). The environment chooses what it runs, so any range can be tried:
+#   BILLING_MODEL_SEEDS  seeds, e.g. 5001-5100 or 3,9,20-25 (default 1-64)
+#   BILLING_MODEL_OPS    operations per seed (default 1000)
+#   BILLING_MODEL_JOBS   seeds run at once (default 2)
+# A failure names its seed and step; BILLING_MODEL_SEEDS=<seed> make test-model replays it.
+test-model: install
+	BILLING_PG_OPTS="$(INTEGRATION_PG_OPTS)" scripts/with-cluster.sh \
+	  cargo test --manifest-path tests/Cargo.toml --test model -- --nocapture
+
+# Before a release: 2,000 seeds of the model-based test (about 40 minutes on 2 cores).
+test-long: export BILLING_MODEL_SEEDS = 1-2000
+test-long: test-model
 
 demo: install-release
 	scripts/with-cluster.sh psql -X -v ON_ERROR_STOP=0 -f demo/demo.sql

@@ -40,6 +40,21 @@ pub fn plan(amount: Decimal, permanent: Decimal, live: &[LiveGrant]) -> Result<D
     if amount > available {
         return Err(available);
     }
+    Ok(in_deduct_order(amount, live))
+}
+
+/// Plans a debit that may leave the permanent balance negative (a debt): the
+/// same order as any debit, live grants as far as they go, and only what they
+/// do not cover from the permanent balance, below zero if need be. A user
+/// already in debt keeps the debt where it is: live grants that cover the
+/// amount pay all of it, and the permanent balance is not touched.
+pub fn plan_allowing_debt(amount: Decimal, live: &[LiveGrant]) -> Drawdown {
+    in_deduct_order(amount, live)
+}
+
+/// Takes `amount` from the live grants in the given order, each as far as it
+/// goes, and the rest from the permanent balance.
+fn in_deduct_order(amount: Decimal, live: &[LiveGrant]) -> Drawdown {
     let mut left = amount;
     let mut from_grants = Vec::new();
     for grant in live {
@@ -52,21 +67,7 @@ pub fn plan(amount: Decimal, permanent: Decimal, live: &[LiveGrant]) -> Result<D
             left -= take;
         }
     }
-    Ok(Drawdown { from_grants, from_permanent: left })
-}
-
-/// Plans a debit that may leave the permanent balance negative (a debt): the
-/// live grants first, whatever is not there from the permanent balance.
-pub fn plan_allowing_debt(amount: Decimal, permanent: Decimal, live: &[LiveGrant]) -> Drawdown {
-    match plan(amount, permanent, live) {
-        Ok(drawdown) => drawdown,
-        Err(_) => {
-            let from_grants: Vec<(i64, Decimal)> =
-                live.iter().filter(|g| g.remaining > Decimal::ZERO).map(|g| (g.id, g.remaining)).collect();
-            let taken: Decimal = from_grants.iter().map(|(_, t)| *t).sum();
-            Drawdown { from_grants, from_permanent: amount - taken }
-        }
-    }
+    Drawdown { from_grants, from_permanent: left }
 }
 
 /// Splits what a hold reserved into the part charged (`amount`, taken in the
@@ -179,11 +180,25 @@ mod tests {
     #[test]
     fn a_debt_takes_every_grant_then_the_permanent_balance_below_zero() {
         let live = grants(&[(1, "2"), (2, "3")]);
-        let d = plan_allowing_debt(dec("10"), dec("1"), &live);
+        let d = plan_allowing_debt(dec("10"), &live);
         assert_eq!(d.from_grants, vec![(1, dec("2")), (2, dec("3"))]);
         assert_eq!(d.from_permanent, dec("5"));
         // when the power is there, it is the ordinary plan
-        assert_eq!(plan_allowing_debt(dec("1"), dec("1"), &live), plan(dec("1"), dec("1"), &live).unwrap());
+        assert_eq!(plan_allowing_debt(dec("1"), &live), plan(dec("1"), dec("1"), &live).unwrap());
+    }
+
+    #[test]
+    fn in_debt_live_grants_that_cover_the_amount_pay_all_of_it() {
+        // issue 18: permanent -10, a live grant of 6, a settle 4 above its hold
+        let live = grants(&[(1, "6")]);
+        assert_eq!(plan(dec("4"), dec("-10"), &live), Err(dec("-4")));
+        let d = plan_allowing_debt(dec("4"), &live);
+        assert_eq!(d.from_grants, vec![(1, dec("4"))]);
+        assert_eq!(d.from_permanent, Decimal::ZERO);
+        // and what they do not cover goes on the debt
+        let d = plan_allowing_debt(dec("9"), &live);
+        assert_eq!(d.from_grants, vec![(1, dec("6"))]);
+        assert_eq!(d.from_permanent, dec("3"));
     }
 
     #[test]

@@ -281,7 +281,7 @@ fn settle(args: &Args) -> Returned {
             let live = grants::exact_live_grants(client, plans, &user_id)?;
             before = Some(drawdown::available(account.permanent, &live));
             let plan = if allow_debt {
-                drawdown::plan_allowing_debt(extra, account.permanent, &live)
+                drawdown::plan_allowing_debt(extra, &live)
             } else {
                 drawdown::plan(extra, account.permanent, &live).map_err(|available| {
                     insufficient_for_settle(&hold, actual, held, available)

@@ -55,6 +55,8 @@ mod reports_tests;
 mod triggers_tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod security_tests;
+#[cfg(any(test, feature = "pg_test"))]
+mod settle_tests;
 
 // The extension script, in order: tables and seed data, holds, the functions,
 // billing_verify, the reports and pricing, the operations (expiry, revoking,

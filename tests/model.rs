@@ -1,15 +1,31 @@
 //! Model-based test: a pure-Rust model of the billing rules and the real
-//! extension run the same random operation sequences (credits, gifts that
-//! expire, deducts, idempotent repeats and reused keys, bad input, time moving
-//! past expiries, holds settled above and below what they held, with and
-//! without debt, releases, repeated and conflicting closes, full and partial
-//! refunds, refunds into expired grants) and must agree on every result,
-//! error code and balance.
-//! Sequences come from fixed seeds, so a failure replays exactly.
+//! extension run the same random operation sequences and must agree on every
+//! result, error code, balance, and on the funding `detail` of every ledger
+//! entry (which grants and how much of the permanent balance it moved).
+//!
+//! The operations: credits, gifts that expire (some of a subscription), deducts,
+//! idempotent repeats and keys reused across adds, deducts, holds and refunds,
+//! bad input, time moving past the expiries of grants and the ttls of holds,
+//! holds settled below, at and above what they held, with and without debt,
+//! or for 0, releases, repeated and conflicting closes, full and partial refunds of
+//! deducts, settles, manual corrections and revocations (also into expired
+//! grants), billing_revoke_subscription, billing_expire and billing_adjust.
+//!
+//! Sequences come from seeds, so a failure replays exactly. The seeds and the
+//! number of operations come from the environment:
+//!   BILLING_MODEL_SEEDS   seeds to run: "1-64" (default), "5001-5100", "7", "3,9,20-25"
+//!   BILLING_MODEL_OPS     operations per seed (default 1000)
+//!   BILLING_MODEL_JOBS    seeds run at once (default 2)
+//! `make test-model` runs this test alone; `make test-long` runs 2,000 seeds.
+//! A failure (a disagreement, or a panic inside the model) names its seed and step.
 
 mod common;
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use common::*;
 
@@ -19,9 +35,13 @@ type Cents = i64;
 struct Grant {
     remaining: Cents,
     expires_at_hour: i64,
+    /// The step that set expires_at: of two grants that expire in the same model hour,
+    /// the one whose expiry was set earlier (in real time) expires first.
+    expiry_set_at: usize,
+    subscription: Option<String>,
 }
 
-/// Where power came from: (grant index, amount) in order, and the permanent part.
+/// Where power came from (or went): (grant index, amount) in order, and the permanent part.
 #[derive(Clone, Default, Debug)]
 struct Funding {
     grants: Vec<(usize, Cents)>,
@@ -32,12 +52,42 @@ impl Funding {
     fn total(&self) -> Cents {
         self.permanent + self.grants.iter().map(|(_, a)| a).sum::<Cents>()
     }
+
+    /// As the test's SQL function model_funding renders an entry's detail: "p<cents>",
+    /// then " g<grant index>:<cents>" per grant (summed, nonzero, by index), then
+    /// " h<hold index>" for a settle.
+    fn render(&self, hold: Option<usize>) -> String {
+        let mut grants = merge(self.grants.clone());
+        grants.sort();
+        let mut out = format!("p{}", self.permanent);
+        for (i, a) in grants {
+            out.push_str(&format!(" g{i}:{a}"));
+        }
+        if let Some(h) = hold {
+            out.push_str(&format!(" h{h}"));
+        }
+        out
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum HoldState {
+    Open,
+    /// settled for this amount, with this entry
+    Settled(Cents),
+    Released,
+    /// its ttl passed while it was open
+    Lapsed,
 }
 
 struct Hold {
+    amount: Cents,
+    account_type: String,
     funding: Funding,
-    /// None while open; Some((actual, balance_after of its entry)) once settled, Some((0, 0)) once released.
-    closed: Option<(Cents, Cents)>,
+    expires_at_hour: i64,
+    state: HoldState,
+    /// the settle's entry, once settled
+    entry: Option<Outcome>,
 }
 
 /// A debit entry that can be refunded: what it took, and what refunds gave back so far.
@@ -46,31 +96,52 @@ struct Debit {
     refunded: Funding,
 }
 
+/// What a ledger idempotency key was used for, and the entry it returns on a repeat.
+struct KeyUse {
+    direction: i16,
+    amount: Cents,
+    account_type: String,
+    refund_of: Option<usize>,
+    entry: Outcome,
+}
+
 #[derive(Default)]
 struct User {
     permanent: Cents,
     grants: Vec<Grant>,
     holds: Vec<Hold>,
     debits: Vec<Debit>,
-    /// idempotency key -> (direction, amount, account_type, balance_after of the entry)
-    keys: HashMap<String, (i16, Cents, String, Cents)>,
+    /// ledger keys (billing_add, billing_deduct, billing_refund)
+    keys: HashMap<String, KeyUse>,
+    /// hold keys (billing_hold): a namespace of their own
+    hold_keys: HashMap<String, usize>,
 }
 
 #[derive(Default)]
 struct Model {
     now_hour: i64,
+    /// the step being run
+    step: usize,
     users: BTreeMap<String, User>,
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 enum Outcome {
-    /// The entry's balance_after.
-    Ok(Cents),
+    /// A plain value: a hold's index, a release's status, a count.
+    Ok(i64),
+    /// A ledger entry: its balance_after and its funding, rendered.
+    Entry(Cents, String),
+    /// Several entries, each "user amount balance_after funding".
+    Entries(Vec<String>),
     Err(String),
 }
 
 fn err(code: &str) -> Outcome {
     Outcome::Err(code.to_owned())
+}
+
+fn entry(balance_after: Cents, funding: &Funding, hold: Option<usize>) -> Outcome {
+    Outcome::Entry(balance_after, funding.render(hold))
 }
 
 impl Model {
@@ -81,12 +152,22 @@ impl Model {
     }
 
     fn replay(&self, user: &str, key: Option<&str>, direction: i16, amount: Cents, account_type: &str) -> Option<Outcome> {
-        let (d, a, t, balance_after) = self.users.get(user)?.keys.get(key?)?;
-        Some(if (*d, *a, t.as_str()) == (direction, amount, account_type) { Outcome::Ok(*balance_after) } else { err("PB003") })
+        let used = self.users.get(user)?.keys.get(key?)?;
+        Some(if (used.direction, used.amount, used.account_type.as_str()) == (direction, amount, account_type) {
+            used.entry.clone()
+        } else {
+            err("PB003")
+        })
     }
 
-    fn add(&mut self, user: &str, amount: Cents, gift_hours: Option<i64>, key: Option<&str>) -> Outcome {
-        let account_type = if gift_hours.is_some() { "MEMBERSHIP_GIFT_INC" } else { "RECHARGE_INC" };
+    fn remember(&mut self, user: &str, key: Option<&str>, used: KeyUse) {
+        if let Some(key) = key {
+            self.users.get_mut(user).unwrap().keys.insert(key.to_owned(), used);
+        }
+    }
+
+    /// billing_add: a permanent credit (`gift_hours` None) or a gift that expires.
+    fn add(&mut self, user: &str, amount: Cents, account_type: &str, gift: Option<(i64, Option<String>)>, key: Option<&str>) -> Outcome {
         if amount <= 0 {
             return err("22023");
         }
@@ -94,28 +175,32 @@ impl Model {
             return replayed;
         }
         let balance_after = self.available(user) + amount;
-        let now = self.now_hour;
+        let (now, step) = (self.now_hour, self.step);
         let u = self.users.entry(user.to_owned()).or_default();
-        match gift_hours {
-            Some(hours) => {
+        let funding = match gift {
+            Some((hours, subscription)) => {
                 // a gift to a user in debt pays the debt first
                 let pays_debt = amount.min((-u.permanent).max(0));
                 u.permanent += pays_debt;
-                u.grants.push(Grant { remaining: amount - pays_debt, expires_at_hour: now + hours })
+                u.grants.push(Grant { remaining: amount - pays_debt, expires_at_hour: now + hours, expiry_set_at: step, subscription });
+                Funding { permanent: pays_debt, grants: vec![(u.grants.len() - 1, amount - pays_debt)] }
             }
-            None => u.permanent += amount,
-        }
-        if let Some(key) = key {
-            u.keys.insert(key.to_owned(), (1, amount, account_type.to_owned(), balance_after));
-        }
-        Outcome::Ok(balance_after)
+            None => {
+                u.permanent += amount;
+                Funding { permanent: amount, grants: Vec::new() }
+            }
+        };
+        let result = entry(balance_after, &funding, None);
+        let used = KeyUse { direction: 1, amount, account_type: account_type.to_owned(), refund_of: None, entry: result.clone() };
+        self.remember(user, key, used);
+        result
     }
 
     fn deduct(&mut self, user: &str, amount: Cents, account_type: &str, key: Option<&str>) -> Outcome {
         if amount <= 0 {
             return err("22023");
         }
-        if account_type != "CHAT_DEC" && account_type != "PLUGIN_DEC" {
+        if !["CHAT_DEC", "PLUGIN_DEC", "SYSTEM_MANUAL_DEC"].contains(&account_type) {
             return err("PB002");
         }
         if let Some(replayed) = self.replay(user, key, -1, amount, account_type) {
@@ -127,11 +212,11 @@ impl Model {
         }
         let u = self.users.get_mut(user).expect("power above zero means an account");
         let funding = take(u, self.now_hour, amount, false);
+        let result = entry(available - amount, &funding, None);
         u.debits.push(Debit { funding, refunded: Funding::default() });
-        if let Some(key) = key {
-            u.keys.insert(key.to_owned(), (-1, amount, account_type.to_owned(), available - amount));
-        }
-        Outcome::Ok(available - amount)
+        let used = KeyUse { direction: -1, amount, account_type: account_type.to_owned(), refund_of: None, entry: result.clone() };
+        self.remember(user, key, used);
+        result
     }
 }
 
@@ -139,7 +224,7 @@ impl Model {
 /// balance, below zero only if `debt`); the caller has checked it is there unless `debt`.
 fn take(u: &mut User, now: i64, amount: Cents, debt: bool) -> Funding {
     let mut order: Vec<usize> = (0..u.grants.len()).filter(|&i| u.grants[i].expires_at_hour > now && u.grants[i].remaining > 0).collect();
-    order.sort_by_key(|&i| (u.grants[i].expires_at_hour, i));
+    order.sort_by_key(|&i| expiry_order(u, i));
     let mut left = amount;
     let mut funding = Funding::default();
     for i in order {
@@ -150,10 +235,24 @@ fn take(u: &mut User, now: i64, amount: Cents, debt: bool) -> Funding {
             left -= take;
         }
     }
-    assert!(debt || left <= u.permanent, "the caller checked the power is there");
+    // In debt, live grants can cover all of it (left is 0) while permanent is below zero.
+    assert!(debt || left == 0 || left <= u.permanent, "the caller checked the power is there");
     u.permanent -= left;
     funding.permanent = left;
     funding
+}
+
+/// Grants in the order they expire (and are spent): expire_at, then id.
+fn expiry_order(u: &User, i: usize) -> (i64, usize, usize) {
+    (u.grants[i].expires_at_hour, u.grants[i].expiry_set_at, i)
+}
+
+/// Gives a funding back to where it came from (grants keep their expiry, expired or not).
+fn give_back(u: &mut User, funding: &Funding) {
+    for (i, reserved) in &funding.grants {
+        u.grants[*i].remaining += reserved;
+    }
+    u.permanent += funding.permanent;
 }
 
 /// Sums the parts of each grant, keeping the order grants first appear in.
@@ -170,27 +269,58 @@ fn merge(parts: Vec<(usize, Cents)>) -> Vec<(usize, Cents)> {
 }
 
 impl Model {
-    fn hold(&mut self, user: &str, amount: Cents) -> Outcome {
+    /// billing_hold; Ok(the hold's index among the user's holds).
+    fn hold(&mut self, user: &str, amount: Cents, account_type: &str, ttl_hours: i64, key: Option<&str>) -> Outcome {
+        if let Some(n) = key.and_then(|k| self.users.get(user)?.hold_keys.get(k).copied()) {
+            let earlier = &self.users[user].holds[n];
+            return if earlier.amount == amount && earlier.account_type == account_type { Outcome::Ok(n as i64) } else { err("PB003") };
+        }
         if amount > self.available(user) || !self.users.contains_key(user) {
             return err("PB001");
         }
+        let now = self.now_hour;
         let u = self.users.get_mut(user).unwrap();
-        let funding = take(u, self.now_hour, amount, false);
-        u.holds.push(Hold { funding, closed: None });
-        Outcome::Ok(0) // the hold row; the power after it is compared after every step
+        let funding = take(u, now, amount, false);
+        u.holds.push(Hold {
+            amount,
+            account_type: account_type.to_owned(),
+            funding,
+            expires_at_hour: now + ttl_hours,
+            state: HoldState::Open,
+            entry: None,
+        });
+        let n = u.holds.len() - 1;
+        if let Some(key) = key {
+            u.hold_keys.insert(key.to_owned(), n);
+        }
+        Outcome::Ok(n as i64)
     }
 
     fn settle(&mut self, user: &str, n: usize, actual: Cents, debt: bool) -> Outcome {
+        if actual == 0 {
+            // a release that returns no entry
+            return match self.users[user].holds[n].state {
+                HoldState::Open | HoldState::Released => {
+                    self.release(user, n);
+                    Outcome::Ok(0)
+                }
+                _ => err("PB004"),
+            };
+        }
         let available = self.available(user);
         let now = self.now_hour;
         let u = self.users.get_mut(user).unwrap();
-        match u.holds[n].closed {
-            Some((settled, balance_after)) if settled == actual && settled > 0 => return Outcome::Ok(balance_after),
-            Some(_) => return err("PB004"),
-            None => {}
+        match u.holds[n].state {
+            HoldState::Settled(settled) if settled == actual => return u.holds[n].entry.clone().unwrap(),
+            HoldState::Open => {}
+            _ => return err("PB004"),
         }
         let funding = u.holds[n].funding.clone();
         let held = funding.total();
+        if actual > held && actual - held > available && !debt {
+            // PB001: the hold stays as it was
+            return err("PB001");
+        }
         // charge in the order the hold took it, give back the rest
         let mut left = actual.min(held);
         let mut charged = Funding::default();
@@ -205,46 +335,43 @@ impl Model {
         charged.permanent = left.min(funding.permanent);
         u.permanent += funding.permanent - charged.permanent;
         if actual > held {
-            let extra = actual - held;
-            if extra > available && !debt {
-                // PB001: undo the give-back, the hold stays as it was
-                for (i, reserved) in &funding.grants {
-                    let c = charged.grants.iter().find(|(g, _)| g == i).map_or(0, |(_, c)| *c);
-                    u.grants[*i].remaining -= reserved - c;
-                }
-                u.permanent -= funding.permanent - charged.permanent;
-                return err("PB001");
-            }
-            let more = take(u, now, extra, true);
+            // only the difference, in deduct order (below zero with allow_debt)
+            let more = take(u, now, actual - held, true);
             charged.grants.extend(more.grants);
             charged.permanent += more.permanent;
         }
         charged.grants = merge(charged.grants);
         let balance_after = self.available(user);
         let u = self.users.get_mut(user).unwrap();
-        u.holds[n].closed = Some((actual, balance_after));
+        let result = entry(balance_after, &charged, Some(n));
+        u.holds[n].state = HoldState::Settled(actual);
+        u.holds[n].entry = Some(result.clone());
         u.debits.push(Debit { funding: charged, refunded: Funding::default() });
-        Outcome::Ok(balance_after)
+        result
     }
 
+    /// billing_release; Ok(1) when the hold is (now) released, Ok(2) when its ttl had passed.
     fn release(&mut self, user: &str, n: usize) -> Outcome {
         let u = self.users.get_mut(user).unwrap();
-        match u.holds[n].closed {
-            Some((0, _)) => return Outcome::Ok(0),
-            Some(_) => return err("PB004"),
-            None => {}
+        match u.holds[n].state {
+            HoldState::Released => Outcome::Ok(1),
+            HoldState::Lapsed => Outcome::Ok(2),
+            HoldState::Settled(_) => err("PB004"),
+            HoldState::Open => {
+                let funding = u.holds[n].funding.clone();
+                give_back(u, &funding);
+                u.holds[n].state = HoldState::Released;
+                Outcome::Ok(1)
+            }
         }
-        let funding = u.holds[n].funding.clone();
-        for (i, reserved) in &funding.grants {
-            u.grants[*i].remaining += reserved;
-        }
-        u.permanent += funding.permanent;
-        u.holds[n].closed = Some((0, 0));
-        Outcome::Ok(0)
     }
 
-    fn refund(&mut self, user: &str, n: usize, amount: Option<Cents>) -> Outcome {
+    fn refund(&mut self, user: &str, n: usize, amount: Option<Cents>, key: Option<&str>) -> Outcome {
         let now = self.now_hour;
+        if let Some(used) = key.and_then(|k| self.users[user].keys.get(k)) {
+            let same = used.account_type == "REFUND_INC" && used.refund_of == Some(n) && amount.is_none_or(|a| a == used.amount);
+            return if same { used.entry.clone() } else { err("PB003") };
+        }
         let u = self.users.get_mut(user).unwrap();
         let debit = &u.debits[n];
         let refunded_from = |i: usize| debit.refunded.grants.iter().filter(|(g, _)| *g == i).map(|(_, a)| *a).sum::<Cents>();
@@ -276,8 +403,77 @@ impl Model {
         }
         let debit = &mut u.debits[n];
         debit.refunded.permanent += back.permanent;
-        debit.refunded.grants.extend(back.grants);
-        Outcome::Ok(self.available(user))
+        debit.refunded.grants.extend(back.grants.iter().copied());
+        let result = entry(self.available(user), &back, None);
+        let used = KeyUse { direction: 1, amount: back.total(), account_type: "REFUND_INC".to_owned(), refund_of: Some(n), entry: result.clone() };
+        self.remember(user, key, used);
+        result
+    }
+
+    /// Time passes: grants and holds come `hours` closer to their end; holds whose ttl
+    /// passed give back what they reserved (billing_power counts it as available at once).
+    fn pass(&mut self, hours: i64) {
+        self.now_hour += hours;
+        let now = self.now_hour;
+        for u in self.users.values_mut() {
+            for n in 0..u.holds.len() {
+                if u.holds[n].state == HoldState::Open && u.holds[n].expires_at_hour <= now {
+                    let funding = u.holds[n].funding.clone();
+                    give_back(u, &funding);
+                    u.holds[n].state = HoldState::Lapsed;
+                }
+            }
+        }
+    }
+
+    /// billing_revoke_subscription: each owner (by name) loses its live grants of the
+    /// subscription, one entry per grant with power left, soonest expiry first.
+    fn revoke(&mut self, subscription: &str) -> Outcome {
+        let (now, step) = (self.now_hour, self.step);
+        let names: Vec<String> = self.users.keys().cloned().collect();
+        let mut entries = Vec::new();
+        for name in names {
+            let mut before = self.available(&name);
+            let u = self.users.get_mut(&name).unwrap();
+            let mut live: Vec<usize> = (0..u.grants.len())
+                .filter(|&i| u.grants[i].subscription.as_deref() == Some(subscription) && u.grants[i].expires_at_hour > now)
+                .collect();
+            live.sort_by_key(|&i| expiry_order(u, i));
+            for i in live {
+                let remaining = u.grants[i].remaining;
+                if remaining > 0 {
+                    before -= remaining;
+                    let funding = Funding { permanent: 0, grants: vec![(i, remaining)] };
+                    entries.push(format!("{name} {remaining} {before} {}", funding.render(None)));
+                    u.debits.push(Debit { funding, refunded: Funding::default() });
+                }
+                u.grants[i].remaining = 0;
+                u.grants[i].expires_at_hour = now;
+                u.grants[i].expiry_set_at = step;
+            }
+        }
+        Outcome::Entries(entries)
+    }
+
+    /// billing_expire: one entry per expired grant with power left (lapsed holds were
+    /// given back when time passed).
+    fn expire(&mut self) -> Outcome {
+        let now = self.now_hour;
+        let names: Vec<String> = self.users.keys().cloned().collect();
+        let mut entries = Vec::new();
+        for name in names {
+            let available = self.available(&name);
+            let u = self.users.get_mut(&name).unwrap();
+            let mut gone: Vec<usize> = (0..u.grants.len()).filter(|&i| u.grants[i].expires_at_hour <= now && u.grants[i].remaining > 0).collect();
+            gone.sort_by_key(|&i| expiry_order(u, i));
+            for i in gone {
+                let remaining = u.grants[i].remaining;
+                let funding = Funding { permanent: 0, grants: vec![(i, remaining)] };
+                entries.push(format!("{name} {remaining} {available} {}", funding.render(None)));
+                u.grants[i].remaining = 0;
+            }
+        }
+        Outcome::Entries(entries)
     }
 }
 
@@ -289,13 +485,38 @@ fn cents(text: &str) -> Cents {
 }
 
 fn amount_text(c: Cents) -> String {
-    format!("{}.{:02}", c / 100, (c % 100).abs())
+    format!("{}{}.{:02}", if c < 0 { "-" } else { "" }, c.abs() / 100, c.abs() % 100)
 }
 
-fn run(client: &mut Client, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Outcome {
+fn failed(e: postgres::Error) -> Outcome {
+    Outcome::Err(e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| format!("{e}")))
+}
+
+/// A statement returning one ledger entry as (balance_after::text, model_funding(user_id, detail));
+/// Ok(0) when it returns NULL (no entry).
+fn run_entry(client: &mut Client, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Outcome {
     match client.query_one(sql, params) {
-        Ok(row) => Outcome::Ok(cents(&row.get::<_, String>(0))),
-        Err(e) => Outcome::Err(e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| format!("{e}"))),
+        Ok(row) => match row.get::<_, Option<String>>(0) {
+            Some(balance_after) => Outcome::Entry(cents(&balance_after), row.get(1)),
+            None => Outcome::Ok(0),
+        },
+        Err(e) => failed(e),
+    }
+}
+
+/// A statement returning one bigint.
+fn run_value(client: &mut Client, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Outcome {
+    match client.query_one(sql, params) {
+        Ok(row) => Outcome::Ok(row.get(0)),
+        Err(e) => failed(e),
+    }
+}
+
+/// A statement returning rows of text.
+fn run_entries(client: &mut Client, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Outcome {
+    match client.query(sql, params) {
+        Ok(rows) => Outcome::Entries(rows.iter().map(|r| r.get(0)).collect()),
+        Err(e) => failed(e),
     }
 }
 
@@ -306,76 +527,139 @@ fn xorshift(state: &mut u64) -> u64 {
     state.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }
 
-/// Time passes: every grant's expiry moves some hours closer, in the model and in the database.
-fn continue_time(model: &mut Model, c: &mut Client, r: u64) -> (String, Outcome, Outcome) {
-    let hours = 1 + ((r >> 32) % 12) as i32;
-    model.now_hour += hours as i64;
-    c.execute("UPDATE billing.grant_store SET expire_at = expire_at - make_interval(hours => $1)", &[&hours]).unwrap();
-    c.execute("UPDATE billing.accounts SET next_expiry = next_expiry - make_interval(hours => $1)", &[&hours]).unwrap();
-    (format!("time passes {hours}h"), Outcome::Ok(0), Outcome::Ok(0))
+/// Renders an entry's detail as Funding::render does, with grant and hold ids turned
+/// into the user's indices (grants and holds in id order, as the model numbers them).
+const MODEL_FUNDING: &str = "
+CREATE FUNCTION public.model_funding(u text, d jsonb) RETURNS text LANGUAGE sql AS $$
+SELECT 'p' || coalesce(round((d->>'permanent')::numeric * 100)::bigint, 0)
+    || coalesce((SELECT string_agg(' g' || x.idx || ':' || x.c, '' ORDER BY x.idx)
+                   FROM (SELECT (SELECT count(*) FROM billing.grant_store AS s
+                                  WHERE s.user_id = u AND s.id < y.id) AS idx, y.c
+                           FROM (SELECT (g->>'id')::bigint AS id, sum(round((g->>'amount')::numeric * 100))::bigint AS c
+                                   FROM jsonb_array_elements(coalesce(d->'grants', '[]'::jsonb)) AS g
+                                  GROUP BY 1) AS y
+                          WHERE y.c <> 0) AS x), '')
+    || CASE WHEN d ? 'hold'
+            THEN ' h' || (SELECT count(*) FROM billing.holds AS h WHERE h.user_id = u AND h.hold_id < (d->>'hold')::bigint)
+            ELSE '' END
+$$";
+
+/// "user amount balance_after funding" of an entry `e`, as Model::revoke and Model::expire write them.
+const ENTRY_LINE: &str = "format('%s %s %s %s', e.user_id, round(e.amount * 100)::bigint, round(e.balance_after * 100)::bigint,
+                                  model_funding(e.user_id, e.detail))";
+
+const USERS: [&str; 4] = ["ann", "bob", "cid", "dee"];
+
+thread_local! {
+    /// The step being run, for the report of a panic.
+    static STEP: Cell<usize> = const { Cell::new(0) };
+}
+
+/// billing_expire in the database: the entries it wrote; its result must count them
+/// and the holds it ended, and a second call finds nothing left.
+fn expire_in_database(c: &mut Client) -> Outcome {
+    let last: i64 = c.query_one("SELECT coalesce(max(id), 0) FROM billing.account_log", &[]).unwrap().get(0);
+    let holds_before: i64 = c.query_one("SELECT count(*) FROM billing.holds WHERE status = 'expired'", &[]).unwrap().get(0);
+    let ended: i64 = match c.query_one("SELECT billing_expire()", &[]) {
+        Ok(row) => row.get(0),
+        Err(e) => return failed(e),
+    };
+    let holds_after: i64 = c.query_one("SELECT count(*) FROM billing.holds WHERE status = 'expired'", &[]).unwrap().get(0);
+    let written = run_entries(
+        c,
+        &format!(
+            "SELECT {ENTRY_LINE} FROM billing.account_log AS e
+              WHERE e.id > $1 AND e.account_type = 'MEMBERSHIP_GIFT_EXPIRED' ORDER BY e.user_id, e.seq"
+        ),
+        &[&last],
+    );
+    let Outcome::Entries(lines) = &written else { return written };
+    assert_eq!(ended, lines.len() as i64 + holds_after - holds_before, "billing_expire counts the grants and holds it ended");
+    assert_eq!(c.query_one("SELECT billing_expire()", &[]).unwrap().get::<_, i64>(0), 0, "a second billing_expire finds nothing");
+    written
 }
 
 fn check_sequence(seed: u64, operations: usize) {
     let db = fresh_database(&format!("model{seed}"));
     let mut c = connect(&db);
+    c.batch_execute(MODEL_FUNDING).unwrap();
     let mut model = Model::default();
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let users = ["ann", "bob", "cid", "dee"];
     for step in 0..operations {
+        STEP.with(|s| s.set(step));
+        model.step = step;
         let r = xorshift(&mut state);
-        let user = users[(r % 4) as usize];
+        let user = USERS[(r % 4) as usize];
         let amount: Cents = [25, 50, 100, 125, 200, 375, 500, 1000][((r >> 8) % 8) as usize];
+        // one pool of keys for adds, deducts, holds and refunds
         let key = ((r >> 16) % 3 == 0).then(|| format!("k{}", (r >> 20) % 30));
         let key = key.as_deref();
-        let what = (r >> 28) % 32;
+        let what = (r >> 28) % 40;
+        let mut every_user = false;
         let (description, expected, actual) = match what {
             0..=3 => (
                 format!("add {user} {amount} key {key:?}"),
-                model.add(user, amount, None, key),
-                run(&mut c, "SELECT balance_after::text FROM billing_add($1, $2::text::numeric, 'RECHARGE_INC', 'RECHARGE', 'model', idempotency_key => $3)",
+                model.add(user, amount, "RECHARGE_INC", None, key),
+                run_entry(&mut c, "SELECT balance_after::text, model_funding(user_id, detail) FROM billing_add($1, $2::text::numeric, 'RECHARGE_INC', 'RECHARGE', 'model', idempotency_key => $3)",
                     &[&user, &amount_text(amount), &key]),
             ),
             4..=6 => {
                 let hours = 1 + ((r >> 32) % 48) as i64;
+                let subscription = ((r >> 44) % 4 != 0).then(|| format!("sub{}", (r >> 46) % 3));
                 (
-                    format!("gift {user} {amount} for {hours}h key {key:?}"),
-                    model.add(user, amount, Some(hours), key),
-                    run(&mut c, "SELECT balance_after::text FROM billing_add($1, $2::text::numeric, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'model',
-                                        expire_at => now() + make_interval(hours => $3), idempotency_key => $4)",
-                        &[&user, &amount_text(amount), &(hours as i32), &key]),
+                    format!("gift {user} {amount} for {hours}h of {subscription:?} key {key:?}"),
+                    model.add(user, amount, "MEMBERSHIP_GIFT_INC", Some((hours, subscription.clone())), key),
+                    run_entry(&mut c, "SELECT balance_after::text, model_funding(user_id, detail) FROM billing_add($1, $2::text::numeric, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'model',
+                                        expire_at => now() + make_interval(hours => $3), idempotency_key => $4, subscription_id => $5)",
+                        &[&user, &amount_text(amount), &(hours as i32), &key, &subscription]),
                 )
             }
-            7..=15 => {
-                let account_type = if what == 15 { "PLUGIN_DEC" } else { "CHAT_DEC" };
+            7..=14 => {
+                let account_type = if what == 14 { "PLUGIN_DEC" } else { "CHAT_DEC" };
                 (
                     format!("deduct {user} {amount} as {account_type} key {key:?}"),
                     model.deduct(user, amount, account_type, key),
-                    run(&mut c, "SELECT balance_after::text FROM billing_deduct($1, $2::text::numeric, $3, 'CHAT', 'model', idempotency_key => $4)",
+                    run_entry(&mut c, "SELECT balance_after::text, model_funding(user_id, detail) FROM billing_deduct($1, $2::text::numeric, $3, 'CHAT', 'model', idempotency_key => $4)",
                         &[&user, &amount_text(amount), &account_type, &key]),
                 )
             }
-            16 => (
+            15 => (
                 format!("deduct {user} 0"),
                 model.deduct(user, 0, "CHAT_DEC", None),
-                run(&mut c, "SELECT balance_after::text FROM billing_deduct($1, 0, 'CHAT_DEC', 'CHAT', 'model')", &[&user]),
+                run_entry(&mut c, "SELECT balance_after::text, model_funding(user_id, detail) FROM billing_deduct($1, 0, 'CHAT_DEC', 'CHAT', 'model')", &[&user]),
             ),
-            17 => (
+            16 => (
                 format!("deduct {user} {amount} as RECHARGE_INC"),
                 model.deduct(user, amount, "RECHARGE_INC", key),
-                run(&mut c, "SELECT balance_after::text FROM billing_deduct($1, $2::text::numeric, 'RECHARGE_INC', 'CHAT', 'model', idempotency_key => $3)",
+                run_entry(&mut c, "SELECT balance_after::text, model_funding(user_id, detail) FROM billing_deduct($1, $2::text::numeric, 'RECHARGE_INC', 'CHAT', 'model', idempotency_key => $3)",
                     &[&user, &amount_text(amount), &key]),
             ),
-            18 | 19 => continue_time(&mut model, &mut c, r),
-            20..=23 => {
-                // a hold of `amount`, then (maybe later) a settle or release of one of the user's holds
+            17 | 18 => {
+                // time passes: every grant's expiry and every hold's ttl come closer
+                let hours = 1 + ((r >> 32) % 12) as i32;
+                model.pass(hours as i64);
+                c.batch_execute(&format!(
+                    "UPDATE billing.grant_store SET expire_at = expire_at - interval '{hours} hours';
+                     UPDATE billing.accounts SET next_expiry = next_expiry - interval '{hours} hours',
+                                                 holds_due_at = holds_due_at - interval '{hours} hours';
+                     UPDATE billing.holds SET expires_at = expires_at - interval '{hours} hours';"
+                ))
+                .unwrap();
+                every_user = true;
+                (format!("time passes {hours}h"), Outcome::Ok(0), Outcome::Ok(0))
+            }
+            19..=23 => {
+                let account_type = if what == 23 { "PLUGIN_DEC" } else { "CHAT_DEC" };
+                let ttl = 1 + ((r >> 32) % 36) as i64;
                 (
-                    format!("hold {user} {amount}"),
-                    model.hold(user, amount),
-                    run(&mut c, "SELECT '0'::text FROM billing_hold($1, $2::text::numeric, 'CHAT_DEC', 'CHAT', 'model')",
-                        &[&user, &amount_text(amount)]),
+                    format!("hold {user} {amount} as {account_type} for {ttl}h key {key:?}"),
+                    model.hold(user, amount, account_type, ttl, key),
+                    run_value(&mut c, "SELECT (SELECT count(*) FROM billing.holds AS o WHERE o.user_id = h.user_id AND o.hold_id < h.hold_id)
+                                         FROM billing_hold($1, $2::text::numeric, $3, 'CHAT', 'model', ttl => make_interval(hours => $4), idempotency_key => $5) AS h",
+                        &[&user, &amount_text(amount), &account_type, &(ttl as i32), &key]),
                 )
             }
-            24..=28 => {
+            24..=28 | 38 | 39 => {
                 let holds = model.users.get(user).map_or(0, |u| u.holds.len());
                 if holds == 0 {
                     continue;
@@ -389,21 +673,22 @@ fn check_sequence(seed: u64, operations: usize) {
                     (
                         format!("release {user} hold {n}"),
                         model.release(user, n),
-                        run(&mut c, "SELECT '0'::text FROM billing_release($1)", &[&hold_id]),
+                        run_value(&mut c, "SELECT CASE status WHEN 'released' THEN 1 WHEN 'expired' THEN 2 ELSE 0 END::bigint FROM billing_release($1)", &[&hold_id]),
                     )
                 } else {
-                    // settle below, at or above what was held; sometimes allowing a debt
-                    let actual: Cents = [25, 100, 300, 600, 1500][((r >> 40) % 5) as usize];
-                    let debt = what == 27;
+                    // settle below, at or above what was held (or for 0: a release); sometimes allowing a debt
+                    let actual: Cents = [25, 100, 300, 600, 1500, 25, 100, 0][((r >> 40) % 8) as usize];
+                    let debt = what == 27 || what == 39;
                     (
                         format!("settle {user} hold {n} for {actual} debt {debt}"),
                         model.settle(user, n, actual, debt),
-                        run(&mut c, "SELECT balance_after::text FROM billing_settle($1, $2::text::numeric, allow_debt => $3)",
+                        run_entry(&mut c, "SELECT balance_after::text, model_funding(user_id, detail) FROM billing_settle($1, $2::text::numeric, allow_debt => $3)",
                             &[&hold_id, &amount_text(actual), &debt]),
                     )
                 }
             }
-            _ => {
+            29..=32 => {
+                // a refund of a debit: a deduct, a settle, a correction down or a revocation
                 let debits = model.users.get(user).map_or(0, |u| u.debits.len());
                 if debits == 0 {
                     continue;
@@ -411,7 +696,8 @@ fn check_sequence(seed: u64, operations: usize) {
                 let n = ((r >> 36) as usize) % debits;
                 let log_id: i64 = c
                     .query_one(
-                        "SELECT id FROM billing.account_log WHERE user_id = $1 AND account_type IN ('CHAT_DEC', 'PLUGIN_DEC')
+                        "SELECT id FROM billing.account_log WHERE user_id = $1 AND direction = -1
+                            AND account_type <> 'MEMBERSHIP_GIFT_EXPIRED'
                           ORDER BY seq OFFSET $2 LIMIT 1",
                         &[&user, &(n as i64)],
                     )
@@ -419,18 +705,50 @@ fn check_sequence(seed: u64, operations: usize) {
                     .get(0);
                 let part = ((r >> 40) % 2 == 0).then_some(amount / 2);
                 (
-                    format!("refund {user} debit {n} amount {part:?}"),
-                    model.refund(user, n, part),
-                    run(&mut c, "SELECT balance_after::text FROM billing_refund($1, $2::text::numeric)",
-                        &[&log_id, &part.map(amount_text)]),
+                    format!("refund {user} debit {n} amount {part:?} key {key:?}"),
+                    model.refund(user, n, part, key),
+                    run_entry(&mut c, "SELECT balance_after::text, model_funding(user_id, detail) FROM billing_refund($1, $2::text::numeric, idempotency_key => $3)",
+                        &[&log_id, &part.map(amount_text), &key]),
+                )
+            }
+            33 => {
+                let subscription = format!("sub{}", (r >> 46) % 3);
+                every_user = true;
+                (
+                    format!("revoke {subscription}"),
+                    model.revoke(&subscription),
+                    run_entries(&mut c, &format!("SELECT {ENTRY_LINE} FROM billing_revoke_subscription($1, 'model') AS e"), &[&subscription]),
+                )
+            }
+            34 | 35 => {
+                every_user = true;
+                ("billing_expire".to_owned(), model.expire(), expire_in_database(&mut c))
+            }
+            _ => {
+                // billing_adjust: up (a permanent credit) or down (a deduct, PB001 if not there)
+                let delta = if what == 36 { amount } else { -amount };
+                (
+                    format!("adjust {user} {delta}"),
+                    if delta > 0 {
+                        model.add(user, delta, "SYSTEM_MANUAL_INC", None, None)
+                    } else {
+                        model.deduct(user, -delta, "SYSTEM_MANUAL_DEC", None)
+                    },
+                    run_entry(&mut c, "SELECT balance_after::text, model_funding(user_id, detail) FROM billing_adjust($1, $2::text::numeric, 'model')",
+                        &[&user, &amount_text(delta)]),
                 )
             }
         };
         assert_eq!(actual, expected, "seed {seed}, step {step}: {description}");
-        let power = run(&mut c, "SELECT billing_power($1)::text", &[&user]);
-        assert_eq!(power, Outcome::Ok(model.available(user)), "seed {seed}, step {step}: power of {user} after {description}");
+        let checked: &[&str] = if every_user { &USERS } else { std::slice::from_ref(&user) };
+        for &u in checked {
+            let power = c.query_one("SELECT billing_power($1)::text", &[&u]).map(|row| cents(&row.get::<_, String>(0)));
+            assert_eq!(power.ok(), Some(model.available(u)), "seed {seed}, step {step}: power of {u} after {description}");
+        }
     }
-    // every grant and permanent balance as the model has them
+    STEP.with(|s| s.set(operations));
+    // sweep what expired and what lapsed, then every grant and permanent balance as the model has them
+    assert_eq!(expire_in_database(&mut c), model.expire(), "seed {seed}, end: billing_expire");
     for (name, user) in &model.users {
         let grants: Vec<Cents> = c
             .query("SELECT remaining::text FROM billing.grants WHERE user_id = $1 ORDER BY id", &[name])
@@ -439,17 +757,96 @@ fn check_sequence(seed: u64, operations: usize) {
             .map(|row| cents(&row.get::<_, String>(0)))
             .collect();
         assert_eq!(grants, user.grants.iter().map(|g| g.remaining).collect::<Vec<_>>(), "seed {seed}: grants of {name}");
-        let permanent = run(&mut c, "SELECT permanent::text FROM billing.accounts WHERE user_id = $1", &[name]);
-        assert_eq!(permanent, Outcome::Ok(user.permanent), "seed {seed}: permanent of {name}");
+        let permanent: String = c.query_one("SELECT permanent::text FROM billing.accounts WHERE user_id = $1", &[name]).unwrap().get(0);
+        assert_eq!(cents(&permanent), user.permanent, "seed {seed}: permanent of {name}");
+        let open: Vec<i64> = c
+            .query("SELECT (SELECT count(*) FROM billing.holds AS o WHERE o.user_id = h.user_id AND o.hold_id < h.hold_id)
+                      FROM billing.holds AS h WHERE h.user_id = $1 AND h.status = 'held' ORDER BY h.hold_id", &[name])
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let model_open: Vec<i64> = (0..user.holds.len()).filter(|&n| user.holds[n].state == HoldState::Open).map(|n| n as i64).collect();
+        assert_eq!(open, model_open, "seed {seed}: open holds of {name}");
         // one entry after the last time travel, so that balance_after is checked against today's grants
         c.execute("SELECT billing_add($1, 1, 'RECHARGE_INC', 'RECHARGE', 'model')", &[name]).unwrap();
     }
-    assert_eq!(text(&mut c, "SELECT count(*)::text FROM billing_verify()"), "0", "seed {seed}");
+    let findings: Vec<String> = c
+        .query("SELECT format('%s', f) FROM billing_verify() AS f", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(findings.is_empty(), "seed {seed}: billing_verify: {findings:?}");
+    drop(c);
+    connect("postgres").batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)")).unwrap();
+}
+
+/// "1-64", "5001-5100", "7", "3,9,20-25".
+fn parse_seeds(text: &str) -> Vec<u64> {
+    let mut seeds = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || panic!("BILLING_MODEL_SEEDS: {part:?} is not a seed or a range like 5001-5100");
+        match part.split_once('-') {
+            Some((from, to)) => {
+                let (from, to): (u64, u64) = (from.trim().parse().unwrap_or_else(|_| bad()), to.trim().parse().unwrap_or_else(|_| bad()));
+                if from > to {
+                    bad();
+                }
+                seeds.extend(from..=to);
+            }
+            None => seeds.push(part.parse().unwrap_or_else(|_| bad())),
+        }
+    }
+    assert!(!seeds.is_empty(), "BILLING_MODEL_SEEDS names no seed");
+    seeds
+}
+
+fn setting(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "(a panic without a message)".to_owned())
 }
 
 #[test]
 fn the_extension_agrees_with_the_model() {
-    for seed in 1..=8 {
-        check_sequence(seed, 500);
-    }
+    let seeds = parse_seeds(&setting("BILLING_MODEL_SEEDS", "1-64"));
+    let operations: usize = setting("BILLING_MODEL_OPS", "1000").parse().expect("BILLING_MODEL_OPS: a number of operations");
+    let jobs: usize = setting("BILLING_MODEL_JOBS", "2").parse().expect("BILLING_MODEL_JOBS: a number of seeds run at once");
+    let next = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                // stop early once failures pile up: they are likely one defect
+                if i >= seeds.len() || failures.lock().unwrap().len() >= 10 {
+                    break;
+                }
+                let seed = seeds[i];
+                if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| check_sequence(seed, operations))) {
+                    let step = STEP.with(|s| s.get());
+                    let at = if step >= operations { "after the last step".to_owned() } else { format!("step {step}") };
+                    let failure = format!("seed {seed}, {at}: {}", panic_text(&*payload));
+                    eprintln!("model test FAILED: {failure}\n  replay: BILLING_MODEL_SEEDS={seed} BILLING_MODEL_OPS={operations} make test-model");
+                    failures.lock().unwrap().push(failure);
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    eprintln!(
+        "model test: {} seeds x {operations} operations in {:.1}s, {} failed",
+        seeds.len(),
+        started.elapsed().as_secs_f64(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "the extension and the model disagree:\n{}", failures.join("\n"));
 }
