@@ -45,18 +45,10 @@ mod refunds;
 mod roles;
 mod triggers;
 
+// The in-database tests (#[pg_test]), by topic: pgrx-tests/mod.rs.
 #[cfg(any(test, feature = "pg_test"))]
-mod test_support;
-#[cfg(any(test, feature = "pg_test"))]
-mod tests;
-#[cfg(any(test, feature = "pg_test"))]
-mod reports_tests;
-#[cfg(any(test, feature = "pg_test"))]
-mod triggers_tests;
-#[cfg(any(test, feature = "pg_test"))]
-mod security_tests;
-#[cfg(any(test, feature = "pg_test"))]
-mod settle_tests;
+#[path = "../pgrx-tests/mod.rs"]
+mod pgrx_tests;
 
 // The extension script, in order: tables and seed data, holds, the functions,
 // billing_verify, the reports and pricing, the operations (expiry, revoking,
