@@ -55,7 +55,8 @@ lint: install
 	  test "$$(ls "$$statements" | wc -l)" -eq "$$(ls sql/statements/*.sql | wc -l)" && \
 	  echo "$$out" | grep -q "Errors: 0 Warnings: 0 Unknown: 0"
 
-# pg_regress SQL files (test/sql, test/expected) and isolation specs (test/specs).
+# pg_regress SQL files (regress/sql, regress/expected) and isolation specs
+# (regress/specs; their expected outputs are in regress/expected too).
 regress: install
 	scripts/with-cluster.sh scripts/regress.sh
 
