@@ -29,7 +29,7 @@ done
 status=0
 for name in "${names[@]}"; do
     db="billing_example_$name"
-    psql -X -q -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" postgres
+    PGOPTIONS="-c client_min_messages=warning" psql -X -q -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" postgres
     out="$WORK/out/$name"
     mkdir -p "$out"
     "$PG_REGRESS" --use-existing --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" \
