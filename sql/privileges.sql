@@ -1,5 +1,5 @@
 -- Privileges and dump registration, once every object exists.
--- PUBLIC gets nothing: README shows the GRANTs an application role needs.
+-- PUBLIC gets nothing: docs/security.md shows the GRANTs an application role needs.
 
 -- The protected names. Every function the extension documents is created in
 -- the extension's schema (@extschema@, normally public), where the documented

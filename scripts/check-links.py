@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks that every relative link in README.md, CONTRIBUTING.md and docs/*.md
 resolves: the file exists and, for `#anchor`, a heading of that file has that
-GitHub anchor. Run from the repository root: python3 docs/check-links.py"""
+GitHub anchor. Run from the repository root: python3 scripts/check-links.py (make lint does)"""
 import glob, os, re, sys
 
 def slug(heading):
