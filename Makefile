@@ -10,7 +10,7 @@ ROOT := $(filter 0,$(shell id -u))
 PGRX_TEST_DATA ?= /tmp/billing-pgrx-test-data
 VENV := $(CURDIR)/target/venv
 
-.PHONY: all setup install install-release test unit-and-pg-tests lint regress integration test-model test-long demo bench clean
+.PHONY: all setup setup-permissions install install-release test unit-and-pg-tests lint regress integration test-model test-long demo bench clean
 
 all: test
 
@@ -29,8 +29,13 @@ install-release: setup
 	cargo pgrx install --release --pg-config "$(PG_CONFIG)"
 	install -m 644 sql/releases/*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
-test: unit-and-pg-tests install lint regress integration
+test: unit-and-pg-tests install lint regress integration setup-permissions
 	@echo "make test: all suites passed"
+
+# Setup as a user who is not root: a private server tree, and the system's
+# directories untouched (scripts/test-setup-permissions.sh).
+setup-permissions:
+	scripts/test-setup-permissions.sh
 
 # Pure Rust unit tests and the in-database #[pg_test]s (pgrx starts its own cluster).
 unit-and-pg-tests: setup

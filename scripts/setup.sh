@@ -36,14 +36,7 @@ fi
 
 PG_CONFIG=$(scripts/pg-config.sh)
 if [ "$(id -u)" -ne 0 ] && [ ! -x "$PG_CONFIG" ]; then
-    # A private copy of the server tree: PostgreSQL finds its share and lib
-    # directories relative to its binaries, so the copy is self-contained.
-    tree="${PG_CONFIG%/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}"
-    echo "setup: copying PostgreSQL $PG_MAJOR into $tree (owned by $(id -un))"
-    mkdir -p "$tree/usr/lib/postgresql" "$tree/usr/share/postgresql" "$tree/usr/include"
-    cp -a "/usr/lib/postgresql/$PG_MAJOR" "$tree/usr/lib/postgresql/"
-    cp -a "/usr/share/postgresql/$PG_MAJOR" "$tree/usr/share/postgresql/"
-    cp -a /usr/include/postgresql "$tree/usr/include/"
+    scripts/private-pg-tree.sh "${PG_CONFIG%/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}"
 fi
 
 PGRX_HOME="${PGRX_HOME:-$HOME/.pgrx}"

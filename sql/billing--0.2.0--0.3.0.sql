@@ -200,6 +200,471 @@ $$;
 COMMENT ON FUNCTION @extschema@.billing_adjust(text, numeric, text, text) IS
     'A manual correction by staff: SYSTEM_MANUAL_INC for a positive delta, SYSTEM_MANUAL_DEC (PB001 if not there) for a negative one, with association_user_id = operator. Returns the ledger entry.';
 
+-- == Charging triggers (issue 11: items 1, 3, 5, 6) ==
+-- A trigger acts with the billing privileges of its table's owner, gives back
+-- only the charges and holds it made itself (billing.trigger_charges), calls
+-- the billing functions through schema billing with exact argument types,
+-- shows no other charge in its errors, locks the account before reading a
+-- charge's refunds, and writes column values with fixed settings.
+COMMENT ON FUNCTION billing.trigger_column(record, text, text) IS
+    'The value of one column of a row, as text (NULL when NULL, or when column_name is NULL: an argument not given), through the type''s output function with DateStyle, TimeZone, IntervalStyle, bytea_output, extra_float_digits and lc_monetary fixed, so the same under any session settings; 42703 naming the trigger argument when the row has no such column';
+
+CREATE FUNCTION billing.trigger_session_column(tuple record, argument text, column_name text)
+    RETURNS text
+    LANGUAGE c STABLE STRICT
+    AS 'MODULE_PATHNAME', 'billing_trigger_session_column';
+COMMENT ON FUNCTION billing.trigger_session_column(record, text, text) IS
+    'Like trigger_column, but written with the session''s own settings, as 0.2.0 derived keys: finds the charge of a row charged before 0.3.0';
+
+CREATE FUNCTION billing.written_in_this_transaction(row_xmin xid)
+    RETURNS boolean
+    LANGUAGE c STABLE STRICT
+    AS 'MODULE_PATHNAME', 'billing_written_in_this_transaction';
+COMMENT ON FUNCTION billing.written_in_this_transaction(xid) IS
+    'Whether a row version (its xmin) was written by the current transaction or one of its subtransactions: tells a charge a trigger just made from one that was replayed';
+
+CREATE FUNCTION billing.documented_arguments(function_name text)
+    RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+RETURN CASE function_name
+    WHEN 'billing_power' THEN 'pg_catalog.text'
+    WHEN 'billing_has_power' THEN 'pg_catalog.text, pg_catalog.numeric'
+    WHEN 'billing_add' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.timestamptz, pg_catalog.text, pg_catalog.text'
+    WHEN 'billing_deduct' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text'
+    WHEN 'billing_hold' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.interval, pg_catalog.text'
+    WHEN 'billing_settle' THEN 'pg_catalog.int8, pg_catalog.numeric, pg_catalog.text, pg_catalog.bool'
+    WHEN 'billing_release' THEN 'pg_catalog.int8, pg_catalog.text'
+    WHEN 'billing_refund' THEN 'pg_catalog.int8, pg_catalog.numeric, pg_catalog.text, pg_catalog.text'
+    WHEN 'billing_history' THEN 'pg_catalog.text, pg_catalog.int4, pg_catalog.int8'
+    WHEN 'billing_by_association' THEN 'pg_catalog.text, pg_catalog.text'
+    WHEN 'billing_statement' THEN 'pg_catalog.text, pg_catalog.timestamptz, pg_catalog.timestamptz'
+    WHEN 'billing_price' THEN 'pg_catalog.text, pg_catalog.int8'
+    WHEN 'billing_verify' THEN 'pg_catalog.text'
+    WHEN 'billing_expire' THEN 'pg_catalog.timestamptz, pg_catalog.int4'
+    WHEN 'billing_revoke_subscription' THEN 'pg_catalog.text, pg_catalog.text'
+    WHEN 'billing_adjust' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text'
+    WHEN 'billing_set_low_balance' THEN 'pg_catalog.text, pg_catalog.numeric'
+    WHEN 'billing_low_balance_events' THEN 'pg_catalog.int8'
+    WHEN 'billing_charge' THEN ''
+    WHEN 'billing_hold_charge' THEN ''
+END;
+COMMENT ON FUNCTION billing.documented_arguments(text) IS
+    'The argument types (schema-qualified) of a documented billing function given by name, as may_execute checks it; NULL for an unknown name';
+
+CREATE FUNCTION billing.may_execute(role oid, function_name text)
+    RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    arguments text := billing.documented_arguments(function_name);
+    documented regprocedure;
+    copy regprocedure;
+BEGIN
+    IF arguments IS NULL THEN
+        RAISE EXCEPTION 'may_execute does not know the function %', function_name USING ERRCODE = '22023';
+    END IF;
+    documented := pg_catalog.to_regprocedure(pg_catalog.format('%I.%I(%s)', '@extschema@', function_name, arguments));
+    copy := pg_catalog.to_regprocedure(pg_catalog.format('billing.%I(%s)', function_name, arguments));
+    RETURN coalesce(pg_catalog.has_function_privilege(role, documented, 'EXECUTE'), false)
+        OR coalesce(pg_catalog.has_function_privilege(role, copy, 'EXECUTE'), false);
+END
+$$;
+COMMENT ON FUNCTION billing.may_execute(oid, text) IS
+    'Whether a role may execute a documented billing function, given by name: EXECUTE on @extschema@.<name> with its documented signature, or on its copy billing.<name>';
+
+CREATE TABLE billing.trigger_charges (
+    user_id     text    NOT NULL,
+    is_hold     boolean NOT NULL,
+    id          bigint  NOT NULL,
+    table_name  text    NOT NULL,
+    PRIMARY KEY (user_id, is_hold, id)
+);
+COMMENT ON TABLE billing.trigger_charges IS
+    'The charges and holds that a charging trigger made itself (not those an INSERT under an existing key replayed): only these are refunded, released or settled when their row is deleted, fails or gets its cost';
+COMMENT ON COLUMN billing.trigger_charges.user_id IS 'The user charged';
+COMMENT ON COLUMN billing.trigger_charges.is_hold IS 'false: id is the billing_charge entry''s account_log.id; true: id is the billing_hold_charge hold''s holds.hold_id';
+COMMENT ON COLUMN billing.trigger_charges.id IS 'The ledger entry or hold the trigger made';
+COMMENT ON COLUMN billing.trigger_charges.table_name IS 'The table whose trigger made it, as schema.table quoted where needed (the name survives a dump and restore)';
+
+CREATE FUNCTION billing.trigger_privilege(table_oid oid, trigger_function text, function_name text)
+    RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner oid;
+BEGIN
+    SELECT c.relowner INTO owner FROM pg_catalog.pg_class AS c WHERE c.oid = table_oid;
+    IF NOT billing.may_execute(owner, function_name) THEN
+        RAISE EXCEPTION 'permission denied for function %: % on table % acts for the table''s owner %, who may not execute it',
+                function_name, trigger_function, table_oid::regclass, owner::regrole
+            USING ERRCODE = '42501',
+                  DETAIL = 'A charging trigger charges, holds, settles, releases and refunds only as far as the owner of its table may call those functions itself.',
+                  HINT = pg_catalog.format('GRANT EXECUTE ON FUNCTION %s(%s) TO %s; (README, "Charging from triggers", Privileges)',
+                                           function_name,
+                                           pg_catalog.replace(billing.documented_arguments(function_name), 'pg_catalog.', ''),
+                                           owner::regrole);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing.trigger_privilege(oid, text, text) IS
+    'Raises 42501 naming the function unless the owner of the trigger''s table may execute it (billing.may_execute)';
+
+CREATE FUNCTION billing.trigger_made(charged_user text, row_key text, on_table text, holding boolean)
+    RETURNS bigint
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT t.id
+      FROM billing.trigger_charges AS t
+     WHERE t.user_id = charged_user AND t.is_hold = holding AND t.table_name = on_table
+       AND t.id = CASE WHEN holding
+                       THEN (SELECT h.hold_id FROM billing.holds AS h
+                              WHERE h.user_id = charged_user AND h.idempotency_key = row_key)
+                       ELSE (SELECT l.id FROM billing.account_log AS l
+                              WHERE l.user_id = charged_user AND l.idempotency_key = row_key)
+                  END;
+END;
+COMMENT ON FUNCTION billing.trigger_made(text, text, text, boolean) IS
+    'The charge (account_log.id) or hold (holds.hold_id) that a charging trigger on the table made under this user and key, or NULL';
+
+CREATE FUNCTION billing.trigger_find(config jsonb, tuple record, table_schema name, table_name name,
+                                     identity text[], holding boolean)
+    RETURNS billing.trigger_charges
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    on_table text := format('%I.%I', table_schema, table_name);
+    found billing.trigger_charges;
+    session_user_id text;
+    session_key text;
+BEGIN
+    IF identity[1] IS NULL OR identity[2] IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT t.* INTO found FROM billing.trigger_charges AS t
+     WHERE t.user_id = identity[1] AND t.is_hold = holding
+       AND t.id = billing.trigger_made(identity[1], identity[2], on_table, holding);
+    IF found.id IS NOT NULL THEN
+        RETURN found;
+    END IF;
+    session_user_id := billing.trigger_session_column(tuple, 'user_column', config ->> 'user_column');
+    IF config ? 'key_column' THEN
+        session_key := billing.trigger_session_column(tuple, 'key_column', config ->> 'key_column');
+    ELSE
+        session_key := 'trigger:' || table_schema || '.' || table_name || ':'
+                       || billing.trigger_session_column(tuple, 'association_column', config ->> 'association_column');
+    END IF;
+    IF session_user_id IS NULL OR session_key IS NULL
+       OR (session_user_id = identity[1] AND session_key = identity[2]) THEN
+        RETURN NULL;
+    END IF;
+    SELECT t.* INTO found FROM billing.trigger_charges AS t
+     WHERE t.user_id = session_user_id AND t.is_hold = holding
+       AND t.id = billing.trigger_made(session_user_id, session_key, on_table, holding);
+    RETURN found;
+END
+$$;
+COMMENT ON FUNCTION billing.trigger_find(jsonb, record, name, name, text[], boolean) IS
+    'The charge or hold that the charging trigger on this table made for a row (billing.trigger_charges), by the row''s key or, for a row charged before 0.3.0, by the key as this session''s settings write it';
+
+CREATE FUNCTION billing.trigger_record(charged_user text, holding boolean, made bigint, found_before boolean,
+                                       table_schema name, table_name name)
+    RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fresh boolean;
+BEGIN
+    IF found_before THEN
+        RETURN false;
+    END IF;
+    IF holding THEN
+        SELECT billing.written_in_this_transaction(h.xmin) INTO fresh FROM billing.holds AS h
+         WHERE h.user_id = charged_user AND h.hold_id = made;
+    ELSE
+        SELECT billing.written_in_this_transaction(l.xmin) INTO fresh FROM billing.account_log AS l
+         WHERE l.user_id = charged_user AND l.id = made;
+    END IF;
+    IF fresh THEN
+        INSERT INTO billing.trigger_charges (user_id, is_hold, id, table_name)
+        VALUES (charged_user, holding, made, format('%I.%I', table_schema, table_name));
+    END IF;
+    RETURN coalesce(fresh, false);
+END
+$$;
+COMMENT ON FUNCTION billing.trigger_record(text, boolean, bigint, boolean, name, name) IS
+    'Records in billing.trigger_charges a charge or hold that a charging trigger has just made (not one it replayed); returns whether it did';
+
+CREATE OR REPLACE FUNCTION billing.trigger_refund(charged_user text, charge_id bigint, why text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    refund_key text := 'trigger-refund:' || charge_id;
+    charged numeric;
+    given numeric;
+BEGIN
+    PERFORM FROM billing.accounts AS a WHERE a.user_id = charged_user FOR UPDATE;
+    PERFORM FROM billing.account_log AS l WHERE l.user_id = charged_user AND l.idempotency_key = refund_key;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    SELECT l.amount INTO charged FROM billing.account_log AS l WHERE l.user_id = charged_user AND l.id = charge_id;
+    SELECT coalesce(sum(l.amount), 0) INTO given FROM billing.account_log AS l
+     WHERE l.user_id = charged_user AND l.refund_of = charge_id;
+    IF given >= charged THEN
+        RETURN;
+    END IF;
+    PERFORM billing.billing_refund(charge_id::bigint, NULL::numeric, why::text, refund_key::text);
+END
+$$;
+COMMENT ON FUNCTION billing.trigger_refund(text, bigint, text) IS
+    'Refunds what is left of a charge once, with the key trigger-refund:<charge id>, reading what is left after locking the account row';
+
+CREATE OR REPLACE FUNCTION @extschema@.billing_charge()
+    RETURNS trigger
+    LANGUAGE plpgsql VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    config jsonb := billing.trigger_config('billing_charge', TG_NAME, TG_WHEN, TG_LEVEL, TG_OP,
+                                           TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV);
+    failed text := config ->> 'failed_status';
+    why text;
+    old_identity text[];
+    new_identity text[];
+    charge_id bigint;
+    made bigint;
+    own billing.trigger_charges;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        PERFORM billing.trigger_require(config, new_identity);
+        -- a row that is failed from the start is never charged
+        IF billing.trigger_column(NEW, 'status_column', config ->> 'status_column') = failed THEN
+            RETURN NULL;
+        END IF;
+        PERFORM billing.trigger_privilege(TG_RELID, 'billing_charge', 'billing_deduct');
+        SELECT l.id INTO charge_id FROM billing.account_log AS l
+         WHERE l.user_id = new_identity[1] AND l.idempotency_key = new_identity[2];
+        -- a key charges once: a row that comes back after this table's charge for it was refunded is refused
+        IF charge_id IS NOT NULL
+           AND charge_id = billing.trigger_made(new_identity[1], new_identity[2],
+                                                format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), false) THEN
+            PERFORM FROM billing.account_log AS l WHERE l.user_id = new_identity[1] AND l.refund_of = charge_id;
+            IF FOUND THEN
+                RAISE EXCEPTION 'idempotency key "%" of this row was charged and refunded already', new_identity[2]
+                    USING ERRCODE = 'PB003',
+                          DETAIL = 'A row of this table with this key was charged, and that charge has been refunded.',
+                          HINT = 'A row''s charge is found by its key, so a key charges once: give the new row a new value.';
+            END IF;
+        END IF;
+        SELECT d.id INTO made FROM billing.billing_deduct(
+            new_identity[1]::text,
+            coalesce((config ->> 'amount')::numeric,
+                     billing.trigger_amount(format('amount_column %I', config ->> 'amount_column'),
+                                            billing.trigger_column(NEW, 'amount_column', config ->> 'amount_column'),
+                                            false))::numeric,
+            (config ->> 'account_type')::text, (config ->> 'source_type')::text, (config ->> 'source')::text,
+            (config ->> 'remark')::text, new_identity[3]::text, NULL::text, new_identity[2]::text) AS d;
+        PERFORM billing.trigger_record(new_identity[1], false, made, charge_id IS NOT NULL, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        RETURN NULL;
+    END IF;
+
+    old_identity := billing.trigger_identity(config, OLD, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+    own := billing.trigger_find(config, OLD, TG_TABLE_SCHEMA, TG_TABLE_NAME, old_identity, false);
+    IF TG_OP = 'UPDATE' THEN
+        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        IF old_identity[1:2] IS DISTINCT FROM new_identity[1:2] THEN
+            PERFORM billing.trigger_keep_identity(config, old_identity, new_identity, own.id IS NOT NULL);
+        END IF;
+        -- only the change into the failed status refunds
+        IF billing.trigger_column(NEW, 'status_column', config ->> 'status_column') IS DISTINCT FROM failed
+           OR billing.trigger_column(OLD, 'status_column', config ->> 'status_column') IS NOT DISTINCT FROM failed THEN
+            RETURN NULL;
+        END IF;
+        why := format('trigger %I on %I.%I: %s became %s', TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME,
+                      config ->> 'status_column', failed);
+    ELSE
+        why := format('trigger %I on %I.%I: row deleted', TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+    END IF;
+    IF own.id IS NOT NULL THEN
+        PERFORM billing.trigger_privilege(TG_RELID, 'billing_charge', 'billing_refund');
+        PERFORM billing.trigger_refund(own.user_id, own.id, why);
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.billing_charge() IS
+    'Row trigger (AFTER INSERT OR UPDATE OR DELETE) configured by name=value arguments: charges each new row with billing_deduct, and refunds that charge with billing_refund once, when the row is deleted or its status becomes failed_status; acts with the billing privileges of the table''s owner';
+
+CREATE OR REPLACE FUNCTION @extschema@.billing_hold_charge()
+    RETURNS trigger
+    LANGUAGE plpgsql VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    config jsonb := billing.trigger_config('billing_hold_charge', TG_NAME, TG_WHEN, TG_LEVEL, TG_OP,
+                                           TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV);
+    failed text := config ->> 'failed_status';
+    allow_debt boolean := coalesce((config ->> 'allow_debt')::boolean, false);
+    actual_argument text := format('actual_column %I', config ->> 'actual_column');
+    why text;
+    actual text;
+    old_identity text[];
+    new_identity text[];
+    hold_row billing.holds;
+    own billing.trigger_charges;
+    made bigint;
+    mine boolean;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        PERFORM billing.trigger_require(config, new_identity);
+        IF billing.trigger_column(NEW, 'status_column', config ->> 'status_column') = failed THEN
+            RETURN NULL;
+        END IF;
+        PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_hold');
+        SELECT h.* INTO hold_row FROM billing.holds AS h
+         WHERE h.user_id = new_identity[1] AND h.idempotency_key = new_identity[2];
+        -- this table's own earlier hold under the key (two rows sharing a key share it)
+        mine := hold_row.hold_id IS NOT NULL
+                AND hold_row.hold_id = billing.trigger_made(new_identity[1], new_identity[2],
+                                                            format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), true);
+        -- a key holds once: a row that comes back after this table's hold for it was closed is refused
+        IF mine AND hold_row.status <> 'held' THEN
+            RAISE EXCEPTION 'idempotency key "%" of this row was used by a hold that is % already', new_identity[2], hold_row.status
+                USING ERRCODE = 'PB003',
+                      DETAIL = 'A row of this table with this key was held for, and that hold is closed.',
+                      HINT = 'A row''s hold is found by its key, so a key holds once: give the new row a new value.';
+        END IF;
+        SELECT h.hold_id INTO made FROM billing.billing_hold(
+            new_identity[1]::text,
+            coalesce((config ->> 'amount')::numeric,
+                     billing.trigger_amount(format('amount_column %I', config ->> 'amount_column'),
+                                            billing.trigger_column(NEW, 'amount_column', config ->> 'amount_column'),
+                                            false))::numeric,
+            (config ->> 'account_type')::text, (config ->> 'source_type')::text, (config ->> 'source')::text,
+            (config ->> 'remark')::text, new_identity[3]::text, NULL::text,
+            coalesce((config ->> 'ttl')::interval, interval '15 minutes')::interval,
+            new_identity[2]::text) AS h;
+        mine := billing.trigger_record(new_identity[1], true, made, hold_row.hold_id IS NOT NULL,
+                                       TG_TABLE_SCHEMA, TG_TABLE_NAME)
+                OR mine;
+        -- the cost may be known already; a replayed hold that is not this table's is left alone
+        actual := billing.trigger_column(NEW, 'actual_column', config ->> 'actual_column');
+        IF actual IS NOT NULL AND mine THEN
+            PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_settle');
+            PERFORM billing.billing_settle(made::bigint, billing.trigger_amount(actual_argument, actual, true)::numeric,
+                                           NULL::text, allow_debt::boolean);
+        END IF;
+        RETURN NULL;
+    END IF;
+
+    old_identity := billing.trigger_identity(config, OLD, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+    own := billing.trigger_find(config, OLD, TG_TABLE_SCHEMA, TG_TABLE_NAME, old_identity, true);
+    IF TG_OP = 'UPDATE' THEN
+        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        IF old_identity[1:2] IS DISTINCT FROM new_identity[1:2] THEN
+            PERFORM billing.trigger_keep_identity(config, old_identity, new_identity, own.id IS NOT NULL);
+        END IF;
+        IF own.id IS NULL THEN
+            RETURN NULL;
+        END IF;
+        IF failed IS NOT NULL
+           AND billing.trigger_column(NEW, 'status_column', config ->> 'status_column') IS NOT DISTINCT FROM failed THEN
+            IF billing.trigger_column(OLD, 'status_column', config ->> 'status_column') IS NOT DISTINCT FROM failed THEN
+                RETURN NULL;
+            END IF;
+            why := format('trigger %I on %I.%I: %s became %s', TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME,
+                          config ->> 'status_column', failed);
+        ELSE
+            -- the actual cost was written (or changed): settle; a repeat of the same cost replays.
+            -- A hold released when the row failed stays released: the row is not charged again.
+            actual := billing.trigger_column(NEW, 'actual_column', config ->> 'actual_column');
+            IF actual IS NOT NULL
+               AND actual IS DISTINCT FROM billing.trigger_column(OLD, 'actual_column', config ->> 'actual_column') THEN
+                SELECT h.* INTO hold_row FROM billing.holds AS h WHERE h.user_id = own.user_id AND h.hold_id = own.id;
+                IF hold_row.status <> 'released' THEN
+                    PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_settle');
+                    PERFORM billing.billing_settle(own.id::bigint, billing.trigger_amount(actual_argument, actual, true)::numeric,
+                                                   NULL::text, allow_debt::boolean);
+                END IF;
+            END IF;
+            RETURN NULL;
+        END IF;
+    ELSE
+        IF own.id IS NULL THEN
+            RETURN NULL;
+        END IF;
+        why := format('trigger %I on %I.%I: row deleted', TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+    END IF;
+    -- failure: give back what is held, or refund what was charged. The account
+    -- row is locked first and the hold read after, so a concurrent release or
+    -- settle of it has committed and is seen.
+    PERFORM FROM billing.accounts AS a WHERE a.user_id = own.user_id FOR UPDATE;
+    SELECT h.* INTO hold_row FROM billing.holds AS h WHERE h.user_id = own.user_id AND h.hold_id = own.id;
+    IF hold_row.status = 'held' THEN
+        PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_release');
+        PERFORM billing.billing_release(own.id::bigint, why::text);
+    ELSIF hold_row.status = 'settled' AND hold_row.log_id IS NOT NULL THEN
+        PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_refund');
+        PERFORM billing.trigger_refund(own.user_id, hold_row.log_id, why);
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.billing_hold_charge() IS
+    'Row trigger (AFTER INSERT OR UPDATE OR DELETE) for work of unknown cost, configured by name=value arguments: holds power for each new row with billing_hold, settles the hold when actual_column is set, and releases it (or refunds the settled charge) when the row is deleted or its status becomes failed_status; acts with the billing privileges of the table''s owner';
+
+REVOKE ALL ON FUNCTION billing.trigger_session_column(record, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.written_in_this_transaction(xid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.documented_arguments(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.may_execute(oid, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.trigger_privilege(oid, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.trigger_made(text, text, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.trigger_find(jsonb, record, name, name, text[], boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.trigger_record(text, boolean, bigint, boolean, name, name) FROM PUBLIC;
+REVOKE ALL ON TABLE billing.trigger_charges FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('billing.trigger_charges', '');
+
+-- The charges and holds that 0.2.0's triggers made under derived keys
+-- ('trigger:<schema>.<table>:<association value>') become the triggers' own,
+-- for the table that has a charging trigger and whose derived prefix the key
+-- starts with (the longest such prefix, should two tables' prefixes match), so
+-- those rows are refunded (released) after the upgrade as before it. Charges
+-- under a key_column are not recorded: the ledger cannot tell them from the
+-- application's own charges under the same key (README, "Upgrading").
+WITH charging_tables AS (
+    SELECT DISTINCT pg_catalog.format('%I.%I', n.nspname, c.relname) AS table_name,
+           'trigger:' OPERATOR(pg_catalog.||) n.nspname OPERATOR(pg_catalog.||) '.'
+               OPERATOR(pg_catalog.||) c.relname OPERATOR(pg_catalog.||) ':' AS prefix
+      FROM pg_catalog.pg_trigger AS t
+      JOIN pg_catalog.pg_class AS c ON c.oid OPERATOR(pg_catalog.=) t.tgrelid
+      JOIN pg_catalog.pg_namespace AS n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+     WHERE t.tgfoid OPERATOR(pg_catalog.=) ANY (ARRAY['@extschema@.billing_charge()'::pg_catalog.regprocedure,
+                                                     '@extschema@.billing_hold_charge()'::pg_catalog.regprocedure]::pg_catalog.oid[])
+), made AS (
+    SELECT l.user_id, false AS is_hold, l.id, l.idempotency_key AS key
+      FROM billing.account_log AS l
+     WHERE pg_catalog.starts_with(l.idempotency_key, 'trigger:') AND l.direction OPERATOR(pg_catalog.=) -1
+    UNION ALL
+    SELECT h.user_id, true, h.hold_id, h.idempotency_key
+      FROM billing.holds AS h
+     WHERE pg_catalog.starts_with(h.idempotency_key, 'trigger:')
+)
+INSERT INTO billing.trigger_charges (user_id, is_hold, id, table_name)
+SELECT DISTINCT ON (m.user_id, m.is_hold, m.id) m.user_id, m.is_hold, m.id, ct.table_name
+  FROM made AS m
+  JOIN charging_tables AS ct ON pg_catalog.starts_with(m.key, ct.prefix)
+ ORDER BY m.user_id, m.is_hold, m.id, pg_catalog.length(ct.prefix) DESC;
+
 -- == Caches never outlive the truth: type codes (issue 11, item 4) ==
 -- The guard of the type tables no longer tests TG_TABLE_NAME (Citus shards
 -- rename tables): its trigger arguments say what it guards.
@@ -387,6 +852,17 @@ BEGIN
       FROM holds AS h
       LEFT JOIN billing.account_log AS l ON l.user_id = h.user_id AND l.id = h.log_id
      WHERE h.status = 'settled' AND (l.amount IS DISTINCT FROM h.settled_amount OR l.direction <> -1)
+    -- every charge or hold a charging trigger recorded as its own exists, for that user
+    UNION ALL
+    SELECT t.user_id, CASE WHEN t.is_hold THEN 'trigger hold ' ELSE 'trigger charge ' END || t.id,
+           CASE WHEN t.is_hold THEN 'a hold of the user' ELSE 'a debit entry of the user' END, 'none'
+      FROM billing.trigger_charges AS t
+     WHERE (only_user IS NULL OR t.user_id = only_user)
+       AND NOT CASE WHEN t.is_hold
+                    THEN EXISTS (SELECT FROM billing.holds AS h WHERE h.user_id = t.user_id AND h.hold_id = t.id)
+                    ELSE EXISTS (SELECT FROM billing.account_log AS l
+                                  WHERE l.user_id = t.user_id AND l.id = t.id AND l.direction = -1)
+               END
     -- the caches on the account row
     UNION ALL
     SELECT a.user_id, 'grants_total', coalesce(s.remaining, 0)::text, a.grants_total::text

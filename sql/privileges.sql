@@ -85,12 +85,20 @@ REVOKE ALL ON FUNCTION billing.trigger_config(text, name, text, text, text, name
 REVOKE ALL ON FUNCTION billing.trigger_identity(jsonb, record, name, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.trigger_require(jsonb, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.trigger_keep_identity(jsonb, text[], text[], boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.trigger_session_column(record, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.written_in_this_transaction(xid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.documented_arguments(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.may_execute(oid, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.trigger_privilege(oid, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.trigger_made(text, text, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.trigger_find(jsonb, record, name, name, text[], boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.trigger_record(text, boolean, bigint, boolean, name, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.trigger_refund(text, bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_charge() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_hold_charge() FROM PUBLIC;
 
 -- pg_dump keeps balances, grants, the ledger, the sequences, any type a DBA
--- added and the pricing rules.
+-- added, the pricing rules, and which charges the charging triggers made.
 SELECT pg_catalog.pg_extension_config_dump('billing.accounts', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.grant_store', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.account_log', '');
@@ -103,3 +111,4 @@ SELECT pg_catalog.pg_extension_config_dump('billing.source_types', 'WHERE NOT bu
 SELECT pg_catalog.pg_extension_config_dump('billing.pricing_rules', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.low_balance_events', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.low_balance_events_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.trigger_charges', '');

@@ -11,6 +11,17 @@
 -- own key is 'trigger-refund:<id of the charge>', so a second firing replays
 -- it instead of refunding twice.
 --
+-- Trust: the trigger functions are SECURITY DEFINER (the extension owner), but
+-- a trigger acts with the billing privileges of its table's owner, checked
+-- each time it fires (billing.trigger_privilege): charging needs EXECUTE on
+-- billing_deduct (billing_hold, billing_settle), refunding on billing_refund,
+-- releasing on billing_release. It refunds, releases or settles only what it
+-- made itself for a row of its table (billing.trigger_charges), never an
+-- application's charge that an INSERT under the same key replayed.
+-- Internal calls go to schema billing, never to @extschema@ (public, where
+-- other roles may create look-alikes), with every argument cast to its exact
+-- type, so no overload anybody else defined can be chosen.
+--
 -- The row is read column by column with billing.trigger_column (C): never
 -- through to_jsonb(NEW), which would run any cast to json that the table's
 -- owner defined for a column's type, with the extension owner's rights. No SQL
@@ -21,7 +32,143 @@ CREATE FUNCTION billing.trigger_column(tuple record, argument text, column_name 
     LANGUAGE c STABLE STRICT
     AS 'MODULE_PATHNAME', 'billing_trigger_column';
 COMMENT ON FUNCTION billing.trigger_column(record, text, text) IS
-    'The value of one column of a row, as text (NULL when NULL, or when column_name is NULL: an argument not given), through the type''s output function; 42703 naming the trigger argument when the row has no such column';
+    'The value of one column of a row, as text (NULL when NULL, or when column_name is NULL: an argument not given), through the type''s output function with DateStyle, TimeZone, IntervalStyle, bytea_output, extra_float_digits and lc_monetary fixed, so the same under any session settings; 42703 naming the trigger argument when the row has no such column';
+
+CREATE FUNCTION billing.trigger_session_column(tuple record, argument text, column_name text)
+    RETURNS text
+    LANGUAGE c STABLE STRICT
+    AS 'MODULE_PATHNAME', 'billing_trigger_session_column';
+COMMENT ON FUNCTION billing.trigger_session_column(record, text, text) IS
+    'Like trigger_column, but written with the session''s own settings, as 0.2.0 derived keys: finds the charge of a row charged before 0.3.0';
+
+CREATE FUNCTION billing.written_in_this_transaction(row_xmin xid)
+    RETURNS boolean
+    LANGUAGE c STABLE STRICT
+    AS 'MODULE_PATHNAME', 'billing_written_in_this_transaction';
+COMMENT ON FUNCTION billing.written_in_this_transaction(xid) IS
+    'Whether a row version (its xmin) was written by the current transaction or one of its subtransactions: tells a charge a trigger just made from one that was replayed';
+
+-- The argument types of a documented function, by name (the signature
+-- may_execute checks and a GRANT names), every type qualified; NULL for a
+-- name that is not one of them.
+CREATE FUNCTION billing.documented_arguments(function_name text)
+    RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+RETURN CASE function_name
+    WHEN 'billing_power' THEN 'pg_catalog.text'
+    WHEN 'billing_has_power' THEN 'pg_catalog.text, pg_catalog.numeric'
+    WHEN 'billing_add' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.timestamptz, pg_catalog.text, pg_catalog.text'
+    WHEN 'billing_deduct' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text'
+    WHEN 'billing_hold' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.interval, pg_catalog.text'
+    WHEN 'billing_settle' THEN 'pg_catalog.int8, pg_catalog.numeric, pg_catalog.text, pg_catalog.bool'
+    WHEN 'billing_release' THEN 'pg_catalog.int8, pg_catalog.text'
+    WHEN 'billing_refund' THEN 'pg_catalog.int8, pg_catalog.numeric, pg_catalog.text, pg_catalog.text'
+    WHEN 'billing_history' THEN 'pg_catalog.text, pg_catalog.int4, pg_catalog.int8'
+    WHEN 'billing_by_association' THEN 'pg_catalog.text, pg_catalog.text'
+    WHEN 'billing_statement' THEN 'pg_catalog.text, pg_catalog.timestamptz, pg_catalog.timestamptz'
+    WHEN 'billing_price' THEN 'pg_catalog.text, pg_catalog.int8'
+    WHEN 'billing_verify' THEN 'pg_catalog.text'
+    WHEN 'billing_expire' THEN 'pg_catalog.timestamptz, pg_catalog.int4'
+    WHEN 'billing_revoke_subscription' THEN 'pg_catalog.text, pg_catalog.text'
+    WHEN 'billing_adjust' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text'
+    WHEN 'billing_set_low_balance' THEN 'pg_catalog.text, pg_catalog.numeric'
+    WHEN 'billing_low_balance_events' THEN 'pg_catalog.int8'
+    WHEN 'billing_charge' THEN ''
+    WHEN 'billing_hold_charge' THEN ''
+END;
+COMMENT ON FUNCTION billing.documented_arguments(text) IS
+    'The argument types (schema-qualified) of a documented billing function given by name, as may_execute checks it; NULL for an unknown name';
+
+-- The one rule for "may role X use billing_Y": EXECUTE on the documented
+-- function (@extschema@.billing_Y, its exact signature) or on its copy in
+-- schema billing, directly or through a role it belongs to. Functions are
+-- found by their schema-qualified signature with every type qualified, never
+-- through a search_path.
+CREATE FUNCTION billing.may_execute(role oid, function_name text)
+    RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    arguments text := billing.documented_arguments(function_name);
+    documented regprocedure;
+    copy regprocedure;
+BEGIN
+    IF arguments IS NULL THEN
+        RAISE EXCEPTION 'may_execute does not know the function %', function_name USING ERRCODE = '22023';
+    END IF;
+    documented := pg_catalog.to_regprocedure(pg_catalog.format('%I.%I(%s)', '@extschema@', function_name, arguments));
+    copy := pg_catalog.to_regprocedure(pg_catalog.format('billing.%I(%s)', function_name, arguments));
+    RETURN coalesce(pg_catalog.has_function_privilege(role, documented, 'EXECUTE'), false)
+        OR coalesce(pg_catalog.has_function_privilege(role, copy, 'EXECUTE'), false);
+END
+$$;
+COMMENT ON FUNCTION billing.may_execute(oid, text) IS
+    'Whether a role may execute a documented billing function, given by name: EXECUTE on @extschema@.<name> with its documented signature, or on its copy billing.<name>';
+
+-- What the charging triggers made themselves: the charges (ledger entries) of
+-- billing_charge and the holds of billing_hold_charge, each with the table it
+-- was made for. A row's DELETE or failure gives back only these.
+CREATE TABLE billing.trigger_charges (
+    user_id     text    NOT NULL,
+    is_hold     boolean NOT NULL,
+    id          bigint  NOT NULL,
+    table_name  text    NOT NULL,
+    PRIMARY KEY (user_id, is_hold, id)
+);
+COMMENT ON TABLE billing.trigger_charges IS
+    'The charges and holds that a charging trigger made itself (not those an INSERT under an existing key replayed): only these are refunded, released or settled when their row is deleted, fails or gets its cost';
+COMMENT ON COLUMN billing.trigger_charges.user_id IS 'The user charged';
+COMMENT ON COLUMN billing.trigger_charges.is_hold IS 'false: id is the billing_charge entry''s account_log.id; true: id is the billing_hold_charge hold''s holds.hold_id';
+COMMENT ON COLUMN billing.trigger_charges.id IS 'The ledger entry or hold the trigger made';
+COMMENT ON COLUMN billing.trigger_charges.table_name IS 'The table whose trigger made it, as schema.table quoted where needed (the name survives a dump and restore)';
+
+-- Raises 42501 unless the table's owner may execute function_name: a
+-- charging trigger does what its table's owner may do, checked as it fires.
+CREATE FUNCTION billing.trigger_privilege(table_oid oid, trigger_function text, function_name text)
+    RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner oid;
+BEGIN
+    SELECT c.relowner INTO owner FROM pg_catalog.pg_class AS c WHERE c.oid = table_oid;
+    IF NOT billing.may_execute(owner, function_name) THEN
+        RAISE EXCEPTION 'permission denied for function %: % on table % acts for the table''s owner %, who may not execute it',
+                function_name, trigger_function, table_oid::regclass, owner::regrole
+            USING ERRCODE = '42501',
+                  DETAIL = 'A charging trigger charges, holds, settles, releases and refunds only as far as the owner of its table may call those functions itself.',
+                  HINT = pg_catalog.format('GRANT EXECUTE ON FUNCTION %s(%s) TO %s; (README, "Charging from triggers", Privileges)',
+                                           function_name,
+                                           pg_catalog.replace(billing.documented_arguments(function_name), 'pg_catalog.', ''),
+                                           owner::regrole);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing.trigger_privilege(oid, text, text) IS
+    'Raises 42501 naming the function unless the owner of the trigger''s table may execute it (billing.may_execute)';
+
+-- The charge (holding false: account_log.id) or hold (true: holds.hold_id)
+-- that a charging trigger on on_table made under the user and key, or NULL.
+CREATE FUNCTION billing.trigger_made(charged_user text, row_key text, on_table text, holding boolean)
+    RETURNS bigint
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT t.id
+      FROM billing.trigger_charges AS t
+     WHERE t.user_id = charged_user AND t.is_hold = holding AND t.table_name = on_table
+       AND t.id = CASE WHEN holding
+                       THEN (SELECT h.hold_id FROM billing.holds AS h
+                              WHERE h.user_id = charged_user AND h.idempotency_key = row_key)
+                       ELSE (SELECT l.id FROM billing.account_log AS l
+                              WHERE l.user_id = charged_user AND l.idempotency_key = row_key)
+                  END;
+END;
+COMMENT ON FUNCTION billing.trigger_made(text, text, text, boolean) IS
+    'The charge (account_log.id) or hold (holds.hold_id) that a charging trigger on the table made under this user and key, or NULL';
 
 -- An amount given as a trigger argument or read from the row, checked like the
 -- amounts of the functions (amounts.rs): a plain decimal number, greater than
@@ -264,9 +411,91 @@ $$;
 COMMENT ON FUNCTION billing.trigger_keep_identity(jsonb, text[], text[], boolean) IS
     'Raises 22023 naming the argument when an UPDATE changes the user or key of a row that has a charge or hold';
 
+-- The charge (or hold) that the trigger on this table made for a row (NULL
+-- when it made none): by the row's key, or else by the key as this session's
+-- settings write it, which is how 0.2.0 derived keys from a date, time,
+-- bytea, float or money column (a row charged before the upgrade is found
+-- under the settings it was inserted with, as it was then).
+CREATE FUNCTION billing.trigger_find(config jsonb, tuple record, table_schema name, table_name name,
+                                     identity text[], holding boolean)
+    RETURNS billing.trigger_charges
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    on_table text := format('%I.%I', table_schema, table_name);
+    found billing.trigger_charges;
+    session_user_id text;
+    session_key text;
+BEGIN
+    IF identity[1] IS NULL OR identity[2] IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT t.* INTO found FROM billing.trigger_charges AS t
+     WHERE t.user_id = identity[1] AND t.is_hold = holding
+       AND t.id = billing.trigger_made(identity[1], identity[2], on_table, holding);
+    IF found.id IS NOT NULL THEN
+        RETURN found;
+    END IF;
+    session_user_id := billing.trigger_session_column(tuple, 'user_column', config ->> 'user_column');
+    IF config ? 'key_column' THEN
+        session_key := billing.trigger_session_column(tuple, 'key_column', config ->> 'key_column');
+    ELSE
+        session_key := 'trigger:' || table_schema || '.' || table_name || ':'
+                       || billing.trigger_session_column(tuple, 'association_column', config ->> 'association_column');
+    END IF;
+    IF session_user_id IS NULL OR session_key IS NULL
+       OR (session_user_id = identity[1] AND session_key = identity[2]) THEN
+        RETURN NULL;
+    END IF;
+    SELECT t.* INTO found FROM billing.trigger_charges AS t
+     WHERE t.user_id = session_user_id AND t.is_hold = holding
+       AND t.id = billing.trigger_made(session_user_id, session_key, on_table, holding);
+    RETURN found;
+END
+$$;
+COMMENT ON FUNCTION billing.trigger_find(jsonb, record, name, name, text[], boolean) IS
+    'The charge or hold that the charging trigger on this table made for a row (billing.trigger_charges), by the row''s key or, for a row charged before 0.3.0, by the key as this session''s settings write it';
+
+-- Records a charge or hold that the trigger has just made for a row of its
+-- table: made is what billing_deduct or billing_hold returned, found_before
+-- whether the key had a charge (hold) before the call. A replay (the key was
+-- taken, or a concurrent transaction committed it in the meantime) is not
+-- recorded, so the row's DELETE or failure never gives it back.
+CREATE FUNCTION billing.trigger_record(charged_user text, holding boolean, made bigint, found_before boolean,
+                                       table_schema name, table_name name)
+    RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fresh boolean;
+BEGIN
+    IF found_before THEN
+        RETURN false;
+    END IF;
+    IF holding THEN
+        SELECT billing.written_in_this_transaction(h.xmin) INTO fresh FROM billing.holds AS h
+         WHERE h.user_id = charged_user AND h.hold_id = made;
+    ELSE
+        SELECT billing.written_in_this_transaction(l.xmin) INTO fresh FROM billing.account_log AS l
+         WHERE l.user_id = charged_user AND l.id = made;
+    END IF;
+    IF fresh THEN
+        INSERT INTO billing.trigger_charges (user_id, is_hold, id, table_name)
+        VALUES (charged_user, holding, made, format('%I.%I', table_schema, table_name));
+    END IF;
+    RETURN coalesce(fresh, false);
+END
+$$;
+COMMENT ON FUNCTION billing.trigger_record(text, boolean, bigint, boolean, name, name) IS
+    'Records in billing.trigger_charges a charge or hold that a charging trigger has just made (not one it replayed); returns whether it did';
+
 -- Refunds what is left of a charge, once: the refund's key is derived from
 -- the charge, so a second firing replays the first refund. A charge already
--- refunded in full another way is left alone.
+-- refunded in full another way is left alone. The account row is locked
+-- first, then the refunds are read: a concurrent refund of the same charge
+-- has committed by then, and only what it left is refunded.
 CREATE FUNCTION billing.trigger_refund(charged_user text, charge_id bigint, why text)
     RETURNS void
     LANGUAGE plpgsql VOLATILE
@@ -277,6 +506,7 @@ DECLARE
     charged numeric;
     given numeric;
 BEGIN
+    PERFORM FROM billing.accounts AS a WHERE a.user_id = charged_user FOR UPDATE;
     PERFORM FROM billing.account_log AS l WHERE l.user_id = charged_user AND l.idempotency_key = refund_key;
     IF FOUND THEN
         RETURN;
@@ -287,11 +517,11 @@ BEGIN
     IF given >= charged THEN
         RETURN;
     END IF;
-    PERFORM @extschema@.billing_refund(charge_id, NULL, why, refund_key);
+    PERFORM billing.billing_refund(charge_id::bigint, NULL::numeric, why::text, refund_key::text);
 END
 $$;
 COMMENT ON FUNCTION billing.trigger_refund(text, bigint, text) IS
-    'Refunds what is left of a charge once, with the key trigger-refund:<charge id>';
+    'Refunds what is left of a charge once, with the key trigger-refund:<charge id>, reading what is left after locking the account row';
 
 CREATE FUNCTION @extschema@.billing_charge()
     RETURNS trigger
@@ -306,6 +536,8 @@ DECLARE
     old_identity text[];
     new_identity text[];
     charge_id bigint;
+    made bigint;
+    own billing.trigger_charges;
 BEGIN
     IF TG_OP = 'INSERT' THEN
         new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, TG_TABLE_NAME);
@@ -314,36 +546,39 @@ BEGIN
         IF billing.trigger_column(NEW, 'status_column', config ->> 'status_column') = failed THEN
             RETURN NULL;
         END IF;
-        -- a key charges once: a row that comes back after its charge was refunded is refused
+        PERFORM billing.trigger_privilege(TG_RELID, 'billing_charge', 'billing_deduct');
         SELECT l.id INTO charge_id FROM billing.account_log AS l
          WHERE l.user_id = new_identity[1] AND l.idempotency_key = new_identity[2];
-        IF charge_id IS NOT NULL THEN
+        -- a key charges once: a row that comes back after this table's charge for it was refunded is refused
+        IF charge_id IS NOT NULL
+           AND charge_id = billing.trigger_made(new_identity[1], new_identity[2],
+                                                format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), false) THEN
             PERFORM FROM billing.account_log AS l WHERE l.user_id = new_identity[1] AND l.refund_of = charge_id;
             IF FOUND THEN
                 RAISE EXCEPTION 'idempotency key "%" of this row was charged and refunded already', new_identity[2]
                     USING ERRCODE = 'PB003',
-                          DETAIL = format('Ledger entry %s charged it and has been refunded.', charge_id),
+                          DETAIL = 'A row of this table with this key was charged, and that charge has been refunded.',
                           HINT = 'A row''s charge is found by its key, so a key charges once: give the new row a new value.';
             END IF;
         END IF;
-        PERFORM @extschema@.billing_deduct(
-            new_identity[1],
+        SELECT d.id INTO made FROM billing.billing_deduct(
+            new_identity[1]::text,
             coalesce((config ->> 'amount')::numeric,
                      billing.trigger_amount(format('amount_column %I', config ->> 'amount_column'),
                                             billing.trigger_column(NEW, 'amount_column', config ->> 'amount_column'),
-                                            false)),
-            config ->> 'account_type', config ->> 'source_type', config ->> 'source', config ->> 'remark',
-            new_identity[3], NULL, new_identity[2]);
+                                            false))::numeric,
+            (config ->> 'account_type')::text, (config ->> 'source_type')::text, (config ->> 'source')::text,
+            (config ->> 'remark')::text, new_identity[3]::text, NULL::text, new_identity[2]::text) AS d;
+        PERFORM billing.trigger_record(new_identity[1], false, made, charge_id IS NOT NULL, TG_TABLE_SCHEMA, TG_TABLE_NAME);
         RETURN NULL;
     END IF;
 
     old_identity := billing.trigger_identity(config, OLD, TG_TABLE_SCHEMA, TG_TABLE_NAME);
-    SELECT l.id INTO charge_id FROM billing.account_log AS l
-     WHERE l.user_id = old_identity[1] AND l.idempotency_key = old_identity[2];
+    own := billing.trigger_find(config, OLD, TG_TABLE_SCHEMA, TG_TABLE_NAME, old_identity, false);
     IF TG_OP = 'UPDATE' THEN
         new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, TG_TABLE_NAME);
         IF old_identity[1:2] IS DISTINCT FROM new_identity[1:2] THEN
-            PERFORM billing.trigger_keep_identity(config, old_identity, new_identity, charge_id IS NOT NULL);
+            PERFORM billing.trigger_keep_identity(config, old_identity, new_identity, own.id IS NOT NULL);
         END IF;
         -- only the change into the failed status refunds
         IF billing.trigger_column(NEW, 'status_column', config ->> 'status_column') IS DISTINCT FROM failed
@@ -355,14 +590,15 @@ BEGIN
     ELSE
         why := format('trigger %I on %I.%I: row deleted', TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME);
     END IF;
-    IF charge_id IS NOT NULL THEN
-        PERFORM billing.trigger_refund(old_identity[1], charge_id, why);
+    IF own.id IS NOT NULL THEN
+        PERFORM billing.trigger_privilege(TG_RELID, 'billing_charge', 'billing_refund');
+        PERFORM billing.trigger_refund(own.user_id, own.id, why);
     END IF;
     RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.billing_charge() IS
-    'Row trigger (AFTER INSERT OR UPDATE OR DELETE) configured by name=value arguments: charges each new row with billing_deduct, and refunds that charge with billing_refund once, when the row is deleted or its status becomes failed_status';
+    'Row trigger (AFTER INSERT OR UPDATE OR DELETE) configured by name=value arguments: charges each new row with billing_deduct, and refunds that charge with billing_refund once, when the row is deleted or its status becomes failed_status; acts with the billing privileges of the table''s owner';
 
 CREATE FUNCTION @extschema@.billing_hold_charge()
     RETURNS trigger
@@ -380,6 +616,9 @@ DECLARE
     old_identity text[];
     new_identity text[];
     hold_row billing.holds;
+    own billing.trigger_charges;
+    made bigint;
+    mine boolean;
 BEGIN
     IF TG_OP = 'INSERT' THEN
         new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, TG_TABLE_NAME);
@@ -387,42 +626,51 @@ BEGIN
         IF billing.trigger_column(NEW, 'status_column', config ->> 'status_column') = failed THEN
             RETURN NULL;
         END IF;
-        -- a key holds once: a row that comes back after its hold was closed is refused
+        PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_hold');
         SELECT h.* INTO hold_row FROM billing.holds AS h
          WHERE h.user_id = new_identity[1] AND h.idempotency_key = new_identity[2];
-        IF hold_row.status <> 'held' THEN
+        -- this table's own earlier hold under the key (two rows sharing a key share it)
+        mine := hold_row.hold_id IS NOT NULL
+                AND hold_row.hold_id = billing.trigger_made(new_identity[1], new_identity[2],
+                                                            format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), true);
+        -- a key holds once: a row that comes back after this table's hold for it was closed is refused
+        IF mine AND hold_row.status <> 'held' THEN
             RAISE EXCEPTION 'idempotency key "%" of this row was used by a hold that is % already', new_identity[2], hold_row.status
                 USING ERRCODE = 'PB003',
-                      DETAIL = format('Hold %s was made for it.', hold_row.hold_id),
+                      DETAIL = 'A row of this table with this key was held for, and that hold is closed.',
                       HINT = 'A row''s hold is found by its key, so a key holds once: give the new row a new value.';
         END IF;
-        SELECT h.* INTO hold_row FROM @extschema@.billing_hold(
-            new_identity[1],
+        SELECT h.hold_id INTO made FROM billing.billing_hold(
+            new_identity[1]::text,
             coalesce((config ->> 'amount')::numeric,
                      billing.trigger_amount(format('amount_column %I', config ->> 'amount_column'),
                                             billing.trigger_column(NEW, 'amount_column', config ->> 'amount_column'),
-                                            false)),
-            config ->> 'account_type', config ->> 'source_type', config ->> 'source', config ->> 'remark',
-            new_identity[3], NULL, coalesce((config ->> 'ttl')::interval, interval '15 minutes'),
-            new_identity[2]) AS h;
-        -- the cost may be known already
+                                            false))::numeric,
+            (config ->> 'account_type')::text, (config ->> 'source_type')::text, (config ->> 'source')::text,
+            (config ->> 'remark')::text, new_identity[3]::text, NULL::text,
+            coalesce((config ->> 'ttl')::interval, interval '15 minutes')::interval,
+            new_identity[2]::text) AS h;
+        mine := billing.trigger_record(new_identity[1], true, made, hold_row.hold_id IS NOT NULL,
+                                       TG_TABLE_SCHEMA, TG_TABLE_NAME)
+                OR mine;
+        -- the cost may be known already; a replayed hold that is not this table's is left alone
         actual := billing.trigger_column(NEW, 'actual_column', config ->> 'actual_column');
-        IF actual IS NOT NULL THEN
-            PERFORM @extschema@.billing_settle(hold_row.hold_id, billing.trigger_amount(actual_argument, actual, true),
-                                               NULL, allow_debt);
+        IF actual IS NOT NULL AND mine THEN
+            PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_settle');
+            PERFORM billing.billing_settle(made::bigint, billing.trigger_amount(actual_argument, actual, true)::numeric,
+                                           NULL::text, allow_debt::boolean);
         END IF;
         RETURN NULL;
     END IF;
 
     old_identity := billing.trigger_identity(config, OLD, TG_TABLE_SCHEMA, TG_TABLE_NAME);
-    SELECT h.* INTO hold_row FROM billing.holds AS h
-     WHERE h.user_id = old_identity[1] AND h.idempotency_key = old_identity[2];
+    own := billing.trigger_find(config, OLD, TG_TABLE_SCHEMA, TG_TABLE_NAME, old_identity, true);
     IF TG_OP = 'UPDATE' THEN
         new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, TG_TABLE_NAME);
         IF old_identity[1:2] IS DISTINCT FROM new_identity[1:2] THEN
-            PERFORM billing.trigger_keep_identity(config, old_identity, new_identity, hold_row.hold_id IS NOT NULL);
+            PERFORM billing.trigger_keep_identity(config, old_identity, new_identity, own.id IS NOT NULL);
         END IF;
-        IF hold_row.hold_id IS NULL THEN
+        IF own.id IS NULL THEN
             RETURN NULL;
         END IF;
         IF failed IS NOT NULL
@@ -436,27 +684,37 @@ BEGIN
             -- the actual cost was written (or changed): settle; a repeat of the same cost replays.
             -- A hold released when the row failed stays released: the row is not charged again.
             actual := billing.trigger_column(NEW, 'actual_column', config ->> 'actual_column');
-            IF actual IS NOT NULL AND hold_row.status <> 'released'
+            IF actual IS NOT NULL
                AND actual IS DISTINCT FROM billing.trigger_column(OLD, 'actual_column', config ->> 'actual_column') THEN
-                PERFORM @extschema@.billing_settle(hold_row.hold_id, billing.trigger_amount(actual_argument, actual, true),
-                                                   NULL, allow_debt);
+                SELECT h.* INTO hold_row FROM billing.holds AS h WHERE h.user_id = own.user_id AND h.hold_id = own.id;
+                IF hold_row.status <> 'released' THEN
+                    PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_settle');
+                    PERFORM billing.billing_settle(own.id::bigint, billing.trigger_amount(actual_argument, actual, true)::numeric,
+                                                   NULL::text, allow_debt::boolean);
+                END IF;
             END IF;
             RETURN NULL;
         END IF;
     ELSE
-        IF hold_row.hold_id IS NULL THEN
+        IF own.id IS NULL THEN
             RETURN NULL;
         END IF;
         why := format('trigger %I on %I.%I: row deleted', TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME);
     END IF;
-    -- failure: give back what is held, or refund what was charged
+    -- failure: give back what is held, or refund what was charged. The account
+    -- row is locked first and the hold read after, so a concurrent release or
+    -- settle of it has committed and is seen.
+    PERFORM FROM billing.accounts AS a WHERE a.user_id = own.user_id FOR UPDATE;
+    SELECT h.* INTO hold_row FROM billing.holds AS h WHERE h.user_id = own.user_id AND h.hold_id = own.id;
     IF hold_row.status = 'held' THEN
-        PERFORM @extschema@.billing_release(hold_row.hold_id, why);
+        PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_release');
+        PERFORM billing.billing_release(own.id::bigint, why::text);
     ELSIF hold_row.status = 'settled' AND hold_row.log_id IS NOT NULL THEN
-        PERFORM billing.trigger_refund(hold_row.user_id, hold_row.log_id, why);
+        PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_refund');
+        PERFORM billing.trigger_refund(own.user_id, hold_row.log_id, why);
     END IF;
     RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.billing_hold_charge() IS
-    'Row trigger (AFTER INSERT OR UPDATE OR DELETE) for work of unknown cost, configured by name=value arguments: holds power for each new row with billing_hold, settles the hold when actual_column is set, and releases it (or refunds the settled charge) when the row is deleted or its status becomes failed_status';
+    'Row trigger (AFTER INSERT OR UPDATE OR DELETE) for work of unknown cost, configured by name=value arguments: holds power for each new row with billing_hold, settles the hold when actual_column is set, and releases it (or refunds the settled charge) when the row is deleted or its status becomes failed_status; acts with the billing privileges of the table''s owner';

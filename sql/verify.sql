@@ -147,6 +147,17 @@ BEGIN
       FROM holds AS h
       LEFT JOIN billing.account_log AS l ON l.user_id = h.user_id AND l.id = h.log_id
      WHERE h.status = 'settled' AND (l.amount IS DISTINCT FROM h.settled_amount OR l.direction <> -1)
+    -- every charge or hold a charging trigger recorded as its own exists, for that user
+    UNION ALL
+    SELECT t.user_id, CASE WHEN t.is_hold THEN 'trigger hold ' ELSE 'trigger charge ' END || t.id,
+           CASE WHEN t.is_hold THEN 'a hold of the user' ELSE 'a debit entry of the user' END, 'none'
+      FROM billing.trigger_charges AS t
+     WHERE (only_user IS NULL OR t.user_id = only_user)
+       AND NOT CASE WHEN t.is_hold
+                    THEN EXISTS (SELECT FROM billing.holds AS h WHERE h.user_id = t.user_id AND h.hold_id = t.id)
+                    ELSE EXISTS (SELECT FROM billing.account_log AS l
+                                  WHERE l.user_id = t.user_id AND l.id = t.id AND l.direction = -1)
+               END
     -- the caches on the account row
     UNION ALL
     SELECT a.user_id, 'grants_total', coalesce(s.remaining, 0)::text, a.grants_total::text

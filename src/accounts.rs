@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 
 use crate::amounts::{checked_add, checked_sub};
 use crate::drawdown::{self, LiveGrant};
-use crate::errors::{BillingError, BillingResult, SqlState};
+use crate::errors::{BillingError, BillingResult, Reveals, SqlState};
 use crate::fmgr::{sql_function, Args, Returned, MAX_REMARK_CHARS};
 use crate::grants;
 use crate::notify;
@@ -143,7 +143,11 @@ pub fn insufficient_power(movement: &Movement, available: Decimal) -> BillingErr
         SqlState::InsufficientPower,
         format!("insufficient power for user {:?}", movement.user_id),
     )
-    .with_detail(format!("Requested {}, available {}.", movement.amount, available.normalize()))
+    .with_private_detail(
+        Reveals::Balance,
+        format!("Requested {}, available {}.", movement.amount, available.normalize()),
+        format!("Requested {}; the available power is shown to roles that may execute billing_power.", movement.amount),
+    )
     .with_hint("Add power with billing_add, or deduct less.")
 }
 

@@ -75,12 +75,42 @@ impl SqlState {
     }
 }
 
+/// Facts a DETAIL may hold beyond what the caller passed, and who may see them.
+///
+/// A DETAIL is read by the role that called, which may not be the role the
+/// function runs as: a charging trigger calls billing_deduct for the table's
+/// owner, who may not be allowed to read balances. So the facts are shown
+/// only to a role that could read them through the functions it was granted:
+/// the role in effect at top level (GetOuterUserId: who called, never the
+/// definer) must be allowed to execute `billing_power` for a balance,
+/// `billing_history` for another operation's amount and type (the rule of
+/// billing.may_execute). Everyone else gets the DETAIL without them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reveals {
+    /// A user's available power.
+    Balance,
+    /// Another operation made under the same idempotency key: its amount and type.
+    OtherOperation,
+}
+
+impl Reveals {
+    /// The function whose EXECUTE lets a role read these facts anyway.
+    pub fn function(self) -> &'static str {
+        match self {
+            Reveals::Balance => "billing_power",
+            Reveals::OtherOperation => "billing_history",
+        }
+    }
+}
+
 /// An error on its way to the client: SQLSTATE, message, and optional DETAIL and HINT.
 #[derive(Debug, PartialEq, Eq)]
 pub struct BillingError {
     pub state: SqlState,
     pub message: String,
     pub detail: Option<String>,
+    /// When the detail reveals facts (see [`Reveals`]): which, and the detail without them.
+    pub private: Option<(Reveals, String)>,
     pub hint: Option<String>,
     /// Where in our source the error was made: reported as the error's LOCATION.
     pub location: &'static Location<'static>,
@@ -91,11 +121,34 @@ pub type BillingResult<T> = Result<T, BillingError>;
 impl BillingError {
     #[track_caller]
     pub fn new(state: SqlState, message: impl Into<String>) -> Self {
-        BillingError { state, message: message.into(), detail: None, hint: None, location: Location::caller() }
+        BillingError { state, message: message.into(), detail: None, private: None, hint: None, location: Location::caller() }
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
+        self
+    }
+
+    /// A detail that reveals `reveals`; `without` is the detail shown to a caller
+    /// who may not read them ([`BillingError::for_caller`] decides).
+    pub fn with_private_detail(mut self, reveals: Reveals, detail: impl Into<String>, without: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self.private = Some((reveals, without.into()));
+        self
+    }
+
+    /// The error as the calling role may see it: a detail with facts it may not
+    /// read is replaced by the detail without them. The one place that applies
+    /// the rule of [`Reveals`]; runs SQL, so call it before [`BillingError::raise`],
+    /// inside pgrx's guard.
+    pub fn for_caller(mut self) -> Self {
+        if let Some((reveals, without)) = self.private.take() {
+            // SAFETY: reads this backend's outer user id.
+            let caller = unsafe { pg_sys::GetOuterUserId() };
+            if !may_execute(caller, reveals.function()) {
+                self.detail = Some(without);
+            }
+        }
         self
     }
 
@@ -172,6 +225,13 @@ impl From<pgrx::spi::SpiError> for BillingError {
     fn from(e: pgrx::spi::SpiError) -> Self {
         BillingError::internal(format!("SPI: {e}"))
     }
+}
+
+/// billing.may_execute(role, function_name), through sql/statements/may_execute.sql.
+fn may_execute(role: pg_sys::Oid, function: &str) -> bool {
+    let role = i64::from(role.to_u32());
+    pgrx::spi::Spi::get_one_with_args::<bool>(crate::plans::MAY_EXECUTE.sql, &[role.into(), function.into()])
+        == Ok(Some(true))
 }
 
 fn palloc_cstring(text: &str) -> *const c_char {

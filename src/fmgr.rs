@@ -51,8 +51,12 @@ pub unsafe fn call(fcinfo: pg_sys::FunctionCallInfo, body: fn(&Args) -> Returned
             (*fcinfo).isnull = true;
             pg_sys::Datum::from(0usize)
         },
-        // Nothing of the body is alive any more: raising (a longjmp) is safe here.
-        Err(error) => unsafe { error.raise() },
+        // Nothing of the body is alive any more: raising (a longjmp) is safe here,
+        // once the detail is what the calling role may read.
+        Err(error) => unsafe {
+            let error = pg_sys::panic::pgrx_extern_c_guard(|| error.for_caller());
+            error.raise()
+        },
     }
 }
 

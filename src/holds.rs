@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 
 use crate::accounts::{self, Account};
 use crate::drawdown::{self, Drawdown};
-use crate::errors::{BillingError, BillingResult, SqlState};
+use crate::errors::{BillingError, BillingResult, Reveals, SqlState};
 use crate::fmgr::{sql_function, Args, Returned, MAX_REMARK_CHARS};
 use crate::grants;
 use crate::ledger::{self, decimal, Direction, Movement};
@@ -149,10 +149,17 @@ fn hold(args: &Args) -> Returned {
                         SqlState::IdempotencyConflict,
                         format!("idempotency_key {key:?} was already used for a different hold"),
                     )
-                    .with_detail(format!(
-                        "The earlier hold reserves {} as {}; this call asks for {} as {}.",
-                        earlier.amount, earlier.charge.account_type, movement.amount, movement.account_type
-                    ))
+                    .with_private_detail(
+                        Reveals::OtherOperation,
+                        format!(
+                            "The earlier hold reserves {} as {}; this call asks for {} as {}.",
+                            earlier.amount, earlier.charge.account_type, movement.amount, movement.account_type
+                        ),
+                        format!(
+                            "This call asks for {} as {}; the earlier hold is shown to roles that may execute billing_history.",
+                            movement.amount, movement.account_type
+                        ),
+                    )
                     .with_hint("Use a new idempotency key for a new hold."));
                 }
                 Some(account)
@@ -361,12 +368,20 @@ fn insufficient_for_settle(hold: &Hold, actual: Decimal, held: Decimal, availabl
         SqlState::InsufficientPower,
         format!("insufficient power for user {:?} to settle hold {} for {}", hold.charge.user_id, hold.id, actual.normalize()),
     )
-    .with_detail(format!(
-        "The hold reserved {}; the other {} must come from available power, which is {}.",
-        held.normalize(),
-        (actual - held).normalize(),
-        available.normalize()
-    ))
+    .with_private_detail(
+        Reveals::Balance,
+        format!(
+            "The hold reserved {}; the other {} must come from available power, which is {}.",
+            held.normalize(),
+            (actual - held).normalize(),
+            available.normalize()
+        ),
+        format!(
+            "The hold reserved {}; the other {} must come from available power, which is shown to roles that may execute billing_power.",
+            held.normalize(),
+            (actual - held).normalize()
+        ),
+    )
     .with_hint("Settle for at most what is available, or pass allow_debt => true to let the balance go negative.")
 }
 

@@ -13,7 +13,7 @@ use pgrx::spi::{SpiClient, SpiTupleTable};
 use rust_decimal::Decimal;
 
 use crate::amounts;
-use crate::errors::{BillingError, BillingResult, SqlState};
+use crate::errors::{BillingError, BillingResult, Reveals, SqlState};
 use crate::plans::Plans;
 
 /// Which way an entry moves power.
@@ -227,15 +227,24 @@ pub fn replay(client: &mut SpiClient<'_>, plans: &Plans, movement: &Movement) ->
             SqlState::IdempotencyConflict,
             format!("idempotency_key {key:?} was already used for a different operation"),
         )
-        .with_detail(format!(
-            "The earlier entry is a {} of {} as {}; this call asks for a {} of {} as {}.",
-            if direction > 0 { "credit" } else { "debit" },
-            amount,
-            account_type,
-            movement.direction.describe(),
-            movement.amount,
-            movement.account_type
-        ))
+        .with_private_detail(
+            Reveals::OtherOperation,
+            format!(
+                "The earlier entry is a {} of {} as {}; this call asks for a {} of {} as {}.",
+                if direction > 0 { "credit" } else { "debit" },
+                amount,
+                account_type,
+                movement.direction.describe(),
+                movement.amount,
+                movement.account_type
+            ),
+            format!(
+                "This call asks for a {} of {} as {}; the earlier entry is shown to roles that may execute billing_history.",
+                movement.direction.describe(),
+                movement.amount,
+                movement.account_type
+            ),
+        )
         .with_hint("Use a new idempotency key for a new operation."));
     }
     whole_row(&row, 1).map(Some)

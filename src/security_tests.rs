@@ -61,4 +61,22 @@ mod tests {
         // the functions run as the extension's owner, yet the entry names the caller
         assert_eq!(text("SELECT billing.calling_role()"), text("SELECT current_user::text"));
     }
+
+    #[pg_test]
+    fn the_replay_check_reports_a_trigger_charge_that_names_nothing() {
+        recharge("tc", "10");
+        Spi::run("SELECT billing_deduct('tc', 3, 'CHAT_DEC', 'CHAT', 'x')").unwrap();
+        let entry = text("SELECT id::text FROM billing.account_log WHERE user_id = 'tc' AND direction = -1");
+        Spi::run(&format!(
+            "INSERT INTO billing.trigger_charges (user_id, is_hold, id, table_name) VALUES
+                 ('tc', false, {entry}, 'public.tasks'),
+                 ('tc', true, 424242, 'public.jobs'),
+                 ('other', false, {entry}, 'public.tasks')"
+        ))
+        .unwrap();
+        assert_eq!(
+            text("SELECT string_agg(user_id || ': ' || \"check\", ', ' ORDER BY user_id, \"check\") FROM billing_verify()"),
+            format!("other: trigger charge {entry}, tc: trigger hold 424242")
+        );
+    }
 }

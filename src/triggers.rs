@@ -8,6 +8,14 @@
 //! turns it into text with the type's output function, which is always built
 //! into PostgreSQL or written in C by a superuser (only a superuser can create
 //! a base type).
+//!
+//! A column's text is part of the key that finds the row's charge again, so
+//! it must not depend on the session: the output of a date, time, interval,
+//! bytea, float or money value changes with DateStyle, TimeZone,
+//! IntervalStyle, bytea_output, extra_float_digits and lc_monetary. Values
+//! of such types are written with those settings fixed ([`FIXED_SETTINGS`]);
+//! text, integers, numeric, uuid and boolean, whose output no setting
+//! changes, are written as they always were, so their keys are those of 0.2.0.
 
 use std::ffi::CStr;
 
@@ -16,10 +24,61 @@ use pgrx::{pg_sys, IntoDatum};
 use crate::errors::{BillingError, SqlState};
 use crate::fmgr::{sql_function, Args, Returned};
 
+/// The settings a column's value is written with when its type's output may
+/// depend on them (the defaults of a fresh cluster, and UTC).
+const FIXED_SETTINGS: [(&CStr, &CStr); 6] = [
+    (c"DateStyle", c"ISO, MDY"),
+    (c"TimeZone", c"UTC"),
+    (c"IntervalStyle", c"postgres"),
+    (c"bytea_output", c"hex"),
+    (c"extra_float_digits", c"1"),
+    (c"lc_monetary", c"C"),
+];
+
+/// Types whose output no setting changes: written as the session writes them.
+fn output_is_fixed(type_oid: pg_sys::Oid) -> bool {
+    [
+        pg_sys::TEXTOID,
+        pg_sys::VARCHAROID,
+        pg_sys::BPCHAROID,
+        pg_sys::NAMEOID,
+        pg_sys::INT2OID,
+        pg_sys::INT4OID,
+        pg_sys::INT8OID,
+        pg_sys::NUMERICOID,
+        pg_sys::UUIDOID,
+        pg_sys::BOOLOID,
+        pg_sys::OIDOID,
+    ]
+    .contains(&type_oid)
+}
+
+/// How a column's value is turned into text.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rendering {
+    /// The same under any session settings (the keys of 0.3.0).
+    Canonical,
+    /// With the session's settings, as 0.2.0 did: only to find rows charged before the upgrade.
+    Session,
+}
+
 /// billing.trigger_column(tuple record, argument text, column_name text) RETURNS text:
-/// the column's value as text, NULL if it is NULL; 42703 naming `argument` if
-/// the row has no such column.
+/// the column's value as text, the same under any session settings; NULL if
+/// it is NULL; 42703 naming `argument` if the row has no such column.
 fn trigger_column(args: &Args) -> Returned {
+    column_text(args, Rendering::Canonical)
+}
+sql_function!(pg_finfo_billing_trigger_column, billing_trigger_column => trigger_column);
+
+/// billing.trigger_session_column(tuple record, argument text, column_name text) RETURNS text:
+/// the column's value as text as the session's settings write it (how 0.2.0
+/// derived keys), to find a row charged before the upgrade.
+fn trigger_session_column(args: &Args) -> Returned {
+    column_text(args, Rendering::Session)
+}
+sql_function!(pg_finfo_billing_trigger_session_column, billing_trigger_session_column => trigger_session_column);
+
+fn column_text(args: &Args, rendering: Rendering) -> Returned {
     let argument = args.key(1, "argument")?;
     let column = args.key(2, "column_name")?;
     let Some(datum) = args.datum(0) else {
@@ -64,9 +123,45 @@ fn trigger_column(args: &Args) -> Returned {
             let mut output = pg_sys::InvalidOid;
             let mut varlena = false;
             pg_sys::getTypeOutputInfo(type_oid, &mut output, &mut varlena);
-            Some(CStr::from_ptr(pg_sys::OidOutputFunctionCall(output, value)).to_string_lossy().into_owned())
+            let fixed = rendering == Rendering::Canonical && !output_is_fixed(type_oid);
+            // As a function's SET clause does: a new GUC nest level, undone
+            // right after (and by the abort if the output function fails).
+            let nest_level = if fixed { Some(pg_sys::NewGUCNestLevel()) } else { None };
+            if fixed {
+                for (name, setting) in FIXED_SETTINGS {
+                    pg_sys::set_config_option(
+                        name.as_ptr(),
+                        setting.as_ptr(),
+                        pg_sys::GucContext::PGC_USERSET,
+                        pg_sys::GucSource::PGC_S_SESSION,
+                        pg_sys::GucAction::GUC_ACTION_SAVE,
+                        true,
+                        0,
+                        false,
+                    );
+                }
+            }
+            let text = CStr::from_ptr(pg_sys::OidOutputFunctionCall(output, value)).to_string_lossy().into_owned();
+            if let Some(level) = nest_level {
+                pg_sys::AtEOXact_GUC(true, level);
+            }
+            Some(text)
         }
     };
     Ok(text.and_then(IntoDatum::into_datum))
 }
-sql_function!(pg_finfo_billing_trigger_column, billing_trigger_column => trigger_column);
+
+/// billing.written_in_this_transaction(row_xmin xid) RETURNS boolean: whether
+/// a row version was written by the current transaction (or one of its
+/// subtransactions). The charging triggers use it to tell a charge they just
+/// made from an earlier one that billing_deduct or billing_hold replayed.
+fn written_in_this_transaction(args: &Args) -> Returned {
+    let Some(datum) = args.datum(0) else {
+        return Err(BillingError::null_argument("row_xmin"));
+    };
+    let xid = pg_sys::TransactionId::from(datum.value() as u32);
+    // SAFETY: a plain lookup in this backend's transaction state.
+    let mine = unsafe { pg_sys::TransactionIdIsCurrentTransactionId(xid) };
+    Ok(mine.into_datum())
+}
+sql_function!(pg_finfo_billing_written_in_this_transaction, billing_written_in_this_transaction => written_in_this_transaction);

@@ -475,4 +475,316 @@ mod tests {
         assert_eq!(failure("INSERT INTO tasks (task_no, user_id) SELECT 'x' || n, 'u' FROM generate_series(1, 10) n").0, "PB001");
         verified();
     }
+
+    // ---- whose privileges a trigger acts with, and what it gives back (issue 11) ----
+
+    /// A role that owns public.owned_tasks (a copy of tasks' columns) and may create
+    /// charging triggers on it; `grants` are the functions it may also execute.
+    fn owned_table(role: &str, grants: &[&str]) {
+        run(&format!(
+            "CREATE ROLE {role};
+             CREATE TABLE public.owned_tasks (LIKE public.tasks INCLUDING DEFAULTS);
+             ALTER TABLE public.owned_tasks OWNER TO {role};
+             GRANT EXECUTE ON FUNCTION billing_charge(), billing_hold_charge() TO {role};"
+        ));
+        for function in grants {
+            run(&format!("GRANT EXECUTE ON FUNCTION {function} TO {role}"));
+        }
+    }
+
+    const DEDUCT: &str = "billing_deduct(text, numeric, text, text, text, text, text, text, text)";
+    const REFUND: &str = "billing_refund(bigint, numeric, text, text)";
+    const HOLD_FN: &str = "billing_hold(text, numeric, text, text, text, text, text, text, interval, text)";
+    const SETTLE: &str = "billing_settle(bigint, numeric, text, boolean)";
+    const RELEASE: &str = "billing_release(bigint, text)";
+
+    fn owned_trigger(function: &str, args: &str) {
+        run(&format!(
+            "CREATE TRIGGER charge AFTER INSERT OR UPDATE OR DELETE ON public.owned_tasks
+             FOR EACH ROW EXECUTE FUNCTION {function}({args})"
+        ));
+    }
+
+    #[pg_test]
+    fn billing_charge_charges_and_refunds_only_as_far_as_the_table_owner_may() {
+        tasks();
+        owned_table("billing_owner_a", &[]);
+        owned_trigger("billing_charge", CHARGE);
+        // the owner may execute billing_charge but not billing_deduct: whoever inserts, nothing is charged
+        let (state, message, _, hint) = outcome("INSERT INTO public.owned_tasks (task_no, user_id) VALUES ('t1', 'u')");
+        assert_eq!(state, "42501");
+        assert_eq!(
+            message,
+            "permission denied for function billing_deduct: billing_charge on table public.owned_tasks acts for the table's owner billing_owner_a, who may not execute it"
+        );
+        assert!(hint.contains("GRANT EXECUTE ON FUNCTION billing_deduct"), "{hint}");
+        assert_eq!(entries("u"), "1");
+        // EXECUTE on billing_deduct lets it charge; a refund needs billing_refund
+        run(&format!("GRANT EXECUTE ON FUNCTION {DEDUCT} TO billing_owner_a"));
+        run("INSERT INTO public.owned_tasks (task_no, user_id) VALUES ('t1', 'u'), ('t2', 'u')");
+        assert_eq!(power("u"), "90");
+        let (state, message) = failure("DELETE FROM public.owned_tasks WHERE task_no = 't1'");
+        assert_eq!(state, "42501");
+        assert!(message.starts_with("permission denied for function billing_refund:"), "{message}");
+        assert_eq!(failure("UPDATE public.owned_tasks SET status = 'failed' WHERE task_no = 't1'").0, "42501");
+        run(&format!("GRANT EXECUTE ON FUNCTION {REFUND} TO billing_owner_a"));
+        run("DELETE FROM public.owned_tasks WHERE task_no = 't1'; UPDATE public.owned_tasks SET status = 'failed' WHERE task_no = 't2'");
+        assert_eq!(power("u"), "100");
+        // the grant is checked as the trigger fires: revoked, it charges no more
+        run(&format!("REVOKE EXECUTE ON FUNCTION {DEDUCT} FROM billing_owner_a"));
+        assert_eq!(failure("INSERT INTO public.owned_tasks (task_no, user_id) VALUES ('t3', 'u')").0, "42501");
+        // EXECUTE on the copy in schema billing counts as on the documented function
+        run(&format!("GRANT EXECUTE ON FUNCTION billing.{DEDUCT} TO billing_owner_a"));
+        run("INSERT INTO public.owned_tasks (task_no, user_id) VALUES ('t3', 'u')");
+        assert_eq!(power("u"), "95");
+        // a role granted billing_deduct through a role it is a member of may too
+        run(&format!(
+            "REVOKE EXECUTE ON FUNCTION billing.{DEDUCT} FROM billing_owner_a;
+             CREATE ROLE billing_chargers; GRANT EXECUTE ON FUNCTION {DEDUCT} TO billing_chargers;
+             GRANT billing_chargers TO billing_owner_a"
+        ));
+        run("INSERT INTO public.owned_tasks (task_no, user_id) VALUES ('t4', 'u')");
+        assert_eq!(power("u"), "90");
+        verified();
+    }
+
+    #[pg_test]
+    fn billing_hold_charge_holds_settles_releases_and_refunds_only_as_far_as_the_table_owner_may() {
+        tasks();
+        owned_table("billing_owner_b", &[]);
+        owned_trigger("billing_hold_charge", &format!("{HOLD}, 'allow_debt=true'"));
+        let insert = "INSERT INTO public.owned_tasks (task_no, user_id) VALUES ('t1', 'u'), ('t2', 'u'), ('t3', 'u')";
+        let (state, message) = failure(insert);
+        assert_eq!(state, "42501");
+        assert!(message.starts_with("permission denied for function billing_hold:"), "{message}");
+        run(&format!("GRANT EXECUTE ON FUNCTION {HOLD_FN} TO billing_owner_b"));
+        run(insert);
+        assert_eq!(power("u"), "70");
+        // 3(d) of issue 11: a debt needs billing_settle, as when called directly
+        let (state, message) = failure("UPDATE public.owned_tasks SET cost = 1000000000000 WHERE task_no = 't1'");
+        assert_eq!(state, "42501");
+        assert!(message.starts_with("permission denied for function billing_settle:"), "{message}");
+        assert_eq!(failure("INSERT INTO public.owned_tasks (task_no, user_id, cost) VALUES ('t4', 'u', 3)").0, "42501");
+        let (state, message) = failure("DELETE FROM public.owned_tasks WHERE task_no = 't2'");
+        assert_eq!(state, "42501");
+        assert!(message.starts_with("permission denied for function billing_release:"), "{message}");
+        run(&format!("GRANT EXECUTE ON FUNCTION {SETTLE}, {RELEASE} TO billing_owner_b"));
+        run("UPDATE public.owned_tasks SET cost = 4 WHERE task_no = 't1'; DELETE FROM public.owned_tasks WHERE task_no = 't2'");
+        assert_eq!(power("u"), "86");
+        // a settled row's failure is a refund
+        let (state, message) = failure("UPDATE public.owned_tasks SET status = 'failed' WHERE task_no = 't1'");
+        assert_eq!(state, "42501");
+        assert!(message.starts_with("permission denied for function billing_refund:"), "{message}");
+        run(&format!("GRANT EXECUTE ON FUNCTION {REFUND} TO billing_owner_b"));
+        run("UPDATE public.owned_tasks SET status = 'failed' WHERE task_no = 't1'");
+        assert_eq!(power("u"), "90");
+        verified();
+    }
+
+    /// Issue 11, 3(c): a row under the key of the application's own charge replays that
+    /// charge, and the row's DELETE or failure does not refund it.
+    #[pg_test]
+    fn a_row_that_replays_an_applications_charge_does_not_refund_it() {
+        tasks();
+        owned_table("billing_owner_c", &[DEDUCT, REFUND]);
+        owned_trigger(
+            "billing_charge",
+            "'user_column=user_id', 'amount=5', 'account_type=CHAT_DEC', 'source_type=CHAT', 'source=report', \
+             'key_column=request', 'status_column=status', 'failed_status=failed'",
+        );
+        run("SELECT billing_deduct('u', 5, 'CHAT_DEC', 'CHAT', 'app', idempotency_key => 'order-1')");
+        run("INSERT INTO public.owned_tasks (task_no, user_id, request) VALUES ('t1', 'u', 'order-1')");
+        assert_eq!(power("u"), "95", "the key replays the application's charge");
+        run("UPDATE public.owned_tasks SET status = 'failed' WHERE task_no = 't1'; DELETE FROM public.owned_tasks");
+        assert_eq!(power("u"), "95", "and its failure or deletion refunds nothing");
+        assert_eq!(entries("u"), "2");
+        // the same for a charge another table's trigger made: only that table's rows refund it
+        run("INSERT INTO public.owned_tasks (task_no, user_id, request) VALUES ('t2', 'u', 'req-2')");
+        assert_eq!(power("u"), "90");
+        run("CREATE TABLE public.other_tasks (LIKE public.owned_tasks INCLUDING DEFAULTS);
+             CREATE TRIGGER charge AFTER INSERT OR UPDATE OR DELETE ON public.other_tasks
+             FOR EACH ROW EXECUTE FUNCTION billing_charge('user_column=user_id', 'amount=5', 'account_type=CHAT_DEC',
+                 'source_type=CHAT', 'source=report', 'key_column=request');
+             INSERT INTO public.other_tasks (task_no, user_id, request) VALUES ('x', 'u', 'req-2');
+             DELETE FROM public.other_tasks");
+        assert_eq!(power("u"), "90");
+        run("DELETE FROM public.owned_tasks WHERE task_no = 't2'");
+        assert_eq!(power("u"), "95", "the row that was charged is refunded");
+        // a key whose charge is not this table's is not refused as 'charged and refunded already':
+        // it replays (the application's charge was never this table's)
+        run("SELECT billing_refund(id) FROM billing.account_log WHERE idempotency_key = 'order-1'");
+        run("INSERT INTO public.owned_tasks (task_no, user_id, request) VALUES ('t3', 'u', 'order-1'); DELETE FROM public.owned_tasks");
+        assert_eq!(power("u"), "100");
+        verified();
+    }
+
+    #[pg_test]
+    fn a_row_that_replays_an_applications_hold_neither_settles_nor_releases_it() {
+        tasks();
+        owned_table("billing_owner_d", &[HOLD_FN, SETTLE, RELEASE, REFUND]);
+        owned_trigger(
+            "billing_hold_charge",
+            "'user_column=user_id', 'amount=10', 'actual_column=cost', 'account_type=CHAT_DEC', 'source_type=CHAT', \
+             'source=agent', 'key_column=request', 'status_column=status', 'failed_status=failed', 'allow_debt=true'",
+        );
+        run("SELECT billing_hold('u', 10, 'CHAT_DEC', 'CHAT', 'app', idempotency_key => 'job-1')");
+        run("INSERT INTO public.owned_tasks (task_no, user_id, request, cost) VALUES ('t1', 'u', 'job-1', 500)");
+        assert_eq!(power("u"), "90");
+        run("UPDATE public.owned_tasks SET cost = 1000; UPDATE public.owned_tasks SET status = 'failed'; DELETE FROM public.owned_tasks");
+        assert_eq!(power("u"), "90");
+        assert_eq!(text("SELECT status FROM billing.holds WHERE idempotency_key = 'job-1'"), "held");
+        verified();
+    }
+
+    /// Issue 11, 3(a) and 3(b): DETAILs tell a role only what the functions it was granted would.
+    #[pg_test]
+    fn details_show_balances_and_other_charges_only_to_roles_that_may_read_them() {
+        tasks();
+        recharge("rich", "1000");
+        run("SELECT billing_deduct('rich', 7, 'CHAT_DEC', 'CHAT', 'app', idempotency_key => 'secret-order')");
+        owned_table("billing_owner_e", &[DEDUCT]);
+        owned_trigger(
+            "billing_charge",
+            "'user_column=user_id', 'amount_column=cost', 'account_type=CHAT_DEC', 'source_type=CHAT', \
+             'source=report', 'key_column=request'",
+        );
+        run("GRANT INSERT ON public.owned_tasks TO billing_owner_e; SET LOCAL ROLE billing_owner_e");
+        let (state, _, detail, _) = outcome("INSERT INTO public.owned_tasks (task_no, user_id, cost, request) VALUES ('t1', 'rich', 1000000, 'r1')");
+        let (state_b, _, detail_b, _) =
+            outcome("INSERT INTO public.owned_tasks (task_no, user_id, cost, request) VALUES ('t1', 'rich', 1, 'secret-order')");
+        let (state_c, _, detail_c, _) = outcome("SELECT billing_deduct('rich', 1000000, 'CHAT_DEC', 'CHAT', 'x')");
+        run("RESET ROLE");
+        assert_eq!(state, "PB001");
+        assert_eq!(detail, "Requested 1000000; the available power is shown to roles that may execute billing_power.");
+        assert!(!detail.contains("993"), "{detail}");
+        assert_eq!(state_b, "PB003");
+        assert_eq!(
+            detail_b,
+            "This call asks for a debit of 1 as CHAT_DEC; the earlier entry is shown to roles that may execute billing_history."
+        );
+        assert_eq!(state_c, "PB001");
+        assert!(!detail_c.contains("993"), "{detail_c}");
+        // a role that may read balances and history sees them, through the trigger too
+        run("GRANT EXECUTE ON FUNCTION billing_power(text), billing_history(text, integer, bigint) TO billing_owner_e;
+             SET LOCAL ROLE billing_owner_e");
+        let (_, _, detail, _) = outcome("INSERT INTO public.owned_tasks (task_no, user_id, cost, request) VALUES ('t1', 'rich', 1000000, 'r1')");
+        let (_, _, detail_b, _) =
+            outcome("INSERT INTO public.owned_tasks (task_no, user_id, cost, request) VALUES ('t1', 'rich', 1, 'secret-order')");
+        run("RESET ROLE");
+        assert_eq!(detail, "Requested 1000000, available 993.");
+        assert_eq!(detail_b, "The earlier entry is a debit of 7 as CHAT_DEC; this call asks for a debit of 1 as CHAT_DEC.");
+        verified();
+    }
+
+    #[pg_test]
+    fn a_closed_hold_or_refunded_charge_is_refused_without_saying_whose() {
+        tasks();
+        charge_trigger(CHARGE);
+        run("INSERT INTO tasks (task_no, user_id) VALUES ('t1', 'u'); DELETE FROM tasks");
+        let (state, _, detail, _) = outcome("INSERT INTO tasks (task_no, user_id) VALUES ('t1', 'u')");
+        assert_eq!(state, "PB003");
+        assert_eq!(detail, "A row of this table with this key was charged, and that charge has been refunded.");
+        run("DROP TRIGGER charge ON public.tasks");
+        hold_trigger(HOLD);
+        run("INSERT INTO tasks (task_no, user_id) VALUES ('h1', 'u'); DELETE FROM tasks");
+        let (state, _, detail, _) = outcome("INSERT INTO tasks (task_no, user_id) VALUES ('h1', 'u')");
+        assert_eq!(state, "PB003");
+        assert_eq!(detail, "A row of this table with this key was held for, and that hold is closed.");
+        verified();
+    }
+
+    /// Issue 11, item 6: a key derived from a timestamptz (or bytea, float, interval) column
+    /// is the same under any TimeZone, DateStyle, bytea_output or extra_float_digits.
+    #[pg_test]
+    fn keys_from_dates_bytes_and_floats_do_not_depend_on_session_settings() {
+        tasks();
+        run("CREATE TABLE public.events (at timestamptz, day date, blob bytea, ratio float8, span interval, user_id text);");
+        for column in ["at", "day", "blob", "ratio", "span"] {
+            run(&format!(
+                "CREATE TRIGGER charge_{column} AFTER INSERT OR DELETE ON public.events FOR EACH ROW
+                 EXECUTE FUNCTION billing_charge('user_column=user_id', 'amount=1', 'account_type=CHAT_DEC',
+                     'source_type=CHAT', 'source=events', 'key_column={column}')"
+            ));
+        }
+        run("SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL bytea_output = 'hex';
+             SET LOCAL extra_float_digits = 1; SET LOCAL IntervalStyle = 'postgres';
+             INSERT INTO public.events VALUES ('2026-03-01 10:00:00+00', '2026-03-01', '\\x0102', 0.1, '1 day 2 hours', 'u')");
+        assert_eq!(power("u"), "95");
+        assert_eq!(
+            text("SELECT string_agg(idempotency_key, ' | ' ORDER BY seq) FROM billing.account_log WHERE direction = -1"),
+            "2026-03-01 10:00:00+00 | \\x0102 | 2026-03-01 | 0.1 | 1 day 02:00:00"
+        );
+        run("SET LOCAL TimeZone = 'Asia/Tokyo'; SET LOCAL DateStyle = 'German, DMY'; SET LOCAL bytea_output = 'escape';
+             SET LOCAL extra_float_digits = 3; SET LOCAL IntervalStyle = 'iso_8601';
+             DELETE FROM public.events");
+        assert_eq!(power("u"), "100", "every charge was found and refunded");
+        // the session's settings are as they were
+        assert_eq!(text("SELECT current_setting('TimeZone') || ' ' || current_setting('DateStyle')"), "Asia/Tokyo German, DMY");
+        // text, integer, uuid and numeric values are written as before (the keys of 0.2.0)
+        run("CREATE TABLE public.plain (k_text text, k_int bigint, k_uuid uuid, k_num numeric, user_id text);
+             CREATE TRIGGER charge AFTER INSERT ON public.plain FOR EACH ROW
+             EXECUTE FUNCTION billing_charge('user_column=user_id', 'amount=1', 'account_type=CHAT_DEC',
+                 'source_type=CHAT', 'source=plain', 'association_column=k_text', 'key_column=k_num');
+             INSERT INTO public.plain VALUES ('Ab c', 42, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 1.50, 'u')");
+        assert_eq!(text("SELECT association_no || '/' || idempotency_key FROM billing.account_log WHERE source = 'plain'"), "Ab c/1.50");
+        for (t, value) in [("k_int", "42"), ("k_uuid", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")] {
+            assert_eq!(
+                text(&format!(
+                    "SELECT billing.trigger_column(p, 'key_column', '{t}') FROM public.plain AS p"
+                )),
+                value
+            );
+        }
+        verified();
+    }
+
+    /// A row charged by 0.2.0 under a key its session's settings wrote (and recorded as
+    /// the upgrade records 0.2.0's trigger charges) is refunded under the same settings.
+    #[pg_test]
+    fn a_row_charged_before_the_upgrade_is_found_under_its_old_key() {
+        tasks();
+        run("CREATE TABLE public.events (at timestamptz, user_id text);
+             CREATE TRIGGER charge AFTER INSERT OR DELETE ON public.events FOR EACH ROW
+             EXECUTE FUNCTION billing_charge('user_column=user_id', 'amount=2', 'account_type=CHAT_DEC',
+                 'source_type=CHAT', 'source=events', 'association_column=at');
+             ALTER TABLE public.events DISABLE TRIGGER charge;
+             SET LOCAL TimeZone = 'Asia/Tokyo';
+             INSERT INTO public.events VALUES ('2026-03-01 10:00:00+00', 'u');
+             SELECT billing_deduct('u', 2, 'CHAT_DEC', 'CHAT', 'events', NULL, at::text, NULL, 'trigger:public.events:' || at::text)
+               FROM public.events;
+             INSERT INTO billing.trigger_charges (user_id, is_hold, id, table_name)
+             SELECT 'u', false, id, 'public.events' FROM billing.account_log WHERE source = 'events';
+             ALTER TABLE public.events ENABLE TRIGGER charge");
+        assert_eq!(text("SELECT idempotency_key FROM billing.account_log WHERE source = 'events'"), "trigger:public.events:2026-03-01 19:00:00+09");
+        assert_eq!(power("u"), "98");
+        run("DELETE FROM public.events");
+        assert_eq!(power("u"), "100");
+        verified();
+    }
+
+    /// billing.may_execute: EXECUTE on the documented function or on its copy in schema
+    /// billing, directly or through membership; a superuser may everything.
+    #[pg_test]
+    fn may_execute_is_execute_on_the_documented_function_or_its_copy() {
+        run("CREATE ROLE billing_may_a; CREATE ROLE billing_may_group;");
+        let may = |function: &str| {
+            text(&format!("SELECT billing.may_execute('billing_may_a'::regrole, '{function}')::text"))
+        };
+        assert_eq!(may("billing_deduct"), "false");
+        run(&format!("GRANT EXECUTE ON FUNCTION {DEDUCT} TO billing_may_a"));
+        assert_eq!(may("billing_deduct"), "true");
+        assert_eq!(may("billing_refund"), "false");
+        // the other billing_deduct (the options object) is not the documented signature
+        run("REVOKE EXECUTE ON FUNCTION billing_deduct(text, numeric, text, text, text, text, text, text, text) FROM billing_may_a;
+             GRANT EXECUTE ON FUNCTION billing_deduct(jsonb) TO billing_may_a");
+        assert_eq!(may("billing_deduct"), "false");
+        run(&format!("GRANT EXECUTE ON FUNCTION billing.{REFUND} TO billing_may_group; GRANT billing_may_group TO billing_may_a"));
+        assert_eq!(may("billing_refund"), "true");
+        assert_eq!(text("SELECT billing.may_execute('postgres'::regrole, 'billing_verify')::text"), "true");
+        assert_eq!(failure("SELECT billing.may_execute('billing_may_a'::regrole, 'billing_nothing')").0, "22023");
+        // a look-alike in public with a text-typed signature counts for nothing
+        run("CREATE FUNCTION public.billing_settle(text, text, text, text) RETURNS text LANGUAGE sql AS 'SELECT 1::text';
+             GRANT EXECUTE ON FUNCTION public.billing_settle(text, text, text, text) TO billing_may_a");
+        assert_eq!(may("billing_settle"), "false");
+    }
 }

@@ -67,7 +67,7 @@ const APP_TABLES: &str = "
             'source_type=CHAT', 'source=tasks', 'association_column=task_no', 'status_column=status', 'failed_status=failed');
     CREATE TABLE app.jobs (job_no text PRIMARY KEY, user_id text NOT NULL, actual numeric, status text NOT NULL DEFAULT 'new');
     CREATE TRIGGER charge AFTER INSERT OR UPDATE OR DELETE ON app.jobs FOR EACH ROW
-        EXECUTE FUNCTION billing.billing_hold_charge('user_column=user_id', 'amount=5', 'account_type=CHAT_DEC',
+        EXECUTE FUNCTION billing.billing_hold_charge('user_column=user_id', 'amount=3', 'account_type=CHAT_DEC',
             'source_type=CHAT', 'source=jobs', 'association_column=job_no', 'actual_column=actual',
             'status_column=status', 'failed_status=failed');";
 

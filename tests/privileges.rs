@@ -128,3 +128,132 @@ fn look_alike_objects_in_public_do_not_change_what_the_functions_do() {
     assert_eq!(text(&mut admin, "SELECT count(DISTINCT id)::text FROM billing.account_log"), "4");
     assert_eq!(ledger_disagreements(&mut admin), 0);
 }
+
+/// The DETAIL of a failed statement ("" if none, or if it worked).
+fn detail(result: Result<impl Sized, postgres::Error>) -> String {
+    match result {
+        Ok(_) => String::new(),
+        Err(e) => e.as_db_error().and_then(|d| d.detail()).unwrap_or_default().to_string(),
+    }
+}
+
+/// A role that owns tables in public and may create charging triggers on them, and user
+/// `victim` with 1000 power, 7 of it spent by the application under the key 'order-1'.
+fn trigger_owner(db: &str, extra_grants: &str) -> (String, Client) {
+    let owner = format!("{db}_owner");
+    let mut admin = connect(db);
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {owner} LOGIN;
+             GRANT CREATE ON SCHEMA public TO {owner};
+             GRANT EXECUTE ON FUNCTION billing_charge(), billing_hold_charge() TO {owner};
+             {extra_grants}
+             SELECT billing_add('victim', 1000, 'RECHARGE_INC', 'RECHARGE', 'shop');
+             SELECT billing_deduct('victim', 7, 'CHAT_DEC', 'CHAT', 'app', idempotency_key => 'order-1');
+             SELECT billing_hold('victim', 50, 'CHAT_DEC', 'CHAT', 'app', idempotency_key => 'job-1');"
+        ))
+        .unwrap();
+    let mut c = connect_as(db, &owner);
+    c.batch_execute(
+        "CREATE TABLE public.work (k text PRIMARY KEY, user_id text, cost numeric, actual numeric,
+                                   status text NOT NULL DEFAULT 'running');
+         CREATE TRIGGER charge AFTER INSERT OR UPDATE OR DELETE ON public.work FOR EACH ROW
+         EXECUTE FUNCTION billing_charge('user_column=user_id', 'amount_column=cost', 'account_type=CHAT_DEC',
+             'source_type=CHAT', 'source=work', 'key_column=k', 'status_column=status', 'failed_status=failed');
+         CREATE TABLE public.metered (LIKE public.work INCLUDING DEFAULTS);
+         CREATE TRIGGER charge AFTER INSERT OR UPDATE OR DELETE ON public.metered FOR EACH ROW
+         EXECUTE FUNCTION billing_hold_charge('user_column=user_id', 'amount_column=cost', 'actual_column=actual',
+             'account_type=CHAT_DEC', 'source_type=CHAT', 'source=metered', 'key_column=k', 'allow_debt=true',
+             'status_column=status', 'failed_status=failed');",
+    )
+    .unwrap();
+    (owner, c)
+}
+
+/// What the victim has and how much the ledger and holds hold, to compare before and after.
+fn books(db: &str) -> String {
+    text(
+        &mut connect(db),
+        "SELECT billing_power('victim')::text || ' ' || (SELECT count(*) FROM billing.account_log)
+                || ' ' || (SELECT string_agg(status, ',' ORDER BY hold_id) FROM billing.holds)",
+    )
+}
+
+/// Issue 11, item 3: with EXECUTE on billing_charge() and billing_hold_charge() only, a table
+/// owner can neither (a) read a balance, (b) learn another charge, (c) refund the
+/// application's charge, nor (d) push a user into debt: every charging firing is refused.
+#[test]
+fn a_table_owner_with_only_the_trigger_functions_can_do_nothing_with_them() {
+    let db = fresh_database("trigger_only_owner");
+    let (_, mut owner) = trigger_owner(&db, "");
+    let before = books(&db);
+    for statement in [
+        // (a) and (b): a PB001 or PB003 would have shown the victim's balance or the other charge
+        "INSERT INTO public.work (k, user_id, cost) VALUES ('big', 'victim', 1000000)",
+        "INSERT INTO public.work (k, user_id, cost) VALUES ('order-1', 'victim', 1)",
+        // (c): replaying the application's charge, to refund it on DELETE
+        "INSERT INTO public.work (k, user_id, cost) VALUES ('order-1', 'victim', 7)",
+        // (d): a tiny hold settled for 10^12 with allow_debt
+        "INSERT INTO public.metered (k, user_id, cost) VALUES ('d', 'victim', 0.00000001)",
+        "INSERT INTO public.metered (k, user_id, cost, actual) VALUES ('d', 'victim', 0.00000001, 1000000000000)",
+        // and the application's hold cannot be released or settled through a replay either
+        "INSERT INTO public.metered (k, user_id, cost, actual) VALUES ('job-1', 'victim', 50, 1000)",
+    ] {
+        let result = owner.batch_execute(statement);
+        let (state, shown) = match &result {
+            Ok(_) => ("00000".to_string(), String::new()),
+            Err(e) => (
+                e.code().map(|c| c.code().to_string()).unwrap_or_default(),
+                e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string()),
+            ),
+        };
+        assert_eq!(state, "42501", "{statement}: {shown}");
+        assert!(shown.contains("permission denied for function billing_"), "{statement}: {shown}");
+        assert!(!detail(result).contains("943"), "{statement}");
+    }
+    assert_eq!(books(&db), before, "nothing was charged, held, settled or refunded");
+    assert_eq!(ledger_disagreements(&mut connect(&db)), 0);
+}
+
+/// README: EXECUTE on billing_deduct and billing_refund lets a table owner's billing_charge
+/// trigger charge and refund its rows, and gives nothing else: no balance or other charge
+/// in a DETAIL, no refund of the application's charge, no hold.
+#[test]
+fn a_table_owner_granted_deduct_and_refund_charges_and_refunds_its_own_rows_only() {
+    let db = fresh_database("trigger_charging_owner");
+    let (owner_role, mut owner) = trigger_owner(&db, "");
+    connect(&db)
+        .batch_execute(&format!(
+            "GRANT EXECUTE ON FUNCTION billing_deduct(text, numeric, text, text, text, text, text, text, text),
+                                       billing_refund(bigint, numeric, text, text) TO {owner_role}"
+        ))
+        .unwrap();
+    owner.batch_execute("INSERT INTO public.work (k, user_id, cost) VALUES ('w1', 'victim', 10), ('w2', 'victim', 5)").unwrap();
+    // 1000, less the application's charge of 7 and hold of 50, less 15
+    assert_eq!(power(&mut connect(&db), "victim"), "928");
+    owner.batch_execute("DELETE FROM public.work WHERE k = 'w1'; UPDATE public.work SET status = 'failed' WHERE k = 'w2'").unwrap();
+    assert_eq!(power(&mut connect(&db), "victim"), "943");
+    // (a) and (b): the DETAIL keeps the balance and the other charge to itself
+    let result = owner.batch_execute("INSERT INTO public.work (k, user_id, cost) VALUES ('big', 'victim', 1000000)");
+    assert_eq!(detail(result), "Requested 1000000; the available power is shown to roles that may execute billing_power.");
+    let result = owner.batch_execute("INSERT INTO public.work (k, user_id, cost) VALUES ('order-1', 'victim', 1)");
+    let shown = detail(result);
+    assert!(shown.starts_with("This call asks for a debit of 1 as CHAT_DEC;") && !shown.contains('7'), "{shown}");
+    // (c): the application's charge is replayed, and not refunded when the row goes
+    let before = books(&db);
+    owner
+        .batch_execute(
+            "INSERT INTO public.work (k, user_id, cost) VALUES ('order-1', 'victim', 7);
+             UPDATE public.work SET status = 'failed' WHERE k = 'order-1';
+             DELETE FROM public.work WHERE k = 'order-1';",
+        )
+        .unwrap();
+    assert_eq!(books(&db), before);
+    // (d): holds need billing_hold
+    assert_eq!(
+        sqlstate(owner.batch_execute("INSERT INTO public.metered (k, user_id, cost) VALUES ('d', 'victim', 0.00000001)")),
+        "42501"
+    );
+    assert_eq!(books(&db), before);
+    assert_eq!(ledger_disagreements(&mut connect(&db)), 0);
+}

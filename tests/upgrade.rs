@@ -160,3 +160,50 @@ fn upgrading_from_the_second_release_matches_a_fresh_install() {
     assert_eq!(text(&mut c, "SELECT string_agg(user_id || ' ' || available, ',') FROM billing_low_balance_events()"), "a 40");
     assert_eq!(ledger_disagreements(&mut c), 0);
 }
+
+/// Rows that 0.2.0's charging triggers charged (or held for) under derived keys are
+/// still refunded (released) by their DELETE after the upgrade: the upgrade records those
+/// charges as the triggers' own. A charge under a key_column key is not recorded (the
+/// ledger cannot tell it from the application's), so its row's DELETE refunds nothing.
+#[test]
+fn rows_charged_by_the_second_releases_triggers_are_refunded_after_the_upgrade() {
+    let mut c = upgrade_from(
+        "upgrade_020_triggers",
+        "0.2.0",
+        "CREATE TABLE public.tasks (task_no text PRIMARY KEY, user_id text NOT NULL);
+         CREATE TABLE public.jobs (job_no text PRIMARY KEY, user_id text NOT NULL, cost numeric);
+         CREATE TABLE public.orders (order_no text PRIMARY KEY, user_id text NOT NULL, request text NOT NULL);
+         INSERT INTO public.tasks VALUES ('t1', 'u');
+         INSERT INTO public.jobs VALUES ('j1', 'u', NULL);
+         INSERT INTO public.orders VALUES ('o1', 'u', 'req-9');
+         CREATE TRIGGER charge AFTER INSERT OR DELETE ON public.tasks FOR EACH ROW
+         EXECUTE FUNCTION billing_charge('user_column=user_id', 'amount=5', 'account_type=CHAT_DEC',
+             'source_type=CHAT', 'source=tasks', 'association_column=task_no');
+         CREATE TRIGGER charge AFTER INSERT OR UPDATE OR DELETE ON public.jobs FOR EACH ROW
+         EXECUTE FUNCTION billing_hold_charge('user_column=user_id', 'amount=10', 'actual_column=cost',
+             'account_type=CHAT_DEC', 'source_type=CHAT', 'source=jobs', 'association_column=job_no');
+         CREATE TRIGGER charge AFTER INSERT OR DELETE ON public.orders FOR EACH ROW
+         EXECUTE FUNCTION billing_charge('user_column=user_id', 'amount=5', 'account_type=CHAT_DEC',
+             'source_type=CHAT', 'source=orders', 'key_column=request');
+         -- what those triggers wrote in 0.2.0: 100 bought, 5 charged for t1, 5 for o1, 10 held for j1
+         INSERT INTO billing.accounts (user_id, permanent, grants_total, next_expiry, last_seq, holds_due_at)
+              VALUES ('u', 80, 0, NULL, 3, now() + interval '1 hour');
+         INSERT INTO billing.account_log (id, user_id, seq, direction, amount, balance_after, account_type, source_type, source, detail, association_no, idempotency_key)
+              VALUES (1, 'u', 1, 1, 100, 100, 'RECHARGE_INC', 'RECHARGE', 'shop', '{\"permanent\": 100}', NULL, NULL),
+                     (2, 'u', 2, -1, 5, 95, 'CHAT_DEC', 'CHAT', 'tasks', '{\"permanent\": 5}', 't1', 'trigger:public.tasks:t1'),
+                     (3, 'u', 3, -1, 5, 90, 'CHAT_DEC', 'CHAT', 'orders', '{\"permanent\": 5}', NULL, 'req-9');
+         INSERT INTO billing.holds (user_id, hold_id, status, amount, account_type, source_type, source, expires_at, funding, reserved_after_seq, association_no, idempotency_key)
+              VALUES ('u', 1, 'held', 10, 'CHAT_DEC', 'CHAT', 'jobs', now() + interval '1 hour', '{\"permanent\": 10}', 3, 'j1', 'trigger:public.jobs:j1');
+         SELECT setval('billing.account_log_id_seq', 3), setval('billing.holds_id_seq', 1);",
+    );
+    assert_eq!(ledger_disagreements(&mut c), 0);
+    assert_eq!(
+        text(&mut c, "SELECT string_agg(is_hold || ':' || id || ':' || table_name, ' ' ORDER BY is_hold, id) FROM billing.trigger_charges"),
+        "false:2:public.tasks true:1:public.jobs"
+    );
+    assert_eq!(power(&mut c, "u"), "80");
+    c.batch_execute("DELETE FROM public.tasks; DELETE FROM public.jobs; DELETE FROM public.orders").unwrap();
+    assert_eq!(power(&mut c, "u"), "95", "t1's charge refunded and j1's hold released; o1's charge not refunded");
+    assert_eq!(text(&mut c, "SELECT status FROM billing.holds WHERE hold_id = 1"), "released");
+    assert_eq!(ledger_disagreements(&mut c), 0);
+}
