@@ -59,6 +59,10 @@ lint: install
 	  out=$$("$(VENV)/bin/pgspot" "$$statements"/*.sql | tail -1); echo "statements: $$out"; \
 	  test "$$(ls "$$statements" | wc -l)" -eq "$$(ls sql/statements/*.sql | wc -l)" && \
 	  echo "$$out" | grep -q "Errors: 0 Warnings: 0 Unknown: 0"
+	@# every relative link and anchor of the docs resolves
+	python3 scripts/check-links.py
+	@# the upgrade script into this version re-creates functions exactly as sql/ defines them
+	python3 scripts/upgrade-functions.py --check sql/billing--*--$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml).sql
 
 # pg_regress SQL files (test/sql, test/expected) and isolation specs (test/specs).
 regress: install
