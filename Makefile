@@ -1,6 +1,6 @@
 # billing: credit billing inside PostgreSQL 15 (pgrx 0.18).
-#   make demo   install what is missing, build, and run a short scenario in a throwaway cluster
-#   make test   every test: unit, #[pg_test], pgspot, SQL regression, isolation, client integration
+#   make demo   install what is missing, build, and run the examples (examples/*.sql) in a throwaway cluster
+#   make test   every test: unit, #[pg_test], pgspot, SQL regression, isolation, examples, client integration
 SHELL := /bin/bash
 PG_CONFIG ?= $(shell scripts/pg-config.sh)
 export PATH := $(HOME)/.cargo/bin:$(PATH)
@@ -10,7 +10,7 @@ ROOT := $(filter 0,$(shell id -u))
 PGRX_TEST_DATA ?= /tmp/billing-pgrx-test-data
 VENV := $(CURDIR)/target/venv
 
-.PHONY: all setup setup-permissions install install-release test unit-and-pg-tests lint regress integration test-model test-long demo bench clean
+.PHONY: all setup setup-permissions install install-release test unit-and-pg-tests lint regress examples integration test-model test-long demo bench clean
 
 all: test
 
@@ -29,7 +29,7 @@ install-release: setup
 	cargo pgrx install --release --pg-config "$(PG_CONFIG)"
 	install -m 644 sql/releases/*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
-test: unit-and-pg-tests install lint regress integration setup-permissions
+test: unit-and-pg-tests install lint regress examples integration setup-permissions
 	@echo "make test: all suites passed"
 
 # Setup as a user who is not root: a private server tree, and the system's
@@ -64,9 +64,15 @@ lint: install
 	@# the upgrade script into this version re-creates functions exactly as sql/ defines them
 	python3 scripts/upgrade-functions.py --check sql/billing--*--$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml).sql
 
-# pg_regress SQL files (test/sql, test/expected) and isolation specs (test/specs).
+# pg_regress SQL files (regress/sql, regress/expected) and isolation specs
+# (regress/specs; their expected outputs are in regress/expected too).
 regress: install
 	scripts/with-cluster.sh scripts/regress.sh
+
+# The SQL walk-throughs (examples/NAME.sql), each checked against its expected
+# output (examples/NAME.out) in a fresh database.
+examples: install
+	scripts/with-cluster.sh scripts/examples.sh
 
 # Real client connections: concurrency, savepoints, privileges, dump and restore,
 # a kill -9 crash under load, the model-based test, and upgrades from earlier releases.
@@ -91,8 +97,9 @@ test-model: install
 test-long: export BILLING_MODEL_SEEDS = 1-2000
 test-long: test-model
 
+# The examples, each printed as it ran (and checked, as in make test).
 demo: install-release
-	scripts/with-cluster.sh psql -X -v ON_ERROR_STOP=0 -f demo/demo.sql
+	BILLING_EXAMPLES_SHOW=1 scripts/with-cluster.sh scripts/examples.sh
 
 # Benchmarks (results in BENCHMARKS.md), with PostgreSQL's default durability
 # (synchronous_commit=on, fsync=on) and room for the data in shared_buffers;

@@ -9,7 +9,7 @@
 //! several statements, so each rule they share is written once.
 //!
 //! This writes `$OUT_DIR/statements.rs` (one `Statement` constant per file,
-//! included by src/plans.rs) and the assembled statements to
+//! included by src/statements.rs) and the assembled statements to
 //! `$OUT_DIR/statements/*.sql`, which `make lint` runs pgspot over. A header
 //! that does not match the statement (a parameter used but not declared, or
 //! declared but not used, an unknown type or kind) fails the build.
@@ -20,7 +20,7 @@ use std::{env, fs};
 
 const DIR: &str = "sql/statements";
 
-/// SQL type name -> the constant src/plans.rs declares for it.
+/// SQL type name -> the constant src/statements.rs declares for it.
 const TYPES: &[(&str, &str)] = &[
     ("text", "TEXT"),
     ("bigint", "INT8"),

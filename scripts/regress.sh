@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the pg_regress SQL tests (test/sql vs test/expected) and the isolation
-# specs (test/specs) against the cluster in PGHOST/PGPORT. Run it through
+# Runs the pg_regress SQL tests (regress/sql vs regress/expected) and the isolation
+# specs (regress/specs; pg_isolation_regress reads their expected outputs from
+# regress/expected too) against the cluster in PGHOST/PGPORT. Run it through
 # scripts/with-cluster.sh; `make regress` does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,9 +12,9 @@ OUT=$(mktemp -d /tmp/billing-regress.XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
 
 common=(--use-existing --host="$PGHOST" --port="$PGPORT" --user="$PGUSER"
-        --bindir="$("$PG_CONFIG" --bindir)" --inputdir=test)
-sql_tests=$(cd test/sql && ls -- *.sql | sed 's/\.sql$//')
-specs=$(cd test/specs && ls -- *.spec | sed 's/\.spec$//')
+        --bindir="$("$PG_CONFIG" --bindir)" --inputdir=regress)
+sql_tests=$(cd regress/sql && ls -- *.sql | sed 's/\.sql$//')
+specs=$(cd regress/specs && ls -- *.spec | sed 's/\.spec$//')
 
 # With --use-existing the tools do not create their databases.
 for db in billing_regress billing_isolation; do

@@ -5,7 +5,7 @@
 //! yet swept), `next_expiry` (the soonest expiry among them) and the head
 //! grant, spent next, with its live remaining. A deduct that the head grant
 //! covers, or the permanent balance of a user without grants, is one
-//! statement (plans::FAST_DEBIT). Anything else locks the row, reads the live
+//! statement (statements::FAST_DEBIT). Anything else locks the row, reads the live
 //! grants with a fresh snapshot, plans the draw-down in Rust, and writes the
 //! grants, the cached totals and one ledger entry in a single statement.
 
@@ -17,10 +17,10 @@ use crate::amounts::{checked_add, checked_sub};
 use crate::drawdown::{self, LiveGrant};
 use crate::errors::{BillingError, BillingResult, Reveals, SqlState};
 use crate::fmgr::{sql_function, Args, Returned, MAX_REMARK_CHARS};
-use crate::grants;
+use crate::general_path;
 use crate::notify;
 use crate::ledger::{self, decimal, Direction, Movement, Totals};
-use crate::plans::{self, Plans};
+use crate::statements::{self, Plans};
 
 /// The locked account row.
 pub struct Account {
@@ -80,8 +80,8 @@ fn lock(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str) -> BillingResu
 pub fn lock_current(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str) -> BillingResult<Option<Account>> {
     match lock(client, plans, user_id)? {
         Some(account) if account.holds_due => {
-            grants::open(client, plans, user_id, true)?;
-            grants::refresh(client, plans, user_id, Decimal::ZERO, 0)?;
+            general_path::open(client, plans, user_id, true)?;
+            general_path::refresh(client, plans, user_id, Decimal::ZERO, 0)?;
             lock(client, plans, user_id)
         }
         other => Ok(other),
@@ -186,7 +186,7 @@ pub fn add_movement(movement: Movement) -> Returned {
         check_expiry(&movement)?;
     }
     Spi::connect_mut(|client| {
-        let plans = plans::get(client)?;
+        let plans = statements::get(client)?;
         ledger::check_types(client, plans, &movement)?;
         let account = lock_or_create(client, plans, &movement.user_id)?;
         if let Some(original) = ledger::replay(client, plans, &movement)? {
@@ -243,15 +243,15 @@ fn add_grant_paying_debt(
     account: &Account,
 ) -> BillingResult<pg_sys::Datum> {
     let user_id = movement.user_id.as_str();
-    grants::open(client, plans, user_id, account.holds_due)?;
+    general_path::open(client, plans, user_id, account.holds_due)?;
     let pays_debt = movement.amount.min(-account.permanent);
-    let (grant_id, log_id) = grants::insert_grant(client, plans, movement, movement.amount - pays_debt)?;
-    let after = grants::refresh(client, plans, user_id, pays_debt, 1)?;
+    let (grant_id, log_id) = general_path::insert_grant(client, plans, movement, movement.amount - pays_debt)?;
+    let after = general_path::refresh(client, plans, user_id, pays_debt, 1)?;
     let detail = ledger::detail_json(pays_debt, &[(grant_id, movement.amount - pays_debt)]);
-    grants::insert_entry(
+    general_path::insert_entry(
         client,
         plans,
-        &grants::Entry {
+        &general_path::Entry {
             movement,
             seq: after.last_seq,
             balance_after: after.available,
@@ -293,7 +293,7 @@ sql_function!(pg_finfo_billing_deduct, billing_deduct => deduct);
 /// Records a debit: soonest-expiring grants first, then the permanent balance.
 pub fn deduct_movement(movement: Movement) -> Returned {
     Spi::connect_mut(|client| {
-        let plans = plans::get(client)?;
+        let plans = statements::get(client)?;
         ledger::check_types(client, plans, &movement)?;
         // With a key, lock first and look for an earlier call with it.
         let locked = match movement.idempotency_key {

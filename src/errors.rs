@@ -230,7 +230,7 @@ impl From<pgrx::spi::SpiError> for BillingError {
 /// billing.may_execute(role, function_name), through sql/statements/may_execute.sql.
 fn may_execute(role: pg_sys::Oid, function: &str) -> bool {
     let role = i64::from(role.to_u32());
-    pgrx::spi::Spi::get_one_with_args::<bool>(crate::plans::MAY_EXECUTE.sql, &[role.into(), function.into()])
+    pgrx::spi::Spi::get_one_with_args::<bool>(crate::statements::MAY_EXECUTE.sql, &[role.into(), function.into()])
         == Ok(Some(true))
 }
 

@@ -16,10 +16,10 @@ use crate::accounts::{self, Account};
 use crate::drawdown::{self, Drawdown};
 use crate::errors::{BillingError, BillingResult, Reveals, SqlState};
 use crate::fmgr::{sql_function, Args, Returned, MAX_REMARK_CHARS};
-use crate::grants;
+use crate::general_path;
 use crate::ledger::{self, decimal, Direction, Movement};
 use crate::notify;
-use crate::plans::{self, Plans};
+use crate::statements::{self, Plans};
 
 /// The longest ttl a hold may have.
 const MAX_TTL_DAYS: i64 = 30;
@@ -68,7 +68,7 @@ fn read_hold(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, by: HoldB
         idempotency_key: None,
     };
     let settled_amount = ledger::optional_decimal(&row, 8, "settled_amount")?;
-    let funding = grants::funding(&row, 2)?;
+    let funding = general_path::funding(&row, 2)?;
     Ok(Some(Hold {
         id: row.get::<i64>(17)?.ok_or_else(|| BillingError::internal("hold_id is NULL"))?,
         row: ledger::whole_row(&row, 1)?,
@@ -134,7 +134,7 @@ fn hold(args: &Args) -> Returned {
     let ttl = args.duration(8, "ttl", MAX_TTL_DAYS)?;
     movement.idempotency_key = args.optional_key(9, "idempotency_key")?;
     Spi::connect_mut(|client| {
-        let plans = plans::get(client)?;
+        let plans = statements::get(client)?;
         ledger::check_types(client, plans, &movement)?;
         let user_id = movement.user_id.as_str();
         // With a key, lock first and look for an earlier hold with it.
@@ -176,12 +176,12 @@ fn hold(args: &Args) -> Returned {
         let Some(account) = account else {
             return Err(accounts::insufficient_power(&movement, Decimal::ZERO));
         };
-        grants::open(client, plans, user_id, false)?;
-        let live = grants::exact_live_grants(client, plans, user_id)?;
+        general_path::open(client, plans, user_id, false)?;
+        let live = general_path::exact_live_grants(client, plans, user_id)?;
         let plan = drawdown::plan(movement.amount, account.permanent, &live)
             .map_err(|available| accounts::insufficient_power(&movement, available))?;
         let taken: Vec<(i64, Decimal)> = plan.from_grants.iter().map(|(id, take)| (*id, -*take)).collect();
-        grants::move_grants(client, plans, user_id, &taken)?;
+        general_path::move_grants(client, plans, user_id, &taken)?;
         let funding = ledger::detail_json(plan.from_permanent, &plan.from_grants);
         let table = client.update(
             &plans.insert_hold,
@@ -202,7 +202,7 @@ fn hold(args: &Args) -> Returned {
             ],
         )?;
         let row = ledger::whole_row(&table.first(), 1)?;
-        let after = grants::refresh(client, plans, user_id, -plan.from_permanent, 0)?;
+        let after = general_path::refresh(client, plans, user_id, -plan.from_permanent, 0)?;
         let before = drawdown::available(account.permanent, &live);
         notify::if_crossed(client, user_id, account.low_balance_at, before, after.available)?;
         Ok(Some(row))
@@ -210,7 +210,7 @@ fn hold(args: &Args) -> Returned {
 }
 sql_function!(pg_finfo_billing_hold, billing_hold => hold);
 
-/// The common hold in one statement (see plans::FAST_HOLD); None when it does not apply.
+/// The common hold in one statement (see statements::FAST_HOLD); None when it does not apply.
 fn fast_hold(
     client: &mut SpiClient<'_>,
     plans: &Plans,
@@ -248,7 +248,7 @@ fn settle(args: &Args) -> Returned {
     let remark = args.text(2, "remark", MAX_REMARK_CHARS)?;
     let allow_debt = args.flag(3, "allow_debt")?;
     Spi::connect_mut(|client| {
-        let plans = plans::get(client)?;
+        let plans = statements::get(client)?;
         let (account, hold) = lock_hold(client, plans, hold_id)?;
         let user_id = hold.charge.user_id.clone();
         match hold.status.as_str() {
@@ -270,7 +270,7 @@ fn settle(args: &Args) -> Returned {
         if let Some(entry) = fast_settle(client, plans, &account, &hold, actual, remark.as_deref(), &charged, &rest)? {
             return Ok(Some(entry));
         }
-        grants::open(client, plans, &user_id, false)?;
+        general_path::open(client, plans, &user_id, false)?;
         // Give back what was not used; take what was used beyond the hold from available power.
         let mut deltas = rest.from_grants.clone();
         let mut permanent_delta = rest.from_permanent;
@@ -278,7 +278,7 @@ fn settle(args: &Args) -> Returned {
         let mut before = None;
         if actual > held {
             let extra = actual - held;
-            let live = grants::exact_live_grants(client, plans, &user_id)?;
+            let live = general_path::exact_live_grants(client, plans, &user_id)?;
             before = Some(drawdown::available(account.permanent, &live));
             let plan = if allow_debt {
                 drawdown::plan_allowing_debt(extra, &live)
@@ -292,19 +292,19 @@ fn settle(args: &Args) -> Returned {
             charged.from_grants.extend(plan.from_grants);
             charged.from_permanent += plan.from_permanent;
         }
-        grants::move_grants(client, plans, &user_id, &deltas)?;
+        general_path::move_grants(client, plans, &user_id, &deltas)?;
         let seq = account.last_seq + 1;
         let (_, log_id) = close(client, plans, &hold, "settled", Some(actual), None, seq)?;
-        let after = grants::refresh(client, plans, &user_id, permanent_delta, 1)?;
+        let after = general_path::refresh(client, plans, &user_id, permanent_delta, 1)?;
         if let Some(before) = before {
             // only a settle above the hold lowers available power
             notify::if_crossed(client, &user_id, account.low_balance_at, before, after.available)?;
         }
-        let detail = ledger::detail_json_for_hold(charged.from_permanent, &grants::merge(&charged.from_grants), hold.id);
-        let (entry, _) = grants::insert_entry(
+        let detail = ledger::detail_json_for_hold(charged.from_permanent, &general_path::merge(&charged.from_grants), hold.id);
+        let (entry, _) = general_path::insert_entry(
             client,
             plans,
-            &grants::Entry {
+            &general_path::Entry {
                 movement: &charge,
                 seq: after.last_seq,
                 balance_after: after.available,
@@ -319,7 +319,7 @@ fn settle(args: &Args) -> Returned {
 sql_function!(pg_finfo_billing_settle, billing_settle => settle);
 
 /// A settle within the hold whose unused part goes back only to the permanent balance
-/// and/or the head grant, in one statement (see plans::FAST_SETTLE); None when it does
+/// and/or the head grant, in one statement (see statements::FAST_SETTLE); None when it does
 /// not apply. Call with the account locked.
 #[allow(clippy::too_many_arguments)]
 fn fast_settle(
@@ -390,7 +390,7 @@ fn release(args: &Args) -> Returned {
     let hold_id = args.id(0, "hold_id")?;
     let reason = args.text(1, "reason", MAX_REMARK_CHARS)?;
     Spi::connect_mut(|client| {
-        let plans = plans::get(client)?;
+        let plans = statements::get(client)?;
         let (account, hold) = lock_hold(client, plans, hold_id)?;
         match hold.status.as_str() {
             "held" if !hold.lapsed => give_back(client, plans, &account, &hold, "released", reason).map(Some),
@@ -412,10 +412,10 @@ fn give_back(
     reason: Option<String>,
 ) -> BillingResult<pg_sys::Datum> {
     let user_id = hold.charge.user_id.as_str();
-    grants::open(client, plans, user_id, false)?;
-    grants::move_grants(client, plans, user_id, &hold.funding.from_grants)?;
+    general_path::open(client, plans, user_id, false)?;
+    general_path::move_grants(client, plans, user_id, &hold.funding.from_grants)?;
     let (row, _) = close(client, plans, hold, status, None, reason, account.last_seq)?;
-    grants::refresh(client, plans, user_id, hold.funding.from_permanent, 0)?;
+    general_path::refresh(client, plans, user_id, hold.funding.from_permanent, 0)?;
     Ok(row)
 }
 

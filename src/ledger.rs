@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 
 use crate::amounts;
 use crate::errors::{BillingError, BillingResult, Reveals, SqlState};
-use crate::plans::Plans;
+use crate::statements::Plans;
 
 /// Which way an entry moves power.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -338,7 +338,7 @@ pub fn write_grant(
     whole_row(&table.first(), 1)
 }
 
-/// The common debit in one statement (see plans::FAST_DEBIT); None when it does not apply.
+/// The common debit in one statement (see statements::FAST_DEBIT); None when it does not apply.
 pub fn fast_debit(client: &mut SpiClient<'_>, plans: &Plans, movement: &Movement) -> BillingResult<Option<pg_sys::Datum>> {
     let args: [DatumWithOid<'_>; 9] = [
         movement.user_id.as_str().into(),

@@ -6,11 +6,11 @@
 //! - `amounts`: parsing and bounding amounts (pure);
 //! - `drawdown`: which credits a debit spends (pure);
 //! - `fmgr`: entry points and argument reading;
-//! - `plans`: the SQL each function runs, prepared once per backend;
+//! - `statements`: the SQL each function runs (sql/statements/), prepared once per backend;
 //! - `ledger`: types, idempotency and writing ledger entries;
 //! - `power`: billing_power and billing_has_power, read without SQL;
 //! - `accounts`: billing_add and billing_deduct;
-//! - `grants`: the general path that moves power into and out of grants;
+//! - `general_path`: the general path that moves power into and out of grants;
 //! - `holds`: billing_hold, billing_settle and billing_release;
 //! - `refunds`: billing_refund;
 //! - `options`: billing_add and billing_deduct called with a JSON options object;
@@ -34,38 +34,30 @@ mod drawdown;
 mod drop_guard;
 mod errors;
 mod fmgr;
-mod grants;
+mod general_path;
 mod holds;
 mod ledger;
 mod notify;
 mod options;
-mod plans;
 mod power;
 mod refunds;
 mod roles;
+mod statements;
 mod triggers;
 
+// The in-database tests (#[pg_test]), by topic: pgrx-tests/mod.rs.
 #[cfg(any(test, feature = "pg_test"))]
-mod test_support;
-#[cfg(any(test, feature = "pg_test"))]
-mod tests;
-#[cfg(any(test, feature = "pg_test"))]
-mod reports_tests;
-#[cfg(any(test, feature = "pg_test"))]
-mod triggers_tests;
-#[cfg(any(test, feature = "pg_test"))]
-mod security_tests;
-#[cfg(any(test, feature = "pg_test"))]
-mod settle_tests;
+#[path = "../pgrx-tests/mod.rs"]
+mod pgrx_tests;
 
-// The extension script, in order: tables and seed data, holds, the functions,
-// billing_verify, the reports and pricing, the operations (expiry, revoking,
-// adjusting, the balances view), the charging triggers, then privileges and dump
-// registration once everything exists.
+// The extension script, in order: tables and seed data, holds, the SQL signatures
+// of the functions implemented in Rust, billing_verify, the reports and pricing,
+// the operations (expiry, revoking, adjusting, the balances view), the charging
+// triggers, then privileges and dump registration once everything exists.
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 pgrx::extension_sql_file!("../sql/holds.sql", name = "holds", requires = ["schema"]);
-pgrx::extension_sql_file!("../sql/functions.sql", name = "functions", requires = ["holds"]);
-pgrx::extension_sql_file!("../sql/verify.sql", name = "verify", requires = ["functions"]);
+pgrx::extension_sql_file!("../sql/signatures.sql", name = "signatures", requires = ["holds"]);
+pgrx::extension_sql_file!("../sql/verify.sql", name = "verify", requires = ["signatures"]);
 pgrx::extension_sql_file!("../sql/reports.sql", name = "reports", requires = ["verify"]);
 pgrx::extension_sql_file!("../sql/operations.sql", name = "operations", requires = ["reports"]);
 pgrx::extension_sql_file!("../sql/triggers.sql", name = "triggers", requires = ["operations"]);

@@ -30,7 +30,7 @@ pub fn if_crossed(
     let Some(threshold) = threshold.filter(|_| crosses(threshold, before, after)) else {
         return Ok(());
     };
-    let plans = crate::plans::get(client)?;
+    let plans = crate::statements::get(client)?;
     client.update(
         &plans.notify_low_balance,
         None,

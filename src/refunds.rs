@@ -16,9 +16,9 @@ use crate::accounts;
 use crate::drawdown::{self, Drawdown};
 use crate::errors::{BillingError, BillingResult, SqlState};
 use crate::fmgr::{sql_function, Args, Returned, MAX_REMARK_CHARS};
-use crate::grants;
+use crate::general_path;
 use crate::ledger::{self, decimal, Direction, Movement};
-use crate::plans::{self, Plans};
+use crate::statements::{self, Plans};
 
 /// The account type of every refund entry.
 const REFUND_TYPE: &str = "REFUND_INC";
@@ -57,7 +57,7 @@ fn read_original(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, log_i
         row.get::<String>(n)?.ok_or_else(|| BillingError::internal("a required entry column is NULL"))
     };
     Ok(Original {
-        funding: grants::funding(&row, 2)?,
+        funding: general_path::funding(&row, 2)?,
         direction: row.get::<i16>(5)?.unwrap_or(0),
         amount: decimal(&row, 6, "amount")?,
         account_type: required(7)?,
@@ -121,7 +121,7 @@ fn refund(args: &Args) -> Returned {
     let remark = args.text(2, "remark", MAX_REMARK_CHARS)?;
     let idempotency_key = args.optional_key(3, "idempotency_key")?;
     Spi::connect_mut(|client| {
-        let plans = plans::get(client)?;
+        let plans = statements::get(client)?;
         let user_id = entry_owner(client, plans, log_id)?;
         if accounts::lock_current(client, plans, &user_id)?.is_none() {
             return Err(BillingError::internal("an entry's account row is missing"));
@@ -153,13 +153,13 @@ fn refund(args: &Args) -> Returned {
             ))
             .with_hint("Refunds of one entry never add up to more than it took.")
         })?;
-        grants::open(client, plans, &user_id, false)?;
+        general_path::open(client, plans, &user_id, false)?;
         let ids: Vec<i64> = plan.from_grants.iter().map(|(id, _)| *id).collect();
-        let expired = grants::expired_grants(client, plans, &user_id, &ids)?;
+        let expired = general_path::expired_grants(client, plans, &user_id, &ids)?;
         let (into_expired, into_live): (Vec<(i64, Decimal)>, Vec<(i64, Decimal)>) =
             plan.from_grants.iter().copied().partition(|(id, _)| expired.contains(id));
-        grants::move_grants(client, plans, &user_id, &into_live)?;
-        let after = grants::refresh(client, plans, &user_id, plan.from_permanent, 1 + into_expired.len() as i64)?;
+        general_path::move_grants(client, plans, &user_id, &into_live)?;
+        let after = general_path::refresh(client, plans, &user_id, plan.from_permanent, 1 + into_expired.len() as i64)?;
         let refund_seq = after.last_seq - into_expired.len() as i64;
         let credit = Movement {
             direction: Direction::Credit,
@@ -175,10 +175,10 @@ fn refund(args: &Args) -> Returned {
             expire_at: None,
             idempotency_key,
         };
-        let (entry, _) = grants::insert_entry(
+        let (entry, _) = general_path::insert_entry(
             client,
             plans,
-            &grants::Entry {
+            &general_path::Entry {
                 movement: &credit,
                 seq: refund_seq,
                 balance_after: after.available,
@@ -202,10 +202,10 @@ fn refund(args: &Args) -> Returned {
                 expire_at: None,
                 idempotency_key: None,
             };
-            grants::insert_entry(
+            general_path::insert_entry(
                 client,
                 plans,
-                &grants::Entry {
+                &general_path::Entry {
                     movement: &expiry,
                     seq: refund_seq + 1 + n as i64,
                     balance_after: after.available,

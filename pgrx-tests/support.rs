@@ -1,6 +1,6 @@
-//! What the in-database test modules (tests.rs, reports_tests.rs,
-//! triggers_tests.rs) share: running a statement to see how it fails, reading
-//! one value, and a few common set-ups and checks.
+//! What the in-database test modules (pgrx-tests/*.rs) share: running a statement
+//! to see how it fails, reading one value, and a few common set-ups and checks
+//! (recharges, gifts, holds, time passing).
 
 use pgrx::prelude::*;
 
@@ -62,4 +62,49 @@ pub fn recharge(user: &str, amount: &str) {
 /// Replays the ledger: the number of things that disagree with the stored state.
 pub fn ledger_disagreements() -> i64 {
     Spi::get_one::<i64>("SELECT count(*) FROM billing_verify()").unwrap().unwrap()
+}
+
+pub fn gift(user: &str, amount: &str, expires_in: &str) -> i64 {
+    Spi::get_one::<i64>(&format!(
+        "SELECT (detail->'grants'->0->>'id')::bigint FROM billing_add('{user}', {amount}, 'MEMBERSHIP_GIFT_INC',
+                 'MEMBERSHIP_GIFT', 'vip', expire_at => now() + interval '{expires_in}', subscription_id => 'sub-1')"
+    ))
+    .unwrap()
+    .unwrap()
+}
+
+pub fn chat(user: &str, amount: &str) -> String {
+    text(&format!(
+        "SELECT detail::text FROM billing_deduct('{user}', {amount}, 'CHAT_DEC', 'CHAT', 'report')"
+    ))
+}
+
+/// Moves every grant of the user `by` into the past, as time passing would.
+pub fn travel(user: &str, by: &str) {
+    Spi::run(&format!(
+        "UPDATE billing.grant_store SET expire_at = expire_at - interval '{by}' WHERE user_id = '{user}';
+         UPDATE billing.accounts SET next_expiry = next_expiry - interval '{by}' WHERE user_id = '{user}'"
+    ))
+    .unwrap();
+}
+
+/// Reserves `amount` for `user`; returns the hold id.
+pub fn hold(user: &str, amount: &str) -> i64 {
+    Spi::get_one::<i64>(&format!("SELECT hold_id FROM billing_hold('{user}', {amount}, 'CHAT_DEC', 'CHAT', 'gpt-4')"))
+        .unwrap()
+        .unwrap()
+}
+
+/// Makes the hold's ttl pass, as time passing would.
+pub fn lapse(hold_id: i64) {
+    Spi::run(&format!(
+        "UPDATE billing.holds SET expires_at = now() - interval '1 second' WHERE hold_id = {hold_id};
+         UPDATE billing.accounts a SET holds_due_at = now() - interval '1 second'
+           FROM billing.holds h WHERE h.hold_id = {hold_id} AND a.user_id = h.user_id"
+    ))
+    .unwrap();
+}
+
+pub fn remaining(grant_id: i64) -> String {
+    text(&format!("SELECT remaining::text FROM billing.grants WHERE id = {grant_id}"))
 }

@@ -19,7 +19,7 @@ use crate::amounts;
 use crate::drawdown::{Drawdown, LiveGrant};
 use crate::errors::{BillingError, BillingResult};
 use crate::ledger::{self, Movement};
-use crate::plans::Plans;
+use crate::statements::Plans;
 
 /// Makes grant_store exact and, with `holds_due`, gives back what the user's lapsed
 /// holds reserved (to their grants and the permanent balance). Call right after
@@ -178,7 +178,7 @@ pub fn insert_grant(
     Ok((grant_id, log_id))
 }
 
-/// Reads columns `first`, `first + 1`, `first + 2` of a row laid out by plans::funding:
+/// Reads columns `first`, `first + 1`, `first + 2` of a row laid out by statements::funding:
 /// where an entry's or a hold's power came from.
 pub fn funding(row: &SpiTupleTable<'_>, first: usize) -> BillingResult<Drawdown> {
     let from_permanent = ledger::decimal(row, first, "funding permanent")?;

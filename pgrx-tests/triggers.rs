@@ -7,7 +7,7 @@
 mod tests {
     use pgrx::prelude::*;
 
-    use crate::test_support::*;
+    use crate::pgrx_tests::support::*;
 
     fn run(sql: &str) {
         Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));

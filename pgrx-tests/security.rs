@@ -5,7 +5,7 @@
 mod tests {
     use pgrx::prelude::*;
 
-    use crate::test_support::*;
+    use crate::pgrx_tests::support::*;
 
     #[pg_test]
     fn every_function_has_an_exact_protected_copy_in_schema_billing() {

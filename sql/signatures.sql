@@ -1,4 +1,5 @@
--- The SQL functions, implemented in Rust (src/power.rs, src/accounts.rs). None
+-- The SQL signatures of the functions implemented in Rust (src/power.rs,
+-- src/accounts.rs, src/holds.rs, src/refunds.rs, src/options.rs). None
 -- is executable by PUBLIC (see privileges.sql). The writes lock the user's
 -- account row first and run as the extension owner with a pinned search_path.
 -- The two reads run no SQL and resolve no names (they read the account row

@@ -6,7 +6,7 @@
 mod tests {
     use pgrx::prelude::*;
 
-    use crate::test_support::*;
+    use crate::pgrx_tests::support::*;
 
     fn chat(user: &str, amount: &str) {
         Spi::run(&format!("SELECT billing_deduct('{user}', {amount}, 'CHAT_DEC', 'CHAT', 'report')")).unwrap();
