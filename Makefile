@@ -1,45 +1,89 @@
-# billing: credit billing inside PostgreSQL 15 (pgrx 0.18).
+# billing: credit billing inside PostgreSQL 15, 16 and 18 (pgrx 0.18).
 #   make demo   install what is missing, build, and run a short scenario in a throwaway cluster
 #   make test   every test: unit, #[pg_test], pgspot, SQL regression, isolation, client integration
+#
+# PG selects the PostgreSQL major for every target (default 15, the system's):
+#   make test PG=18     make install PG=16     make setup PG=18
+# 15 is Debian's server (scripts/pg-config.sh); 16 and 18 are servers unpacked
+# from pinned PyPI wheels into target/pg/NN by `make setup PG=NN`.
 SHELL := /bin/bash
+PG ?= 15
+ifeq ($(PG),15)
 PG_CONFIG ?= $(shell scripts/pg-config.sh)
+# the default feature (pg15): the commands are exactly those of a build for 15 only
+PG_FEATURES :=
+else
+# never the environment's PG_CONFIG (it names the 15 tree): the wheel's
+override PG_CONFIG := $(shell scripts/pg-config.sh $(PG))
+PG_FEATURES := --no-default-features --features pg$(PG)
+endif
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 export PG_CONFIG
 
 ROOT := $(filter 0,$(shell id -u))
 PGRX_TEST_DATA ?= /tmp/billing-pgrx-test-data
+# each major its own data directory (pgrx keeps one cluster there per major)
+PG_TEST_DATA := $(PGRX_TEST_DATA)$(if $(filter-out 15,$(PG)),-pg$(PG))
 VENV := $(CURDIR)/target/venv
 
-.PHONY: all setup install install-release test unit-and-pg-tests lint regress integration test-model test-long demo bench clean
+.PHONY: all setup install install-release test test-one test-all package package-test unit-and-pg-tests lint regress integration test-upgrade test-model test-long demo bench clean
 
 all: test
 
 setup:
-	@bash scripts/setup.sh
+	@bash scripts/setup.sh $(PG)
 
 # Debug build, used by the tests. cargo pgrx installs the current version's
 # script and the upgrade scripts (sql/billing--A--B.sql); the scripts of earlier
 # releases (sql/releases/) are installed too, so upgrades from them can be tested.
 install: setup
-	cargo pgrx install --pg-config "$(PG_CONFIG)"
+	cargo pgrx install $(PG_FEATURES) --pg-config "$(PG_CONFIG)"
 	install -m 644 sql/releases/*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
 # Optimised build, used by the demo and the benchmarks.
 install-release: setup
-	cargo pgrx install --release --pg-config "$(PG_CONFIG)"
+	cargo pgrx install --release $(PG_FEATURES) --pg-config "$(PG_CONFIG)"
 	install -m 644 sql/releases/*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
-test: unit-and-pg-tests install lint regress integration
+# `make test`: every suite on 15, the suites of 16 and 18 (the same, less pgspot,
+# which does not depend on the server), then the packages, last: their test
+# installs the 15 package into the system, replacing what `make install` put there.
+# `make test PG=NN`: the suites of that major only.
+ifeq ($(origin PG),file)
+test: test-all
+else
+test: test-one
+endif
 	@echo "make test: all suites passed"
+
+test-one: unit-and-pg-tests install lint regress integration
+	@echo "make test-one: all suites passed on PostgreSQL $(PG)"
+
+OTHER_MAJORS := 16 18
+test-all: test-one
+	set -e; for v in $(OTHER_MAJORS); do \
+	  $(MAKE) --no-print-directory PG=$$v unit-and-pg-tests regress integration; done
+	$(MAKE) --no-print-directory PG=15 package-test
+
+# Debian packages: target/packages/postgresql-NN-billing_VERSION_amd64.deb, from
+# `cargo pgrx package` (optimised) for each major of PACKAGE_MAJORS.
+PACKAGE_MAJORS ?= 15 16 18
+package:
+	set -e; for v in $(PACKAGE_MAJORS); do bash scripts/setup.sh $$v; scripts/package.sh $$v; done
+
+# Checks each package's contents and metadata; installs, uses and removes the 15
+# package when the build under test is the system's (see scripts/package-test.sh).
+package-test: package
+	scripts/package-test.sh $(PACKAGE_MAJORS)
 
 # Pure Rust unit tests and the in-database #[pg_test]s (pgrx starts its own cluster).
 unit-and-pg-tests: setup
-	rm -rf "$(PGRX_TEST_DATA)" && mkdir -p "$(PGRX_TEST_DATA)"
+	rm -rf "$(PG_TEST_DATA)" && mkdir -p "$(PG_TEST_DATA)"
 ifeq ($(ROOT),0)
-	chown postgres: "$(PGRX_TEST_DATA)"
-	cargo pgrx test pg15 --runas postgres --pgdata "$(PGRX_TEST_DATA)"
+	chown postgres: "$(PG_TEST_DATA)"
+	cargo pgrx test pg$(PG) $(PG_FEATURES) --runas postgres --pgdata "$(PG_TEST_DATA)"
 else
-	cargo pgrx test pg15 --pgdata "$(PGRX_TEST_DATA)"
+	cargo pgrx test pg$(PG) $(PG_FEATURES) --pgdata "$(PG_TEST_DATA)"
 endif
 
 # pgspot, the linter for extension scripts, over the installed script and over
@@ -62,11 +106,24 @@ regress: install
 # Real client connections: concurrency, savepoints, privileges, dump and restore,
 # a kill -9 crash under load, the model-based test, and upgrades from earlier releases.
 # The cluster preloads pg_cron (postgresql-15-cron), so a test can schedule billing_expire.
+# The wheels of 16 and 18 have no pg_cron: there the one test that needs it is skipped.
+ifeq ($(PG),15)
 INTEGRATION_PG_OPTS ?= -c shared_preload_libraries=pg_cron -c cron.database_name=postgres \
 	-c cron.use_background_workers=on -c max_worker_processes=16
+INTEGRATION_SKIP :=
+else
+INTEGRATION_PG_OPTS ?= -c max_worker_processes=16
+INTEGRATION_SKIP := --skip pg_cron_runs_billing_expire_on_a_schedule
+endif
 integration: install
+	$(if $(INTEGRATION_SKIP),@echo "integration: SKIPPING pg_cron_runs_billing_expire_on_a_schedule: the PostgreSQL $(PG) wheel has no pg_cron")
 	BILLING_PG_OPTS="$(INTEGRATION_PG_OPTS)" scripts/with-cluster.sh \
-	  cargo test --manifest-path tests/Cargo.toml --no-fail-fast -- --test-threads=2
+	  cargo test --manifest-path tests/Cargo.toml --no-fail-fast -- --test-threads=2 $(INTEGRATION_SKIP)
+
+# The upgrade tests alone (tests/upgrade.rs: every released version to the current one).
+test-upgrade: install
+	BILLING_PG_OPTS="$(INTEGRATION_PG_OPTS)" scripts/with-cluster.sh \
+	  cargo test --manifest-path tests/Cargo.toml --test upgrade
 
 # The model-based test alone (tests/model.rs; `make integration` runs it too, with
 # the defaults). The environment chooses what it runs, so any range can be tried:
@@ -95,4 +152,4 @@ bench: install-release
 
 clean:
 	cargo clean
-	rm -rf tests/target "$(PGRX_TEST_DATA)"
+	rm -rf tests/target "$(PG_TEST_DATA)"

@@ -61,7 +61,12 @@ fn local_transaction() -> u32 {
         if pg_sys::MyProc.is_null() {
             0
         } else {
-            (*pg_sys::MyProc).lxid
+            // PostgreSQL 17 moved the local transaction id into PGPROC.vxid.
+            #[cfg(any(feature = "pg15", feature = "pg16"))]
+            let lxid = (*pg_sys::MyProc).lxid;
+            #[cfg(any(feature = "pg17", feature = "pg18"))]
+            let lxid = (*pg_sys::MyProc).vxid.lxid;
+            lxid
         }
     }
 }
