@@ -87,8 +87,15 @@ fn drop_allowed() -> bool {
 /// value, which every SET of this transaction leaves until it ends).
 unsafe fn placeholder_set_before_this_transaction() -> bool {
     unsafe {
-        let count = pg_sys::GetNumConfigOptions() as usize;
-        let variables = pg_sys::get_guc_variables();
+        // PostgreSQL 16 dropped GetNumConfigOptions: get_guc_variables returns the count.
+        #[cfg(feature = "pg15")]
+        let (count, variables) = (pg_sys::GetNumConfigOptions() as usize, pg_sys::get_guc_variables());
+        #[cfg(not(feature = "pg15"))]
+        let (count, variables) = {
+            let mut count: std::ffi::c_int = 0;
+            let variables = pg_sys::get_guc_variables(&mut count);
+            (count as usize, variables)
+        };
         if variables.is_null() {
             return false;
         }
