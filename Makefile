@@ -26,7 +26,7 @@ PGRX_TEST_DATA ?= /tmp/billing-pgrx-test-data
 PG_TEST_DATA := $(PGRX_TEST_DATA)$(if $(filter-out 15,$(PG)),-pg$(PG))
 VENV := $(CURDIR)/target/venv
 
-.PHONY: all setup install install-release test test-one test-all package package-test unit-and-pg-tests lint regress integration test-upgrade test-model test-long demo bench clean
+.PHONY: all setup install install-release test test-one test-all test-pg-upgrade package package-test unit-and-pg-tests lint regress integration test-upgrade test-model test-long demo bench clean
 
 all: test
 
@@ -64,6 +64,13 @@ test-all: test-one
 	set -e; for v in $(OTHER_MAJORS); do \
 	  $(MAKE) --no-print-directory PG=$$v unit-and-pg-tests regress integration; done
 	$(MAKE) --no-print-directory PG=15 package-test
+
+# pg_upgrade 15 -> 18 of a cluster holding billing data (balances, ledger and
+# tables identical afterwards, the functions working on 18).
+test-pg-upgrade:
+	$(MAKE) --no-print-directory PG=15 install
+	$(MAKE) --no-print-directory PG=18 install
+	scripts/pg-upgrade-test.sh 15 18
 
 # Debian packages: target/packages/postgresql-NN-billing_VERSION_amd64.deb, from
 # `cargo pgrx package` (optimised) for each major of PACKAGE_MAJORS.
