@@ -37,6 +37,7 @@ extdir=$(dirname "$(find "$pgrx_out" -name billing.control -type f)")
 
 root=$(mktemp -d /tmp/billing-deb.XXXXXX)
 trap 'rm -rf "$root"' EXIT
+chmod 755 "$root"
 install -d "$root/DEBIAN" "$root/usr/lib/postgresql/$MAJOR/lib" \
     "$root/usr/share/postgresql/$MAJOR/extension" "$root/usr/share/doc/$NAME"
 install -m 644 "$lib" "$root/usr/lib/postgresql/$MAJOR/lib/billing.so"
