@@ -26,7 +26,7 @@ PGRX_TEST_DATA ?= /tmp/billing-pgrx-test-data
 PG_TEST_DATA := $(PGRX_TEST_DATA)$(if $(filter-out 15,$(PG)),-pg$(PG))
 VENV := $(CURDIR)/target/venv
 
-.PHONY: all setup install install-release test test-one test-all test-pg-upgrade package package-test unit-and-pg-tests lint regress integration test-upgrade test-model test-long demo bench clean
+.PHONY: all setup setup-permissions install install-release test test-one test-all test-pg-upgrade package package-test unit-and-pg-tests lint regress integration test-upgrade test-model test-long demo bench clean
 
 all: test
 
@@ -56,7 +56,7 @@ test: test-one
 endif
 	@echo "make test: all suites passed"
 
-test-one: unit-and-pg-tests install lint regress integration
+test-one: unit-and-pg-tests install lint regress integration $(if $(filter 15,$(PG)),setup-permissions)
 	@echo "make test-one: all suites passed on PostgreSQL $(PG)"
 
 OTHER_MAJORS := 16 18
@@ -83,6 +83,11 @@ package:
 package-test: package
 	scripts/package-test.sh $(PACKAGE_MAJORS)
 
+# Setup as a user who is not root: a private server tree, and the system's
+# directories untouched (scripts/test-setup-permissions.sh).
+setup-permissions:
+	scripts/test-setup-permissions.sh
+
 # Pure Rust unit tests and the in-database #[pg_test]s (pgrx starts its own cluster).
 unit-and-pg-tests: setup
 	rm -rf "$(PG_TEST_DATA)" && mkdir -p "$(PG_TEST_DATA)"
@@ -105,6 +110,10 @@ lint: install
 	  out=$$("$(VENV)/bin/pgspot" "$$statements"/*.sql | tail -1); echo "statements: $$out"; \
 	  test "$$(ls "$$statements" | wc -l)" -eq "$$(ls sql/statements/*.sql | wc -l)" && \
 	  echo "$$out" | grep -q "Errors: 0 Warnings: 0 Unknown: 0"
+	@# every relative link and anchor of the docs resolves
+	python3 scripts/check-links.py
+	@# the upgrade script into this version re-creates functions exactly as sql/ defines them
+	python3 scripts/upgrade-functions.py --check sql/billing--*--$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml).sql
 
 # pg_regress SQL files (test/sql, test/expected) and isolation specs (test/specs).
 regress: install

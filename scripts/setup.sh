@@ -57,21 +57,16 @@ if [ "$PG_MAJOR" != 15 ] && [ ! -x "$PG_CONFIG" ]; then
     dest="${PG_CONFIG%/*/pginstall/bin/pg_config}"
     echo "setup: unpacking $requirement into $dest"
     rm -rf "$dest"
-    python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$dest" "$requirement"
-    # the server runs as postgres: it must read the tree and reach it
-    chmod -R a+rX "$dest"
-    d=$dest; while [ "$d" != / ]; do d=$(dirname "$d"); chmod a+x "$d" 2>/dev/null || true; done
+    # the server runs as postgres (it refuses root): the tree must be readable by all
+    (umask 022 && python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$dest" "$requirement")
     "$PG_CONFIG" --version
 fi
+if [ "$PG_MAJOR" != 15 ] && [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$PG_CONFIG"; then
+    echo "setup: the postgres user cannot reach $PG_CONFIG: every folder above it must be searchable by all" >&2
+    exit 1
+fi
 if [ "$PG_MAJOR" = 15 ] && [ "$(id -u)" -ne 0 ] && [ ! -x "$PG_CONFIG" ]; then
-    # A private copy of the server tree: PostgreSQL finds its share and lib
-    # directories relative to its binaries, so the copy is self-contained.
-    tree="${PG_CONFIG%/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}"
-    echo "setup: copying PostgreSQL $PG_MAJOR into $tree (owned by $(id -un))"
-    mkdir -p "$tree/usr/lib/postgresql" "$tree/usr/share/postgresql" "$tree/usr/include"
-    cp -a "/usr/lib/postgresql/$PG_MAJOR" "$tree/usr/lib/postgresql/"
-    cp -a "/usr/share/postgresql/$PG_MAJOR" "$tree/usr/share/postgresql/"
-    cp -a /usr/include/postgresql "$tree/usr/include/"
+    scripts/private-pg-tree.sh "${PG_CONFIG%/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}"
 fi
 
 PGRX_HOME="${PGRX_HOME:-$HOME/.pgrx}"

@@ -178,12 +178,8 @@ BEGIN
         RAISE EXCEPTION 'delta must not be zero or NaN, got %', delta USING ERRCODE = '22023',
             HINT = 'A positive delta credits the user, a negative one debits.';
     END IF;
-    IF abs(delta) > 1000000000000 THEN
-        RAISE EXCEPTION 'delta must be between -1000000000000 and 1000000000000, got %', delta USING ERRCODE = '22023';
-    END IF;
-    IF scale(trim_scale(delta)) > 8 THEN
-        RAISE EXCEPTION 'delta has more than 8 decimal places: %', delta USING ERRCODE = '22023';
-    END IF;
+    -- the amount rule, for the size of the correction
+    PERFORM billing.check_amount('delta'::text, abs(delta)::text, false);
     IF delta > 0 THEN
         -- every argument with its exact type, to the protected name (sql/privileges.sql)
         entry := billing.billing_add(target::text, delta::numeric, 'SYSTEM_MANUAL_INC'::text, 'SYSTEM'::text,
@@ -468,7 +464,7 @@ BEGIN
         SELECT d.id INTO made FROM billing.billing_deduct(
             new_identity[1]::text,
             coalesce((config ->> 'amount')::numeric,
-                     billing.trigger_amount(format('amount_column %I', config ->> 'amount_column'),
+                     billing.check_amount(format('amount_column %I', config ->> 'amount_column'),
                                             billing.trigger_column(NEW, 'amount_column', config ->> 'amount_column'),
                                             false))::numeric,
             (config ->> 'account_type')::text, (config ->> 'source_type')::text, (config ->> 'source')::text,
@@ -547,7 +543,7 @@ BEGIN
         SELECT h.hold_id INTO made FROM billing.billing_hold(
             new_identity[1]::text,
             coalesce((config ->> 'amount')::numeric,
-                     billing.trigger_amount(format('amount_column %I', config ->> 'amount_column'),
+                     billing.check_amount(format('amount_column %I', config ->> 'amount_column'),
                                             billing.trigger_column(NEW, 'amount_column', config ->> 'amount_column'),
                                             false))::numeric,
             (config ->> 'account_type')::text, (config ->> 'source_type')::text, (config ->> 'source')::text,
@@ -561,7 +557,7 @@ BEGIN
         actual := billing.trigger_column(NEW, 'actual_column', config ->> 'actual_column');
         IF actual IS NOT NULL AND mine THEN
             PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_settle');
-            PERFORM billing.billing_settle(made::bigint, billing.trigger_amount(actual_argument, actual, true)::numeric,
+            PERFORM billing.billing_settle(made::bigint, billing.check_amount(actual_argument, actual, true)::numeric,
                                            NULL::text, allow_debt::boolean);
         END IF;
         RETURN NULL;
@@ -593,7 +589,7 @@ BEGIN
                 SELECT h.* INTO hold_row FROM billing.holds AS h WHERE h.user_id = own.user_id AND h.hold_id = own.id;
                 IF hold_row.status <> 'released' THEN
                     PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_settle');
-                    PERFORM billing.billing_settle(own.id::bigint, billing.trigger_amount(actual_argument, actual, true)::numeric,
+                    PERFORM billing.billing_settle(own.id::bigint, billing.check_amount(actual_argument, actual, true)::numeric,
                                                    NULL::text, allow_debt::boolean);
                 END IF;
             END IF;
@@ -896,6 +892,153 @@ CREATE EVENT TRIGGER billing_guard_drop ON ddl_command_start
     EXECUTE FUNCTION billing.guard_drop();
 COMMENT ON EVENT TRIGGER billing_guard_drop IS 'Dropping the extension refuses while the ledger holds entries (billing.allow_drop)';
 REVOKE ALL ON FUNCTION billing.guard_drop() FROM PUBLIC;
+
+-- == One rule for amounts: billing.check_amount is the Rust functions' own ==
+-- (it replaces billing.trigger_amount, a PL/pgSQL copy of the rule)
+CREATE FUNCTION billing.check_amount(argument text, value text, zero_allowed boolean)
+    RETURNS numeric
+    LANGUAGE c IMMUTABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'billing_check_amount';
+COMMENT ON FUNCTION billing.check_amount(text, text, boolean) IS
+    'Checks an amount given as text like the functions'' amounts (22004, 22023 naming the argument) and returns it';
+REVOKE ALL ON FUNCTION billing.check_amount(text, text, boolean) FROM PUBLIC;
+DROP FUNCTION billing.trigger_amount(text, text, boolean);
+CREATE OR REPLACE FUNCTION billing.trigger_config(
+        trigger_function text, trigger_name name, trigger_when text, trigger_level text,
+        trigger_op text, table_schema name, table_name name, arguments text[])
+    RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    about text := format('Trigger %I on table %I.%I runs %s.', trigger_name, table_schema, table_name, trigger_function);
+    usage text := format('CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON ... FOR EACH ROW EXECUTE FUNCTION %s(''user_column=...'', ''amount=...'', ''account_type=...'', ''source_type=...'', ''source=...'', ''association_column=...''); see README, "Charging from triggers".', trigger_function);
+    holding boolean := trigger_function = 'billing_hold_charge';
+    allowed text[] := ARRAY['user_column', 'amount', 'amount_column', 'account_type', 'source_type', 'source',
+                            'remark', 'association_column', 'key_column', 'status_column', 'failed_status'];
+    required text[] := ARRAY['user_column', 'account_type', 'source_type', 'source'];
+    config jsonb := '{}';
+    argument text;
+    arg_name text;
+    arg_value text;
+    ttl interval;
+BEGIN
+    IF trigger_level <> 'ROW' THEN
+        RAISE EXCEPTION '% must be fired FOR EACH ROW, not FOR EACH %', trigger_function, trigger_level
+            USING ERRCODE = '39P01', DETAIL = about, HINT = usage;
+    END IF;
+    IF trigger_when <> 'AFTER' THEN
+        RAISE EXCEPTION '% must be fired AFTER the row is written, not %', trigger_function, trigger_when
+            USING ERRCODE = '39P01', DETAIL = about, HINT = usage;
+    END IF;
+    IF holding THEN
+        allowed := allowed || ARRAY['actual_column', 'ttl', 'allow_debt'];
+        required := required || ARRAY['actual_column'];
+    END IF;
+    FOREACH argument IN ARRAY coalesce(arguments, '{}'::text[]) LOOP
+        IF strpos(argument, '=') = 0 THEN
+            RAISE EXCEPTION 'trigger argument "%" is not of the form name=value', argument
+                USING ERRCODE = '22023', DETAIL = about, HINT = usage;
+        END IF;
+        arg_name := substr(argument, 1, strpos(argument, '=') - 1);
+        arg_value := substr(argument, strpos(argument, '=') + 1);
+        IF NOT arg_name = ANY (allowed) THEN
+            RAISE EXCEPTION 'unknown trigger argument "%"', arg_name
+                USING ERRCODE = '22023', DETAIL = about,
+                      HINT = format('%s takes %s.', trigger_function, array_to_string(allowed, ', '));
+        END IF;
+        IF config ? arg_name THEN
+            RAISE EXCEPTION '% is given twice', arg_name USING ERRCODE = '22023', DETAIL = about;
+        END IF;
+        IF arg_value !~ '[^[:space:]]' THEN
+            RAISE EXCEPTION '% must not be empty', arg_name USING ERRCODE = '22023', DETAIL = about;
+        END IF;
+        config := config || jsonb_build_object(arg_name, arg_value);
+    END LOOP;
+    FOREACH arg_name IN ARRAY required LOOP
+        IF NOT config ? arg_name THEN
+            RAISE EXCEPTION '% is required', arg_name USING ERRCODE = '22023', DETAIL = about, HINT = usage;
+        END IF;
+    END LOOP;
+    IF config ? 'amount' AND config ? 'amount_column' THEN
+        RAISE EXCEPTION 'amount and amount_column cannot both be given' USING ERRCODE = '22023', DETAIL = about,
+            HINT = 'Give a fixed amount (amount=5) or the column that holds it (amount_column=cost).';
+    END IF;
+    IF NOT (config ? 'amount' OR config ? 'amount_column') THEN
+        RAISE EXCEPTION 'amount or amount_column is required' USING ERRCODE = '22023', DETAIL = about,
+            HINT = 'Give a fixed amount (amount=5) or the column that holds it (amount_column=cost).';
+    END IF;
+    IF config ? 'amount' THEN
+        config := config || jsonb_build_object('amount', billing.check_amount('amount', config ->> 'amount', false)::text);
+    END IF;
+    IF NOT (config ? 'key_column' OR config ? 'association_column') THEN
+        RAISE EXCEPTION 'association_column or key_column is required' USING ERRCODE = '22023', DETAIL = about,
+            HINT = 'The trigger finds the charge of a row again by that column''s value, which must not be NULL and must be unique per user in the table (a primary key, for example).';
+    END IF;
+    IF config ? 'status_column' AND NOT config ? 'failed_status' THEN
+        RAISE EXCEPTION 'failed_status is required with status_column' USING ERRCODE = '22023', DETAIL = about;
+    END IF;
+    IF config ? 'failed_status' AND NOT config ? 'status_column' THEN
+        RAISE EXCEPTION 'status_column is required with failed_status' USING ERRCODE = '22023', DETAIL = about;
+    END IF;
+    IF trigger_op = 'UPDATE' AND NOT holding AND NOT config ? 'status_column' THEN
+        RAISE EXCEPTION 'status_column is required when billing_charge fires on UPDATE' USING ERRCODE = '22023',
+            DETAIL = about,
+            HINT = 'An UPDATE refunds the charge when status_column changes to failed_status. Without them, create the trigger AFTER INSERT OR DELETE only.';
+    END IF;
+    IF config ? 'ttl' THEN
+        BEGIN
+            ttl := (config ->> 'ttl')::interval;
+        EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
+            RAISE EXCEPTION 'ttl is not an interval: %', config ->> 'ttl' USING ERRCODE = '22023', DETAIL = about,
+                HINT = 'For example ttl=2 hours.';
+        END;
+        IF ttl <= interval '0' OR ttl > interval '30 days' THEN
+            RAISE EXCEPTION 'ttl must be longer than zero and at most 30 days, got %', config ->> 'ttl'
+                USING ERRCODE = '22023', DETAIL = about;
+        END IF;
+    END IF;
+    IF config ? 'allow_debt' AND NOT (config ->> 'allow_debt') = ANY (ARRAY['true', 'false']) THEN
+        RAISE EXCEPTION 'allow_debt must be true or false, got %', config ->> 'allow_debt'
+            USING ERRCODE = '22023', DETAIL = about;
+    END IF;
+    IF length(config ->> 'remark') > 4000 THEN
+        RAISE EXCEPTION 'remark is longer than 4000 characters' USING ERRCODE = '22023', DETAIL = about;
+    END IF;
+    RETURN config;
+END
+$$;
+COMMENT ON FUNCTION billing.trigger_config(text, name, text, text, text, name, name, text[]) IS
+    'Checks that a charging trigger is fired AFTER, FOR EACH ROW (39P01) and parses its name=value arguments (22023 naming the argument)';
+CREATE OR REPLACE FUNCTION @extschema@.billing_set_low_balance(user_id text, threshold numeric)
+    RETURNS numeric
+    LANGUAGE plpgsql VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM billing.check_key('user_id', billing_set_low_balance.user_id);
+    -- the amount rule (0 allowed; NULL removes the threshold)
+    IF threshold IS NOT NULL THEN
+        threshold := billing.check_amount('threshold'::text, threshold::text, true);
+    END IF;
+    -- the account row is where the threshold lives (and what every write locks)
+    INSERT INTO billing.accounts AS a (user_id, low_balance_at)
+    VALUES (billing_set_low_balance.user_id, threshold)
+    ON CONFLICT (user_id) DO UPDATE SET low_balance_at = EXCLUDED.low_balance_at;
+    RETURN threshold;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.billing_set_low_balance(text, numeric) IS
+    'Sets the user''s low-balance threshold (NULL removes it): a change that takes available power from at or above it to below it sends NOTIFY billing_low_balance. Returns the threshold.';
+
+-- == One rule for required text arguments: billing.check_key is the Rust functions' own ==
+CREATE OR REPLACE FUNCTION billing.check_key(argument text, value text)
+    RETURNS void
+    LANGUAGE c IMMUTABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'billing_check_key';
+COMMENT ON FUNCTION billing.check_key(text, text) IS
+    'Raises 22004 for a NULL, 22023 for an empty or over-255-character required text argument, naming it';
 
 -- (sections of the other 0.3.0 changes go here, above the protected names)
 

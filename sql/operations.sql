@@ -135,17 +135,15 @@ AS $$
 #variable_conflict use_column
 BEGIN
     PERFORM billing.check_key('user_id', billing_set_low_balance.user_id);
-    IF threshold < 0 OR threshold = 'NaN' OR threshold > 1000000000000 THEN
-        RAISE EXCEPTION 'threshold must be between 0 and 1000000000000, got %', threshold USING ERRCODE = '22023';
-    END IF;
-    IF scale(trim_scale(threshold)) > 8 THEN
-        RAISE EXCEPTION 'threshold has more than 8 decimal places: %', threshold USING ERRCODE = '22023';
+    -- the amount rule (0 allowed; NULL removes the threshold)
+    IF threshold IS NOT NULL THEN
+        threshold := billing.check_amount('threshold'::text, threshold::text, true);
     END IF;
     -- the account row is where the threshold lives (and what every write locks)
     INSERT INTO billing.accounts AS a (user_id, low_balance_at)
-    VALUES (billing_set_low_balance.user_id, trim_scale(threshold))
+    VALUES (billing_set_low_balance.user_id, threshold)
     ON CONFLICT (user_id) DO UPDATE SET low_balance_at = EXCLUDED.low_balance_at;
-    RETURN trim_scale(threshold);
+    RETURN threshold;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.billing_set_low_balance(text, numeric) IS
@@ -361,12 +359,8 @@ BEGIN
         RAISE EXCEPTION 'delta must not be zero or NaN, got %', delta USING ERRCODE = '22023',
             HINT = 'A positive delta credits the user, a negative one debits.';
     END IF;
-    IF abs(delta) > 1000000000000 THEN
-        RAISE EXCEPTION 'delta must be between -1000000000000 and 1000000000000, got %', delta USING ERRCODE = '22023';
-    END IF;
-    IF scale(trim_scale(delta)) > 8 THEN
-        RAISE EXCEPTION 'delta has more than 8 decimal places: %', delta USING ERRCODE = '22023';
-    END IF;
+    -- the amount rule, for the size of the correction
+    PERFORM billing.check_amount('delta'::text, abs(delta)::text, false);
     IF delta > 0 THEN
         -- every argument with its exact type, to the protected name (sql/privileges.sql)
         entry := billing.billing_add(target::text, delta::numeric, 'SYSTEM_MANUAL_INC'::text, 'SYSTEM'::text,

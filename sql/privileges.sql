@@ -1,5 +1,5 @@
 -- Privileges and dump registration, once every object exists.
--- PUBLIC gets nothing: README shows the GRANTs an application role needs.
+-- PUBLIC gets nothing: docs/security.md shows the GRANTs an application role needs.
 
 -- The protected names. Every function the extension documents is created in
 -- the extension's schema (@extschema@, normally public), where the documented
@@ -65,6 +65,7 @@ REVOKE ALL ON FUNCTION @extschema@.billing_release(bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_refund(bigint, numeric, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_verify(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.check_key(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.check_amount(text, text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_history(text, integer, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_by_association(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_statement(text, timestamptz, timestamptz) FROM PUBLIC;
@@ -80,7 +81,6 @@ REVOKE ALL ON FUNCTION @extschema@.billing_expire(timestamptz, integer) FROM PUB
 REVOKE ALL ON FUNCTION @extschema@.billing_revoke_subscription(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_adjust(text, numeric, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.trigger_column(record, text, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION billing.trigger_amount(text, text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.trigger_config(text, name, text, text, text, name, name, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.trigger_identity(jsonb, record, name, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.trigger_require(jsonb, text[]) FROM PUBLIC;

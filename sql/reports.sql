@@ -15,28 +15,27 @@ CREATE INDEX account_log_by_association ON billing.account_log (user_id, associa
     WHERE association_no IS NOT NULL;
 COMMENT ON INDEX billing.account_log_by_association IS 'billing_by_association: a user''s entries with a given association_no';
 
--- The checks every required text argument passes, as in the Rust functions
--- (fmgr.rs): not NULL (22004), not empty or only white space, at most 255
--- characters (22023); the message starts with the argument's name.
+-- The checks every required text argument passes: not NULL (22004), not empty
+-- or only white space, at most 255 characters (22023); the message starts with
+-- the argument's name. The PL/pgSQL functions call the Rust functions' own rule
+-- (src/fmgr.rs, required_key).
 CREATE FUNCTION billing.check_key(argument text, value text)
     RETURNS void
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF value IS NULL THEN
-        RAISE EXCEPTION '% must not be NULL', argument USING ERRCODE = '22004';
-    END IF;
-    IF value !~ '[^[:space:]]' THEN
-        RAISE EXCEPTION '% must not be empty', argument USING ERRCODE = '22023';
-    END IF;
-    IF length(value) > 255 THEN
-        RAISE EXCEPTION '% is longer than 255 characters', argument USING ERRCODE = '22023';
-    END IF;
-END
-$$;
+    LANGUAGE c IMMUTABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'billing_check_key';
 COMMENT ON FUNCTION billing.check_key(text, text) IS
     'Raises 22004 for a NULL, 22023 for an empty or over-255-character required text argument, naming it';
+
+-- The amount rule of the Rust functions (src/amounts.rs) for the PL/pgSQL
+-- functions and the charging triggers, which read amounts as text (a trigger
+-- argument, a row's column): a plain decimal number, greater than zero (or zero
+-- when zero_allowed), at most 8 decimal places, at most 10^12.
+CREATE FUNCTION billing.check_amount(argument text, value text, zero_allowed boolean)
+    RETURNS numeric
+    LANGUAGE c IMMUTABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'billing_check_amount';
+COMMENT ON FUNCTION billing.check_amount(text, text, boolean) IS
+    'Checks an amount given as text like the functions'' amounts (22004, 22023 naming the argument) and returns it';
 
 CREATE FUNCTION @extschema@.billing_history(user_id text, page_size integer DEFAULT 50, before_seq bigint DEFAULT NULL)
     RETURNS SETOF billing.account_log

@@ -170,45 +170,6 @@ END;
 COMMENT ON FUNCTION billing.trigger_made(text, text, text, boolean) IS
     'The charge (account_log.id) or hold (holds.hold_id) that a charging trigger on the table made under this user and key, or NULL';
 
--- An amount given as a trigger argument or read from the row, checked like the
--- amounts of the functions (amounts.rs): a plain decimal number, greater than
--- zero (or zero when zero_allowed), at most 8 decimal places, at most 10^12.
-CREATE FUNCTION billing.trigger_amount(argument text, value text, zero_allowed boolean)
-    RETURNS numeric
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    amount numeric;
-BEGIN
-    IF value IS NULL THEN
-        RAISE EXCEPTION '% must not be NULL', argument USING ERRCODE = '22004';
-    END IF;
-    IF value !~ '^[+-]?[0-9]+(\.[0-9]*)?$' THEN
-        RAISE EXCEPTION '% is not a number: %', argument, value USING ERRCODE = '22023',
-            HINT = 'Amounts are plain decimal numbers such as 5 or 0.25 (a numeric or integer column).';
-    END IF;
-    amount := value::numeric;
-    IF amount < 0 THEN
-        RAISE EXCEPTION '% %, got %', argument,
-            CASE WHEN zero_allowed THEN 'must not be negative' ELSE 'must be greater than zero' END, value
-            USING ERRCODE = '22023';
-    END IF;
-    IF amount = 0 AND NOT zero_allowed THEN
-        RAISE EXCEPTION '% must be greater than zero', argument USING ERRCODE = '22023';
-    END IF;
-    IF amount <> round(amount, 8) THEN
-        RAISE EXCEPTION '% has more than 8 decimal places: %', argument, value USING ERRCODE = '22023';
-    END IF;
-    IF amount > 1000000000000 THEN
-        RAISE EXCEPTION '% must be at most 1000000000000, got %', argument, value USING ERRCODE = '22023';
-    END IF;
-    RETURN amount;
-END
-$$;
-COMMENT ON FUNCTION billing.trigger_amount(text, text, boolean) IS
-    'Checks an amount from a trigger argument or a row like the functions'' amounts (22004, 22023 naming the argument) and returns it';
-
 -- Checks how the trigger is fired and parses its arguments into a jsonb
 -- object {name: value}. Every firing does this, so a misconfigured trigger
 -- fails at its first firing, whatever the event.
@@ -278,7 +239,7 @@ BEGIN
             HINT = 'Give a fixed amount (amount=5) or the column that holds it (amount_column=cost).';
     END IF;
     IF config ? 'amount' THEN
-        config := config || jsonb_build_object('amount', billing.trigger_amount('amount', config ->> 'amount', false)::text);
+        config := config || jsonb_build_object('amount', billing.check_amount('amount', config ->> 'amount', false)::text);
     END IF;
     IF NOT (config ? 'key_column' OR config ? 'association_column') THEN
         RAISE EXCEPTION 'association_column or key_column is required' USING ERRCODE = '22023', DETAIL = about,
@@ -564,7 +525,7 @@ BEGIN
         SELECT d.id INTO made FROM billing.billing_deduct(
             new_identity[1]::text,
             coalesce((config ->> 'amount')::numeric,
-                     billing.trigger_amount(format('amount_column %I', config ->> 'amount_column'),
+                     billing.check_amount(format('amount_column %I', config ->> 'amount_column'),
                                             billing.trigger_column(NEW, 'amount_column', config ->> 'amount_column'),
                                             false))::numeric,
             (config ->> 'account_type')::text, (config ->> 'source_type')::text, (config ->> 'source')::text,
@@ -643,7 +604,7 @@ BEGIN
         SELECT h.hold_id INTO made FROM billing.billing_hold(
             new_identity[1]::text,
             coalesce((config ->> 'amount')::numeric,
-                     billing.trigger_amount(format('amount_column %I', config ->> 'amount_column'),
+                     billing.check_amount(format('amount_column %I', config ->> 'amount_column'),
                                             billing.trigger_column(NEW, 'amount_column', config ->> 'amount_column'),
                                             false))::numeric,
             (config ->> 'account_type')::text, (config ->> 'source_type')::text, (config ->> 'source')::text,
@@ -657,7 +618,7 @@ BEGIN
         actual := billing.trigger_column(NEW, 'actual_column', config ->> 'actual_column');
         IF actual IS NOT NULL AND mine THEN
             PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_settle');
-            PERFORM billing.billing_settle(made::bigint, billing.trigger_amount(actual_argument, actual, true)::numeric,
+            PERFORM billing.billing_settle(made::bigint, billing.check_amount(actual_argument, actual, true)::numeric,
                                            NULL::text, allow_debt::boolean);
         END IF;
         RETURN NULL;
@@ -689,7 +650,7 @@ BEGIN
                 SELECT h.* INTO hold_row FROM billing.holds AS h WHERE h.user_id = own.user_id AND h.hold_id = own.id;
                 IF hold_row.status <> 'released' THEN
                     PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_settle');
-                    PERFORM billing.billing_settle(own.id::bigint, billing.trigger_amount(actual_argument, actual, true)::numeric,
+                    PERFORM billing.billing_settle(own.id::bigint, billing.check_amount(actual_argument, actual, true)::numeric,
                                                    NULL::text, allow_debt::boolean);
                 END IF;
             END IF;

@@ -22,6 +22,11 @@ pub fn parse_amount(argument: &str, text: &str) -> BillingResult<Decimal> {
     parse(argument, text, false)
 }
 
+fn not_a_number(argument: &str, text: &str) -> BillingError {
+    BillingError::invalid_argument(argument, format!("is not a number: {text}"))
+        .with_hint("Amounts are plain decimal numbers such as 5 or 0.25.")
+}
+
 /// Like [`parse_amount`], but zero is accepted too (an actual cost of nothing).
 pub fn parse_cost(argument: &str, text: &str) -> BillingResult<Decimal> {
     parse(argument, text, true)
@@ -30,22 +35,23 @@ pub fn parse_cost(argument: &str, text: &str) -> BillingResult<Decimal> {
 fn parse(argument: &str, text: &str, zero_allowed: bool) -> BillingResult<Decimal> {
     let text = text.trim();
     match text {
-        "NaN" => return Err(BillingError::invalid_argument(argument, "must be a number, not NaN")),
+        "NaN" => return Err(not_a_number(argument, text)),
         "Infinity" | "-Infinity" => {
             return Err(BillingError::invalid_argument(argument, "must be finite"))
         }
         _ => {}
     }
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
+    let (negative, digits) = match (text.strip_prefix('-'), text.strip_prefix('+')) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) => (false, text),
     };
     let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
     let well_formed = !whole.is_empty()
         && whole.bytes().all(|b| b.is_ascii_digit())
         && fraction.bytes().all(|b| b.is_ascii_digit());
     if !well_formed {
-        return Err(BillingError::invalid_argument(argument, format!("is not a number: {text}")));
+        return Err(not_a_number(argument, text));
     }
     let significant_fraction = fraction.trim_end_matches('0');
     let is_zero = whole.bytes().all(|b| b == b'0') && significant_fraction.is_empty();

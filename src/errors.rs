@@ -14,7 +14,7 @@ use std::panic::Location;
 
 use pgrx::pg_sys;
 
-/// One of the extension's SQLSTATEs. README lists them all.
+/// One of the extension's SQLSTATEs. docs/errors.md lists them all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SqlState {
     /// PB001: the user does not have enough available power.

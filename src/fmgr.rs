@@ -7,7 +7,7 @@
 //! [`BillingError`] comes back as a value and is raised with its own SQLSTATE
 //! once the guarded code has returned and dropped everything it owned.
 
-use pgrx::datum::{AnyNumeric, FromDatum, Interval, TimestampWithTimeZone};
+use pgrx::datum::{AnyNumeric, FromDatum, Interval, IntoDatum, TimestampWithTimeZone};
 use pgrx::pg_sys;
 use rust_decimal::Decimal;
 
@@ -190,3 +190,29 @@ impl Args {
         self.get::<TimestampWithTimeZone>(position)
     }
 }
+
+/// billing.check_key(argument text, value text) RETURNS void: the rule of
+/// [`required_key`] for the PL/pgSQL functions, so a required text argument is
+/// checked the same way whichever language a function is written in.
+fn check_key(args: &Args) -> Returned {
+    let argument = args.text(0, "argument", MAX_KEY_CHARS)?.unwrap_or_else(|| "argument".to_owned());
+    required_key(&argument, args.text(1, &argument, usize::MAX)?)?;
+    Ok(None)
+}
+sql_function!(pg_finfo_billing_check_key, billing_check_key => check_key);
+
+/// billing.check_amount(argument text, value text, zero_allowed boolean) RETURNS numeric:
+/// the amount rule of [`amounts`] for the PL/pgSQL functions and the charging
+/// triggers (which read amounts from trigger arguments and row columns as text):
+/// 22004 for NULL, 22023 naming `argument` for anything the Rust functions refuse.
+fn check_amount(args: &Args) -> Returned {
+    let argument = args.text(0, "argument", MAX_KEY_CHARS)?.unwrap_or_else(|| "argument".to_owned());
+    let value = args.text(1, &argument, usize::MAX)?.ok_or_else(|| BillingError::null_argument(&argument))?;
+    let amount = if args.flag(2, "zero_allowed")? {
+        amounts::parse_cost(&argument, &value)?
+    } else {
+        amounts::parse_amount(&argument, &value)?
+    };
+    Ok(crate::ledger::numeric(amount).into_datum())
+}
+sql_function!(pg_finfo_billing_check_amount, billing_check_amount => check_amount);

@@ -32,9 +32,10 @@ pub fn open(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, holds_due:
     Ok(())
 }
 
-/// The user's live grants in spending order, exactly as grant_store holds them (after [`open`]).
+/// The user's live grants in spending order, exactly as grant_store holds them (after [`open`]):
+/// all of them, through the same statement the deduct reads its first few with.
 pub fn exact_live_grants(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str) -> BillingResult<Vec<LiveGrant>> {
-    let table = client.update(&plans.exact_live_grants, None, &[user_id.into()])?;
+    let table = client.update(&plans.live_grants, None, &[user_id.into(), Option::<i64>::None.into()])?;
     let mut grants = Vec::with_capacity(table.len());
     for row in table {
         let id = row.get::<i64>(1)?.ok_or_else(|| BillingError::internal("grant id is NULL"))?;

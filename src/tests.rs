@@ -272,7 +272,7 @@ mod tests {
 
     #[pg_test]
     fn bad_input_table_in_readme() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../docs/bad-input.md");
         let table = readme
             .split("<!-- bad-input:begin -->")
             .nth(1)

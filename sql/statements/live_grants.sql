@@ -1,5 +1,6 @@
 -- live_grants
--- Grants that can be spent now, in spending order, the first $2 of them (NULL: all).
+-- Grants that can be spent now, in spending order, the first how_many of them
+-- (NULL: all, as the general path reads them after writing the head back).
 -- The head grant's stored remaining may be behind: the caller overlays the
 -- account row's head_remaining.
 -- kind: write
