@@ -114,7 +114,7 @@ PG_CONFIG=$system_pg_config scripts/with-cluster.sh bash -c '
             { cat "$BILLING_CLUSTER_DIR/example_$n.out" >&2; exit 1; }
     done
     createdb scenario
-    psql -X -v ON_ERROR_STOP=1 -At -d scenario <<SQL >"$BILLING_CLUSTER_DIR/scenario.out"
+    psql -X -q -v ON_ERROR_STOP=1 -At -d scenario <<SQL >"$BILLING_CLUSTER_DIR/scenario.out"
 CREATE EXTENSION billing;
 SELECT extversion FROM pg_extension WHERE extname = '"'billing'"';
 SELECT count(*) FROM billing_add(user_id => '"'pkg'"', amount => 100, account_type => '"'RECHARGE_INC'"', source_type => '"'RECHARGE'"', source => '"'order-1'"');
