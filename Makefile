@@ -66,7 +66,9 @@ test-all: test-one
 	$(MAKE) --no-print-directory PG=15 package-test
 
 # pg_upgrade 15 -> 18 of a cluster holding billing data (balances, ledger and
-# tables identical afterwards, the functions working on 18).
+# tables identical afterwards, the functions working on 18). Not in `make test`:
+# it fails today before billing matters, Debian's 15.20 keeps a column option
+# pg_attver that the 18.6 wheel's server rejects ("unrecognized parameter").
 test-pg-upgrade:
 	$(MAKE) --no-print-directory PG=15 install
 	$(MAKE) --no-print-directory PG=18 install

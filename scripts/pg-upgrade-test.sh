@@ -66,7 +66,8 @@ as_pg "$old_bin/pg_ctl" -D "$DIR/old" -m fast -w stop >/dev/null
 
 echo "pg-upgrade-test: pg_upgrade $OLD -> $NEW"
 (cd "$DIR" && as_pg "$new_bin/pg_upgrade" --link -U "$user" -b "$old_bin" -B "$new_bin" -d "$DIR/old" -D "$DIR/new" \
-    -p "$PORT" -P "$PORT" >"$DIR/pg_upgrade.log" 2>&1) || { cat "$DIR/pg_upgrade.log" >&2; fail "pg_upgrade failed"; }
+    -p "$PORT" -P "$PORT" >"$DIR/pg_upgrade.log" 2>&1) || {
+        cat "$DIR/pg_upgrade.log" >&2; grep -h -B2 -A3 "error" "$DIR"/new/pg_upgrade_output.d/*/log/pg_upgrade_dump_*.log >&2 || true; fail "pg_upgrade failed"; }
 
 start "$new_bin" "$DIR/new"
 [ "$(q "$new_bin" -c 'SHOW server_version_num' | cut -c1-2)" = "$NEW" ] || fail "the upgraded server is not $NEW"
