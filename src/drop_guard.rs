@@ -61,7 +61,12 @@ fn local_transaction() -> u32 {
         if pg_sys::MyProc.is_null() {
             0
         } else {
-            (*pg_sys::MyProc).lxid
+            // PostgreSQL 17 moved the local transaction id into PGPROC.vxid.
+            #[cfg(any(feature = "pg15", feature = "pg16"))]
+            let lxid = (*pg_sys::MyProc).lxid;
+            #[cfg(any(feature = "pg17", feature = "pg18"))]
+            let lxid = (*pg_sys::MyProc).vxid.lxid;
+            lxid
         }
     }
 }
@@ -82,8 +87,15 @@ fn drop_allowed() -> bool {
 /// value, which every SET of this transaction leaves until it ends).
 unsafe fn placeholder_set_before_this_transaction() -> bool {
     unsafe {
-        let count = pg_sys::GetNumConfigOptions() as usize;
-        let variables = pg_sys::get_guc_variables();
+        // PostgreSQL 16 dropped GetNumConfigOptions: get_guc_variables returns the count.
+        #[cfg(feature = "pg15")]
+        let (count, variables) = (pg_sys::GetNumConfigOptions() as usize, pg_sys::get_guc_variables());
+        #[cfg(not(feature = "pg15"))]
+        let (count, variables) = {
+            let mut count: std::ffi::c_int = 0;
+            let variables = pg_sys::get_guc_variables(&mut count);
+            (count as usize, variables)
+        };
         if variables.is_null() {
             return false;
         }

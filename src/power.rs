@@ -185,6 +185,10 @@ fn for_each_row(
             None if !pg_sys::GetActiveSnapshot().is_null() => pg_sys::GetActiveSnapshot(),
             None => pg_sys::GetTransactionSnapshot(),
         };
+        // PostgreSQL 18 added an instrumentation argument (NULL: no EXPLAIN ANALYZE counters).
+        #[cfg(feature = "pg18")]
+        let scan = pg_sys::index_beginscan(rel, idx, snapshot, std::ptr::null_mut(), 1, 0);
+        #[cfg(not(feature = "pg18"))]
         let scan = pg_sys::index_beginscan(rel, idx, snapshot, 1, 0);
         pg_sys::index_rescan(scan, &mut key, 1, std::ptr::null_mut(), 0);
         let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());

@@ -93,6 +93,10 @@ fn column_text(args: &Args, rendering: Rendering) -> Returned {
         let desc = pg_sys::lookup_rowtype_tupdesc(fields.datum_typeid, fields.datum_typmod);
         let mut found = None;
         for i in 0..(*desc).natts as usize {
+            // PostgreSQL 18 moved the attribute array behind `compact_attrs`; TupleDescAttr finds it.
+            #[cfg(feature = "pg18")]
+            let attr = &*pg_sys::TupleDescAttr(desc, i as std::ffi::c_int);
+            #[cfg(not(feature = "pg18"))]
             let attr = &*(*desc).attrs.as_ptr().add(i);
             if !attr.attisdropped && CStr::from_ptr(attr.attname.data.as_ptr()).to_bytes() == column.as_bytes() {
                 found = Some((attr.attnum, attr.atttypid));
