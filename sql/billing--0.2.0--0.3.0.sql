@@ -298,7 +298,7 @@ BEGIN
                 function_name, trigger_function, table_oid::regclass, owner::regrole
             USING ERRCODE = '42501',
                   DETAIL = 'A charging trigger charges, holds, settles, releases and refunds only as far as the owner of its table may call those functions itself.',
-                  HINT = pg_catalog.format('GRANT EXECUTE ON FUNCTION %s(%s) TO %s; (README, "Charging from triggers", Privileges)',
+                  HINT = pg_catalog.format('GRANT EXECUTE ON FUNCTION %s(%s) TO %s; (docs/triggers.md, Privileges)',
                                            function_name,
                                            pg_catalog.replace(billing.documented_arguments(function_name), 'pg_catalog.', ''),
                                            owner::regrole);
@@ -912,7 +912,7 @@ CREATE OR REPLACE FUNCTION billing.trigger_config(
 AS $$
 DECLARE
     about text := format('Trigger %I on table %I.%I runs %s.', trigger_name, table_schema, table_name, trigger_function);
-    usage text := format('CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON ... FOR EACH ROW EXECUTE FUNCTION %s(''user_column=...'', ''amount=...'', ''account_type=...'', ''source_type=...'', ''source=...'', ''association_column=...''); see README, "Charging from triggers".', trigger_function);
+    usage text := format('CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON ... FOR EACH ROW EXECUTE FUNCTION %s(''user_column=...'', ''amount=...'', ''account_type=...'', ''source_type=...'', ''source=...'', ''association_column=...''); see docs/triggers.md.', trigger_function);
     holding boolean := trigger_function = 'billing_hold_charge';
     allowed text[] := ARRAY['user_column', 'amount', 'amount_column', 'account_type', 'source_type', 'source',
                             'remark', 'association_column', 'key_column', 'status_column', 'failed_status'];
