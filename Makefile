@@ -101,13 +101,17 @@ endif
 # them): any warning fails.
 lint: install
 	@test -x "$(VENV)/bin/pgspot" || { python3 -m venv "$(VENV)" && "$(VENV)/bin/pip" install -q pgspot; }
+	@# pgspot exits non-zero when it cannot read a statement (it then stops reading the
+	@# file): that fails too, as does any line besides the summary.
 	@script="$$($(PG_CONFIG) --sharedir)/extension/billing--$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml).sql"; \
-	  out=$$("$(VENV)/bin/pgspot" "$$script"); echo "$$out"; \
-	  echo "$$out" | grep -q "Errors: 0 Warnings: 0 Unknown: 0"
+	  out=$$("$(VENV)/bin/pgspot" "$$script" 2>&1) || { echo "$$out"; echo "lint: pgspot failed on $$script"; exit 1; }; \
+	  echo "$$out"; test "$$(echo "$$out" | grep -cv '^ *$$')" -eq 1 && echo "$$out" | grep -q "Errors: 0 Warnings: 0 Unknown: 0"
 	@statements=$$(ls -td target/*/build/billing-*/out/statements | head -1); \
-	  out=$$("$(VENV)/bin/pgspot" "$$statements"/*.sql | tail -1); echo "statements: $$out"; \
+	  out=$$("$(VENV)/bin/pgspot" "$$statements"/*.sql 2>&1) || { echo "$$out"; echo "lint: pgspot failed on $$statements"; exit 1; }; \
+	  echo "statements: $$(echo "$$out" | tail -1)"; \
 	  test "$$(ls "$$statements" | wc -l)" -eq "$$(ls sql/statements/*.sql | wc -l)" && \
-	  echo "$$out" | grep -q "Errors: 0 Warnings: 0 Unknown: 0"
+	  echo "$$out" | tail -1 | grep -q "Errors: 0 Warnings: 0 Unknown: 0" && \
+	  test "$$(echo "$$out" | grep -c 'Errors: 0 Warnings: 0 Unknown: 0')" -eq "$$(( $$(ls "$$statements" | wc -l) + 1 ))"
 	@# every relative link and anchor of the docs resolves
 	python3 scripts/check-links.py
 	@# the upgrade script into this version re-creates functions exactly as sql/ defines them

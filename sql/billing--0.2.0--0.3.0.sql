@@ -223,7 +223,8 @@ CREATE FUNCTION billing.documented_arguments(function_name text)
     RETURNS text
     LANGUAGE sql IMMUTABLE
     SET search_path = pg_catalog, pg_temp
-RETURN CASE function_name
+AS $$
+SELECT CASE function_name
     WHEN 'billing_power' THEN 'pg_catalog.text'
     WHEN 'billing_has_power' THEN 'pg_catalog.text, pg_catalog.numeric'
     WHEN 'billing_add' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.timestamptz, pg_catalog.text, pg_catalog.text'
@@ -244,7 +245,8 @@ RETURN CASE function_name
     WHEN 'billing_low_balance_events' THEN 'pg_catalog.int8'
     WHEN 'billing_charge' THEN ''
     WHEN 'billing_hold_charge' THEN ''
-END;
+END
+$$;
 COMMENT ON FUNCTION billing.documented_arguments(text) IS
     'The argument types (schema-qualified) of a documented billing function given by name, as may_execute checks it; NULL for an unknown name';
 
@@ -312,7 +314,7 @@ CREATE FUNCTION billing.trigger_made(charged_user text, row_key text, on_table t
     RETURNS bigint
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
+AS $$
     SELECT t.id
       FROM billing.trigger_charges AS t
      WHERE t.user_id = charged_user AND t.is_hold = holding AND t.table_name = on_table
@@ -321,8 +323,8 @@ BEGIN ATOMIC
                               WHERE h.user_id = charged_user AND h.idempotency_key = row_key)
                        ELSE (SELECT l.id FROM billing.account_log AS l
                               WHERE l.user_id = charged_user AND l.idempotency_key = row_key)
-                  END;
-END;
+                  END
+$$;
 COMMENT ON FUNCTION billing.trigger_made(text, text, text, boolean) IS
     'The charge (account_log.id) or hold (holds.hold_id) that a charging trigger on the table made under this user and key, or NULL';
 
