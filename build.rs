@@ -6,7 +6,8 @@
 //! sees what a transaction we waited for wrote), and one `-- $N name type` line
 //! per parameter, in order. A line `--@ include shared/NAME.sql` (optionally
 //! `with VAR = EXPR`, replacing `{VAR}` in the piece) takes a piece shared by
-//! several statements, so each rule they share is written once.
+//! several statements, so each rule they share is written once; a piece may
+//! take other pieces the same way.
 //!
 //! This writes `$OUT_DIR/statements.rs` (one `Statement` constant per file,
 //! included by src/statements.rs) and the assembled statements to
@@ -44,15 +45,17 @@ fn fail(file: &str, problem: impl std::fmt::Display) -> ! {
     panic!("{DIR}/{file}: {problem}");
 }
 
-fn piece(file: &str, directive: &str) -> String {
+fn piece(file: &str, directive: &str, depth: usize) -> String {
+    if depth > 3 {
+        fail(file, format!("pieces include each other too deep: {directive}"));
+    }
     let rest = directive.trim_start_matches("--@ include").trim();
     let (path, binding) = match rest.split_once(" with ") {
         Some((path, binding)) => (path.trim(), Some(binding)),
         None => (rest, None),
     };
-    let text = fs::read_to_string(Path::new(DIR).join(path))
+    let mut text = fs::read_to_string(Path::new(DIR).join(path))
         .unwrap_or_else(|e| fail(file, format!("cannot include {path}: {e}")));
-    let mut text: String = text.lines().filter(|l| !l.starts_with("--")).map(|l| format!("{l}\n")).collect();
     if let Some(binding) = binding {
         let (var, expr) = binding.split_once('=').unwrap_or_else(|| fail(file, format!("bad include: {directive}")));
         let placeholder = format!("{{{}}}", var.trim());
@@ -61,10 +64,17 @@ fn piece(file: &str, directive: &str) -> String {
         }
         text = text.replace(&placeholder, expr.trim());
     }
-    if text.contains("--@ include") {
-        fail(file, format!("{path} includes another piece; pieces are one level deep"));
+    // a piece may take other pieces; its comment lines are left out
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.starts_with("--@ include") {
+            out.push_str(&piece(file, line, depth + 1));
+        } else if !line.starts_with("--") {
+            out.push_str(line);
+            out.push('\n');
+        }
     }
-    text
+    out
 }
 
 fn parse(file: &str, text: &str) -> Statement {
@@ -102,7 +112,7 @@ fn parse(file: &str, text: &str) -> Statement {
                 .unwrap_or_else(|| fail(file, format!("unknown type {ty} (add it to build.rs)")));
             types.push(constant);
         } else if line.starts_with("--@ include") {
-            sql.push_str(&piece(file, line));
+            sql.push_str(&piece(file, line, 1));
         } else if line.starts_with("--") && sql.is_empty() {
             // the description
         } else {

@@ -1,15 +1,10 @@
 -- hold_by_key
--- A hold read after the lock (by id, or by the caller's key): the row, then its parts.
--- This one by the caller's idempotency key.
+-- A hold read after the lock, by the caller's idempotency key: the row, then its
+-- parts (shared/hold_columns.sql).
 -- kind: write
 -- $1 user_id text
 -- $2 idempotency_key text
-SELECT h,
---@ include shared/funding.sql with column = h.funding
-, h.status, h.amount,
-h.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now() AS lapsed, h.settled_amount, h.log_id,
-h.account_type, h.source_type, h.source, h.remark, h.association_no, h.association_user_id, h.closed_at::pg_catalog.text,
-h.hold_id
-
+SELECT
+--@ include shared/hold_columns.sql
   FROM billing.holds AS h
  WHERE h.user_id OPERATOR(pg_catalog.=) $1 AND h.idempotency_key OPERATOR(pg_catalog.=) $2;
