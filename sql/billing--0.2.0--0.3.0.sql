@@ -137,12 +137,12 @@ BEGIN
                jsonb_build_object('grants', jsonb_build_array(jsonb_build_object('id', gone.id, 'amount', gone.remaining)))
           FROM gone
           JOIN billing.accounts AS a ON a.user_id = gone.user_id
-          JOIN billing.available_now(users) AS now_ ON now_.user_id = gone.user_id
+          JOIN billing.balances AS now_ ON now_.user_id = gone.user_id AND now_.user_id = ANY (users)
         RETURNING 1
     )
     SELECT count(*) INTO expired FROM logged;
 
-    PERFORM billing.refresh_accounts(users);
+    PERFORM billing.refresh_accounts(users, 0::numeric, NULL::bigint);
     -- the lapsed holds count too, so that callers loop until nothing is left to do
     RETURN expired + holds_ended;
 END
@@ -1041,6 +1041,156 @@ CREATE OR REPLACE FUNCTION billing.check_key(argument text, value text)
     AS 'MODULE_PATHNAME', 'billing_check_key';
 COMMENT ON FUNCTION billing.check_key(text, text) IS
     'Raises 22004 for a NULL, 22023 for an empty or over-255-character required text argument, naming it';
+
+-- == One rebuild of the account row's caches, one SQL statement of available power ==
+-- billing.refresh_accounts takes the Rust general path's deltas and returns
+-- last_seq and available power (sql/power.sql); billing.available_now gives way
+-- to the view billing.balances.
+DROP FUNCTION billing.refresh_accounts(text[]);
+DROP FUNCTION billing.available_now(text[]);
+CREATE FUNCTION billing.refresh_accounts(users text[], permanent_delta numeric, seq_delta bigint)
+    RETURNS TABLE (user_id text, last_seq bigint, available numeric)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    UPDATE billing.accounts AS a
+       SET permanent = trim_scale(a.permanent + refresh_accounts.permanent_delta),
+           last_seq = coalesce(a.last_seq + refresh_accounts.seq_delta,
+                               (SELECT max(l.seq) FROM billing.account_log AS l WHERE l.user_id = a.user_id), 0),
+           grants_total = s.total, next_expiry = s.next_expiry,
+           head_grant_id = s.head[1], head_remaining = s.head_remaining[1],
+           holds_due_at = (SELECT min(h.expires_at) FROM billing.holds AS h
+                            WHERE h.user_id = a.user_id AND h.status = 'held'),
+           updated_at = now()
+      FROM (SELECT u.user_id, coalesce(sum(g.remaining), 0) AS total,
+                   min(g.expire_at) FILTER (WHERE g.remaining > 0) AS next_expiry,
+                   coalesce(sum(g.remaining) FILTER (WHERE g.expire_at > now()), 0) AS live,
+                   array_agg(g.id ORDER BY g.expire_at, g.id)
+                     FILTER (WHERE g.remaining > 0 AND g.expire_at > now()) AS head,
+                   array_agg(g.remaining ORDER BY g.expire_at, g.id)
+                     FILTER (WHERE g.remaining > 0 AND g.expire_at > now()) AS head_remaining
+              FROM unnest(refresh_accounts.users) AS u(user_id)
+              LEFT JOIN billing.grant_store AS g ON g.user_id = u.user_id
+             GROUP BY u.user_id) AS s
+     WHERE a.user_id = s.user_id
+    RETURNING a.user_id, a.last_seq, a.permanent + s.live;
+END
+$$;
+COMMENT ON FUNCTION billing.refresh_accounts(text[], numeric, bigint) IS
+    'Internal: with the accounts locked, adds permanent_delta and seq_delta (NULL: the ledger''s last seq) and rebuilds each account row''s caches from grant_store and the open holds; returns last_seq and available power';
+REVOKE ALL ON FUNCTION billing.refresh_accounts(text[], numeric, bigint) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION billing.return_due_holds(users text[])
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ended bigint;
+BEGIN
+    WITH due AS (
+        UPDATE billing.holds AS h
+           SET status = 'expired', closed_at = now(), closed_after_seq = a.last_seq
+          FROM billing.accounts AS a
+         WHERE h.user_id = ANY (users) AND a.user_id = h.user_id
+           AND h.status = 'held' AND h.expires_at <= now()
+        RETURNING h.user_id, h.funding
+    ), back AS (
+        SELECT due.user_id, (g ->> 'id')::bigint AS id, sum((g ->> 'amount')::numeric) AS amount
+          FROM due, jsonb_array_elements(coalesce(due.funding -> 'grants', '[]')) AS g
+         GROUP BY 1, 2
+    ), moved AS (
+        UPDATE billing.grant_store AS s
+           SET remaining = trim_scale(s.remaining + back.amount)
+          FROM back
+         WHERE s.user_id = back.user_id AND s.id = back.id
+    ), permanent AS (
+        SELECT due.user_id, sum(coalesce((due.funding ->> 'permanent')::numeric, 0)) AS amount, count(*) AS holds
+          FROM due GROUP BY due.user_id
+    ), credited AS (
+        UPDATE billing.accounts AS a
+           SET permanent = trim_scale(a.permanent + permanent.amount)
+          FROM permanent
+         WHERE a.user_id = permanent.user_id
+    )
+    SELECT coalesce(sum(permanent.holds), 0)::bigint INTO ended FROM permanent;
+    IF ended > 0 THEN
+        PERFORM billing.refresh_accounts(users, 0::numeric, NULL::bigint);
+    END IF;
+    RETURN ended;
+END
+$$;
+COMMENT ON FUNCTION billing.return_due_holds(text[]) IS
+    'Internal: with the accounts locked and heads written back, gives back what lapsed holds reserved, marks them expired and rebuilds the caches; returns how many';
+CREATE OR REPLACE FUNCTION @extschema@.billing_revoke_subscription(subscription_id text, remark text DEFAULT NULL)
+    RETURNS SETOF billing.account_log
+    LANGUAGE plpgsql VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    subscription text := billing_revoke_subscription.subscription_id;
+    note text := billing_revoke_subscription.remark;
+    owner text;
+    threshold numeric;
+    before numeric;
+    after numeric;
+BEGIN
+    PERFORM billing.check_key('subscription_id', subscription);
+    IF length(note) > 4000 THEN
+        RAISE EXCEPTION 'remark is longer than 4000 characters' USING ERRCODE = '22023';
+    END IF;
+    -- A subscription belongs to one user; should several share an id, each is
+    -- handled in turn, in user_id order, one account lock at a time.
+    FOR owner IN
+        SELECT DISTINCT g.user_id FROM billing.grant_store AS g
+         WHERE g.subscription_id = subscription ORDER BY g.user_id
+    LOOP
+        SELECT a.low_balance_at INTO threshold FROM billing.accounts AS a WHERE a.user_id = owner FOR UPDATE;
+        PERFORM billing.write_back_heads(ARRAY[owner]);
+        PERFORM billing.return_due_holds(ARRAY[owner]);
+        SELECT b.available INTO before FROM billing.balances AS b WHERE b.user_id = owner;
+        -- The grants end now: their remaining goes in MEMBERSHIP_GIFT_DEC entries, and
+        -- their expire_at becomes now, so power a hold gives back to them later expires.
+        RETURN QUERY
+        WITH ending AS (
+            SELECT g.id, g.remaining, g.expire_at
+              FROM billing.grant_store AS g
+             WHERE g.user_id = owner AND g.subscription_id = subscription AND g.expire_at > now()
+        ), ended AS (
+            UPDATE billing.grant_store AS g
+               SET remaining = 0, expire_at = now()
+              FROM ending
+             WHERE g.user_id = owner AND g.id = ending.id
+        ), charged AS (
+            SELECT e.*, row_number() OVER (ORDER BY e.expire_at, e.id) AS n
+              FROM ending AS e WHERE e.remaining > 0
+        ), logged AS (
+            -- each entry's balance_after: the power before, less this grant and those before it
+            INSERT INTO billing.account_log AS l
+                   (user_id, seq, direction, amount, balance_after, account_type, source_type, source,
+                    remark, subscription_id, expire_at, detail)
+            SELECT owner, a.last_seq + c.n, -1, c.remaining,
+                   before - sum(c.remaining) OVER (ORDER BY c.n),
+                   'MEMBERSHIP_GIFT_DEC', 'MEMBERSHIP_GIFT', 'revoke', note, subscription, c.expire_at,
+                   jsonb_build_object('grants', jsonb_build_array(jsonb_build_object('id', c.id, 'amount', c.remaining)))
+              FROM charged AS c, billing.accounts AS a
+             WHERE a.user_id = owner
+            RETURNING l.*
+        )
+        SELECT * FROM logged ORDER BY logged.seq;
+        PERFORM billing.refresh_accounts(ARRAY[owner], 0::numeric, NULL::bigint);
+        SELECT b.available INTO after FROM billing.balances AS b WHERE b.user_id = owner;
+        IF before >= threshold AND after < threshold THEN
+            PERFORM billing.notify_low_balance(owner, threshold, after);
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.billing_revoke_subscription(text, text) IS
+    'Ends every live grant of a subscription now: one MEMBERSHIP_GIFT_DEC entry per grant with power left. Returns the entries.';
 
 -- (sections of the other 0.3.0 changes go here, above the protected names)
 

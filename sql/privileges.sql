@@ -71,8 +71,7 @@ REVOKE ALL ON FUNCTION @extschema@.billing_by_association(text, text) FROM PUBLI
 REVOKE ALL ON FUNCTION @extschema@.billing_statement(text, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_price(text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.write_back_heads(text[]) FROM PUBLIC;
-REVOKE ALL ON FUNCTION billing.refresh_accounts(text[]) FROM PUBLIC;
-REVOKE ALL ON FUNCTION billing.available_now(text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.refresh_accounts(text[], numeric, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.return_due_holds(text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.notify_low_balance(text, numeric, numeric) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_low_balance_events(bigint) FROM PUBLIC;

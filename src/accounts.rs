@@ -113,13 +113,9 @@ fn live_grants(
         let id = row.get::<i64>(1)?.ok_or_else(|| BillingError::internal("grant id is NULL"))?;
         let remaining = row.get::<AnyNumeric>(2)?.ok_or_else(|| BillingError::internal("remaining is NULL"))?;
         let expire_at = row.get::<TimestampWithTimeZone>(3)?.ok_or_else(|| BillingError::internal("expire_at is NULL"))?;
-        let remaining = match account.head {
-            Some((head_id, head_remaining)) if head_id == id => head_remaining,
-            _ => crate::amounts::parse_stored("remaining", &remaining.to_string())?,
-        };
-        if remaining > Decimal::ZERO {
-            grants.push(Grant { live: LiveGrant { id, remaining }, expire_at: expire_at.into() });
-        }
+        // the live remaining, the head grant's included (the statement reads billing.grants)
+        let remaining = crate::amounts::parse_stored("remaining", &remaining.to_string())?;
+        grants.push(Grant { live: LiveGrant { id, remaining }, expire_at: expire_at.into() });
     }
     Ok(grants)
 }

@@ -5,10 +5,13 @@
 //! keep the account row's caches right step by step, these calls, once the
 //! account row is locked:
 //! 1. [`open`]: write the head grant's live remaining back to grant_store (so
-//!    grant_store is exact) and give back what lapsed holds reserved;
+//!    grant_store is exact) and give back what lapsed holds reserved (which
+//!    rebuilds the caches when it gives anything back);
 //! 2. change grant_store and billing.holds with plain statements;
 //! 3. [`refresh`]: rebuild every cache on the account row from grant_store and
-//!    the open holds, and learn the power available now for balance_after.
+//!    the open holds, and learn the power available now for balance_after,
+//!    through `billing.refresh_accounts` (sql/power.sql), the one rebuild that
+//!    the PL/pgSQL operations call too.
 
 use pgrx::datum::{AnyNumeric, TimestampWithTimeZone};
 use pgrx::pg_sys;

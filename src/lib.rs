@@ -8,7 +8,8 @@
 //! - `fmgr`: entry points and argument reading;
 //! - `statements`: the SQL each function runs (sql/statements/), prepared once per backend;
 //! - `ledger`: types, idempotency and writing ledger entries;
-//! - `power`: billing_power and billing_has_power, read without SQL;
+//! - `power`: billing_power and billing_has_power, read without SQL while the
+//!   account row's cached total holds (otherwise through billing.balances);
 //! - `accounts`: billing_add and billing_deduct;
 //! - `general_path`: the general path that moves power into and out of grants;
 //! - `holds`: billing_hold, billing_settle and billing_release;
@@ -52,14 +53,17 @@ mod pgrx_tests;
 
 // The extension script, in order: tables and seed data, holds, the SQL signatures
 // of the functions implemented in Rust, billing_verify, the reports and pricing,
-// the operations (expiry, revoking, adjusting, the balances view), the charging
-// triggers, then privileges and dump registration once everything exists.
+// power (the balances view and the account-row cache helpers), low-balance
+// events, the operations (expiry, revoking, adjusting), the charging triggers,
+// then privileges and dump registration once everything exists.
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 pgrx::extension_sql_file!("../sql/holds.sql", name = "holds", requires = ["schema"]);
 pgrx::extension_sql_file!("../sql/signatures.sql", name = "signatures", requires = ["holds"]);
 pgrx::extension_sql_file!("../sql/verify.sql", name = "verify", requires = ["signatures"]);
 pgrx::extension_sql_file!("../sql/reports.sql", name = "reports", requires = ["verify"]);
-pgrx::extension_sql_file!("../sql/operations.sql", name = "operations", requires = ["reports"]);
+pgrx::extension_sql_file!("../sql/power.sql", name = "power", requires = ["reports"]);
+pgrx::extension_sql_file!("../sql/low_balance.sql", name = "low_balance", requires = ["power"]);
+pgrx::extension_sql_file!("../sql/operations.sql", name = "operations", requires = ["low_balance"]);
 pgrx::extension_sql_file!("../sql/triggers.sql", name = "triggers", requires = ["operations"]);
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 

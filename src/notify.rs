@@ -4,7 +4,7 @@
 //! a change takes the user's available power from at or above it to below it,
 //! the change records an event in `billing.low_balance_events` and sends
 //! `NOTIFY billing_low_balance` with no payload (LISTEN is open to every role),
-//! both through `billing.notify_low_balance` (sql/operations.sql), the one home
+//! both through `billing.notify_low_balance` (sql/low_balance.sql), the one home
 //! of that rule. PostgreSQL delivers the notification only if the transaction
 //! commits, and the event rolls back with it.
 

@@ -6,12 +6,13 @@
 //! executor. Because they resolve no names from the caller's search_path and
 //! run no SQL, they are SECURITY INVOKER and need no pinned search_path;
 //! EXECUTE on them is the permission to read balances. Only when a grant has
-//! expired, or a hold has lapsed, and no write has swept it yet do they also
-//! scan the user's grants (and holds).
+//! expired, or a hold has lapsed, and no write has swept it yet is the cached
+//! total stale: then they read the view billing.balances, the one statement of
+//! available power in SQL, as the extension's owner.
 
 use std::ffi::CStr;
 
-use pgrx::datum::{AnyNumeric, FromDatum, IntoDatum, JsonB};
+use pgrx::datum::{AnyNumeric, FromDatum, IntoDatum};
 use pgrx::pg_sys::{self, Datum, Oid};
 
 use crate::errors::{BillingError, BillingResult};
@@ -36,90 +37,60 @@ sql_function!(pg_finfo_billing_has_power, billing_has_power => has_power);
 
 /// The user's available power as of the current snapshot; 0 for an unknown user.
 fn available(user_id: &str) -> BillingResult<AnyNumeric> {
-    const COLUMNS: [&CStr; 6] =
-        [c"permanent", c"grants_total", c"next_expiry", c"head_grant_id", c"head_remaining", c"holds_due_at"];
+    const COLUMNS: [&CStr; 4] = [c"permanent", c"grants_total", c"next_expiry", c"holds_due_at"];
     let mut account = None;
     for_each_row(c"accounts", c"accounts_pkey", user_id, &COLUMNS, None, |row| {
-        account = Some([row[0], row[1], row[2], row[3], row[4], row[5]]);
+        account = Some([row[0], row[1], row[2], row[3]]);
     })?;
-    let Some([permanent, grants_total, next_expiry, head_id, head_remaining, holds_due_at]) = account else {
+    let Some([permanent, grants_total, next_expiry, holds_due_at]) = account else {
         return Ok(AnyNumeric::from(0));
     };
     let permanent = numeric(permanent, "permanent")?;
     let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
     let passed = |t: Option<Datum>| t.is_some_and(|t| t.value() as i64 <= now);
-    let (expired_waiting, holds_due) = (passed(next_expiry), passed(holds_due_at));
-    if !expired_waiting && !holds_due {
+    if !passed(next_expiry) && !passed(holds_due_at) {
         return Ok(permanent + numeric(grants_total, "grants_total")?);
     }
-    // A grant expired or a hold lapsed, and no write has swept it yet: add up the
-    // grants that are still live, and what lapsed holds reserved from live sources.
-    let head = head_id.map(|id| id.value() as i64);
-    let head_remaining = head_remaining.map(|d| numeric(Some(d), "head_remaining")).transpose()?;
-    let mut live = AnyNumeric::from(0);
-    let mut live_ids = Vec::new();
-    let mut failure = None;
-    for_each_row(c"grant_store", c"grant_store_by_expiry", user_id, &[c"id", c"remaining", c"expire_at"], None, |row| {
-        let is_live = row[2].is_some_and(|t| t.value() as i64 > now);
-        if !is_live || failure.is_some() {
-            return;
-        }
-        let id = row[0].map(|d| d.value() as i64);
-        live_ids.extend(id);
-        let remaining = match (&head_remaining, id == head) {
-            (Some(head_remaining), true) => Ok(head_remaining.clone()),
-            _ => numeric(row[1], "remaining"),
-        };
-        match remaining {
-            Ok(remaining) => live = live.clone() + remaining,
-            Err(e) => failure = Some(e),
-        }
-    })?;
-    if holds_due {
-        for_each_row(c"holds", c"holds_pkey", user_id, &[c"status", c"expires_at", c"funding"], None, |row| {
-            if failure.is_some() || !passed(row[1]) {
-                return;
-            }
-            let open = row[0].is_some_and(|d| unsafe { String::from_datum(d, false) }.as_deref() == Some("held"));
-            if !open {
-                return;
-            }
-            match lapsed_hold_gives_back(row[2], &live_ids) {
-                Ok(back) => live = live.clone() + back,
-                Err(e) => failure = Some(e),
-            }
-        })?;
-    }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(permanent + live),
-    }
+    // A grant expired or a hold lapsed, and no write has swept it yet: the cached
+    // total is stale, and the power is what billing.balances says.
+    stated_available(user_id)
 }
 
-/// What a lapsed hold gives back that can be spent now: its permanent part and its
-/// parts of grants that are still live.
-fn lapsed_hold_gives_back(funding: Option<Datum>, live_ids: &[i64]) -> BillingResult<AnyNumeric> {
-    let datum = funding.ok_or_else(|| BillingError::internal("hold funding is NULL"))?;
-    let JsonB(funding) = unsafe { JsonB::from_datum(datum, false) }
-        .ok_or_else(|| BillingError::internal("hold funding is not jsonb"))?;
-    let amount = |value: &serde_json::Value| -> BillingResult<AnyNumeric> {
-        match value {
-            serde_json::Value::Number(n) => AnyNumeric::try_from(n.to_string().as_str())
-                .map_err(|e| BillingError::internal(format!("hold funding amount {n}: {e}"))),
-            other => Err(BillingError::internal(format!("hold funding amount {other} is not a number"))),
-        }
-    };
-    let mut back = match funding.get("permanent") {
-        Some(value) => amount(value)?,
-        None => AnyNumeric::from(0),
-    };
-    for part in funding.get("grants").and_then(|g| g.as_array()).into_iter().flatten() {
-        let id = part.get("id").and_then(|id| id.as_i64());
-        if id.is_some_and(|id| live_ids.contains(&id)) {
-            back = back + amount(part.get("amount").unwrap_or(&serde_json::Value::Null))?;
-        }
+/// The user's available power as the view billing.balances states it (the one
+/// statement of the rule: live grants with the head grant's live remaining, and
+/// what lapsed holds give back), read as the owner of the extension's tables, as
+/// a SECURITY DEFINER function would: EXECUTE on billing_power is the permission.
+/// The statement names every object with its schema; the user id switch is
+/// undone here, or by the (sub)transaction's abort should the statement fail.
+fn stated_available(user_id: &str) -> BillingResult<AnyNumeric> {
+    let owner = tables_owner()?;
+    let (mut user, mut context) = (Oid::INVALID, 0);
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
     }
-    Ok(back)
+    let read = pgrx::spi::Spi::get_one_with_args::<AnyNumeric>(
+        crate::statements::AVAILABLE.sql,
+        &[user_id.into()],
+    );
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    Ok(read?.unwrap_or_else(|| AnyNumeric::from(0)))
+}
+
+/// The owner of billing.accounts: the role the extension's write functions run as.
+fn tables_owner() -> BillingResult<Oid> {
+    unsafe {
+        let schema = pg_sys::get_namespace_oid(c"billing".as_ptr(), false);
+        let table_oid = pg_sys::get_relname_relid(c"accounts".as_ptr(), schema);
+        if table_oid == Oid::INVALID {
+            return Err(BillingError::internal("billing.accounts is missing"));
+        }
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        let rel = pg_sys::table_open(table_oid, lock);
+        let owner = (*(*rel).rd_rel).relowner;
+        pg_sys::table_close(rel, lock);
+        Ok(owner)
+    }
 }
 
 /// Under REPEATABLE READ or SERIALIZABLE: whether the user's account row, which

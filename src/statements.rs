@@ -8,9 +8,10 @@
 //!
 //! The account row holds the live remaining of one grant, the head (the one
 //! spent next): `grant_store.remaining` of that grant is written back only when
-//! the head moves. Whatever reads or writes a grant's remaining under the lock
-//! must take the head's from the account row, and write it back when it moves
-//! the head elsewhere; `billing.grants` (a view) shows every grant as it stands.
+//! the head moves. The rule that a grant's live remaining is the account row's
+//! for the head and grant_store's for the others lives in one place, the view
+//! `billing.grants`: statements that read live remainings read that view, and
+//! writes that move the head elsewhere write the old head's back.
 //!
 //! Every statement names its tables, functions and operators with their schema,
 //! so the plans mean the same thing whatever search_path the caller has. Writes

@@ -257,3 +257,33 @@ fn a_table_owner_granted_deduct_and_refund_charges_and_refunds_its_own_rows_only
     assert_eq!(books(&db), before);
     assert_eq!(ledger_disagreements(&mut connect(&db)), 0);
 }
+
+/// When the account row's cached total is stale (a grant expired and a hold lapsed,
+/// and no write has swept them yet), billing_power reads billing.balances as the
+/// extension's owner: EXECUTE on billing_power is still all a reader needs, and the
+/// reader is itself again afterwards.
+#[test]
+fn billing_power_alone_reads_a_balance_no_write_has_swept() {
+    let db = fresh_database("power_only");
+    let reader = format!("{db}_reader");
+    connect(&db)
+        .batch_execute(&format!(
+            "CREATE ROLE {reader} LOGIN;
+             GRANT EXECUTE ON FUNCTION billing_power(text), billing_has_power(text, numeric) TO {reader};
+             SELECT billing_add('u', 10, 'RECHARGE_INC', 'RECHARGE', 'shop');
+             SELECT billing_add('u', 5, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'gift',
+                                expire_at => clock_timestamp() + interval '1 second');
+             SELECT billing_hold('u', 8, 'CHAT_DEC', 'CHAT', 'x', ttl => interval '1 second');"
+        ))
+        .unwrap();
+    let mut client = connect_as(&db, &reader);
+    // the hold took all 5 of the gift and 3 of the permanent balance
+    assert_eq!(power(&mut client, "u"), "7");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // the gift has expired and the hold lapsed: its 3 permanent are back, its 5 expired with the gift
+    assert_eq!(
+        text(&mut client, "SELECT billing_power('u')::text || ' ' || billing_has_power('u', 10) || ' ' || billing_has_power('u', 11) || ' ' || current_user"),
+        format!("10 true false {reader}")
+    );
+    assert_eq!(sqlstate(client.batch_execute("SELECT * FROM billing.balances")), "42501");
+}
