@@ -92,6 +92,38 @@ mod tests {
     }
 
     #[pg_test]
+    fn the_debt_limit_bounds_a_settle_with_allow_debt() {
+        recharge("f", "5");
+        let grant = gift("f", "3", "1 day");
+        assert_eq!(text("SELECT billing_set_debt_limit('f', 2.50)::text"), "2.5");
+        // 8 of power; a hold of 4 (3 from the grant, 1 from the balance), settled for 13:
+        // the other 9 would take the balance to -5, below -2.5
+        let id = hold("f", "4");
+        let (state, message, detail, _) = outcome(&format!("SELECT billing_settle({id}, 13, allow_debt => true)"));
+        assert_eq!(state, "PB001", "{message}");
+        assert!(message.contains("debt limit"), "{message}");
+        assert_eq!(detail, "The hold reserved 4; the other 9 must come from available power and the debt the user's limit allows, which leave 6.5.");
+        assert_eq!(text(&format!("SELECT status FROM billing.holds WHERE hold_id = {id}")), "held");
+        assert_eq!(power("f"), "4");
+        // 6.5 more is exactly the floor: -2.5
+        let entry = text(&format!("SELECT amount || ' ' || balance_after FROM billing_settle({id}, 10.5, allow_debt => true)"));
+        assert_eq!(entry, "10.5 -2.5");
+        assert_eq!(remaining(grant), "0");
+        // a floor of 0 after the debt is there: no further debt, and NULL removes the floor
+        recharge("f", "3");
+        assert_eq!(power("f"), "0.5");
+        assert_eq!(text("SELECT billing_set_debt_limit('f', 0)::text"), "0");
+        let id = hold("f", "0.5");
+        assert_eq!(sqlstate(&format!("SELECT billing_settle({id}, 0.6, allow_debt => true)")), "PB001");
+        assert_eq!(text("SELECT coalesce(billing_set_debt_limit('f', NULL)::text, 'none')"), "none");
+        assert_eq!(text(&format!("SELECT balance_after::text FROM billing_settle({id}, 100, allow_debt => true)")), "-99.5");
+        // a user the function has not seen gets an account row with the floor
+        assert_eq!(text("SELECT billing_set_debt_limit('new', 1)::text"), "1");
+        assert_eq!(text("SELECT max_debt::text || ' ' || permanent FROM billing.accounts WHERE user_id = 'new'"), "1 0");
+        assert_eq!(ledger_disagreements(), 0);
+    }
+
+    #[pg_test]
     fn a_hold_is_closed_once_and_identical_repeats_return_the_same_result() {
         recharge("o", "10");
         let a = hold("o", "3");

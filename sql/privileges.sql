@@ -76,6 +76,7 @@ REVOKE ALL ON FUNCTION billing.return_due_holds(text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.notify_low_balance(text, numeric, numeric) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_low_balance_events(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_set_low_balance(text, numeric) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_set_debt_limit(text, numeric) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_expire(timestamptz, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_revoke_subscription(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_adjust(text, numeric, text, text) FROM PUBLIC;

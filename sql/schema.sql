@@ -122,7 +122,8 @@ CREATE TABLE billing.accounts (
     created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
     holds_due_at timestamptz,
-    low_balance_at numeric
+    low_balance_at numeric,
+    max_debt     numeric
 ) WITH (fillfactor = 70);
 COMMENT ON TABLE billing.accounts IS 'One row per user: the row every write locks, with cached totals. Change it only through the billing functions.';
 COMMENT ON COLUMN billing.accounts.permanent IS 'Power that never expires';
@@ -135,6 +136,7 @@ COMMENT ON COLUMN billing.accounts.last_seq IS 'seq of the user''s latest ledger
 COMMENT ON COLUMN billing.accounts.head_grant_id IS 'The grant spent next (soonest expiry, then oldest) as of the last write';
 COMMENT ON COLUMN billing.accounts.holds_due_at IS 'Soonest expires_at among the user''s open holds (cache); at or before now() means a hold''s reservation is due back';
 COMMENT ON COLUMN billing.accounts.low_balance_at IS 'Threshold of the low-balance notification (billing_set_low_balance); NULL: none';
+COMMENT ON COLUMN billing.accounts.max_debt IS 'The debt floor (billing_set_debt_limit): a settle with allow_debt never takes permanent below -max_debt; NULL: no floor';
 COMMENT ON COLUMN billing.accounts.head_remaining IS 'The live remaining of head_grant_id: a deduct it covers changes only this row and the ledger';
 
 CREATE SEQUENCE billing.grants_id_seq;

@@ -34,6 +34,9 @@ pub struct Account {
     pub holds_due: bool,
     /// The low-balance notification's threshold, if the user has one.
     pub low_balance_at: Option<Decimal>,
+    /// The debt floor, if the user has one: a settle with allow_debt never takes
+    /// the permanent balance below -max_debt.
+    pub max_debt: Option<Decimal>,
     /// The head grant (spent next as of the last write) and its live remaining, which
     /// grant_store holds only as of the last write-back. Exact as the spending order
     /// while !has_expired; its remaining is always the truth.
@@ -72,6 +75,7 @@ fn lock(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str) -> BillingResu
         },
         holds_due: row.get::<bool>(8)?.unwrap_or(false),
         low_balance_at: ledger::optional_decimal(&row, 9, "low_balance_at")?,
+        max_debt: ledger::optional_decimal(&row, 10, "max_debt")?,
     }))
 }
 

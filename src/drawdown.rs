@@ -52,6 +52,25 @@ pub fn plan_allowing_debt(amount: Decimal, live: &[LiveGrant]) -> Drawdown {
     in_deduct_order(amount, live)
 }
 
+/// The debt floor: a debit that takes `from_permanent` out of a permanent balance
+/// of `permanent` may not leave it below `-max_debt`. A debit that does not touch
+/// the permanent balance always passes (a floor set below an existing debt does
+/// not stop spending grants). `Err(room)`: the most such a debit could take in all,
+/// given what the live grants hold.
+pub fn within_debt_floor(
+    permanent: Decimal,
+    live: &[LiveGrant],
+    plan: &Drawdown,
+    max_debt: Option<Decimal>,
+) -> Result<(), Decimal> {
+    let Some(max_debt) = max_debt else { return Ok(()) };
+    if plan.from_permanent.is_zero() || permanent - plan.from_permanent >= -max_debt {
+        return Ok(());
+    }
+    let from_grants: Decimal = live.iter().map(|g| g.remaining).sum();
+    Err(from_grants + (permanent + max_debt).max(Decimal::ZERO))
+}
+
 /// Takes `amount` from the live grants in the given order, each as far as it
 /// goes, and the rest from the permanent balance.
 fn in_deduct_order(amount: Decimal, live: &[LiveGrant]) -> Drawdown {
@@ -234,5 +253,32 @@ mod tests {
     #[test]
     fn no_power_at_all() {
         assert_eq!(plan(dec("1"), Decimal::ZERO, &[]), Err(Decimal::ZERO));
+    }
+
+    #[test]
+    fn the_debt_floor_stops_a_debit_that_would_go_below_it() {
+        let live = grants(&[(1, "3")]);
+        // 3 from the grant, 7 from a permanent balance of 5: -2, within a floor of 2
+        let d = plan_allowing_debt(dec("10"), &live);
+        assert_eq!(within_debt_floor(dec("5"), &live, &d, Some(dec("2"))), Ok(()));
+        // one more would be -3: the most is 3 + 5 + 2
+        let d = plan_allowing_debt(dec("11"), &live);
+        assert_eq!(within_debt_floor(dec("5"), &live, &d, Some(dec("2"))), Err(dec("10")));
+        // no floor: anything goes
+        assert_eq!(within_debt_floor(dec("5"), &live, &d, None), Ok(()));
+        // a floor of 0: no debt at all
+        let d = plan_allowing_debt(dec("9"), &live);
+        assert_eq!(within_debt_floor(dec("5"), &live, &d, Some(dec("0"))), Err(dec("8")));
+    }
+
+    #[test]
+    fn a_floor_below_an_existing_debt_still_lets_grants_pay() {
+        let live = grants(&[(1, "3")]);
+        // already 4 in debt, floor 1: the grant pays 2, the debt stays where it is
+        let d = plan_allowing_debt(dec("2"), &live);
+        assert_eq!(within_debt_floor(dec("-4"), &live, &d, Some(dec("1"))), Ok(()));
+        // but nothing more may come from the permanent balance
+        let d = plan_allowing_debt(dec("4"), &live);
+        assert_eq!(within_debt_floor(dec("-4"), &live, &d, Some(dec("1"))), Err(dec("3")));
     }
 }

@@ -281,7 +281,10 @@ fn settle(args: &Args) -> Returned {
             let live = general_path::exact_live_grants(client, plans, &user_id)?;
             before = Some(drawdown::available(account.permanent, &live));
             let plan = if allow_debt {
-                drawdown::plan_allowing_debt(extra, &live)
+                let plan = drawdown::plan_allowing_debt(extra, &live);
+                drawdown::within_debt_floor(account.permanent, &live, &plan, account.max_debt)
+                    .map_err(|room| below_debt_floor(&hold, actual, held, room))?;
+                plan
             } else {
                 drawdown::plan(extra, account.permanent, &live).map_err(|available| {
                     insufficient_for_settle(&hold, actual, held, available)
@@ -383,6 +386,36 @@ fn insufficient_for_settle(hold: &Hold, actual: Decimal, held: Decimal, availabl
         ),
     )
     .with_hint("Settle for at most what is available, or pass allow_debt => true to let the balance go negative.")
+}
+
+/// PB001 for a settle with allow_debt that would take the permanent balance below
+/// the user's debt floor (billing_set_debt_limit); `room` is the most that the live
+/// grants, the balance and the floor leave for the part above the hold.
+fn below_debt_floor(hold: &Hold, actual: Decimal, held: Decimal, room: Decimal) -> BillingError {
+    BillingError::new(
+        SqlState::InsufficientPower,
+        format!(
+            "insufficient power for user {:?} to settle hold {} for {}: the debt limit would be exceeded",
+            hold.charge.user_id,
+            hold.id,
+            actual.normalize()
+        ),
+    )
+    .with_private_detail(
+        Reveals::Balance,
+        format!(
+            "The hold reserved {}; the other {} must come from available power and the debt the user's limit allows, which leave {}.",
+            held.normalize(),
+            (actual - held).normalize(),
+            room.normalize()
+        ),
+        format!(
+            "The hold reserved {}; the other {} must come from available power and the debt the user's limit allows, shown to roles that may execute billing_power.",
+            held.normalize(),
+            (actual - held).normalize()
+        ),
+    )
+    .with_hint("Settle for less, or raise the user's limit with billing_set_debt_limit.")
 }
 
 /// billing_release(hold_id, reason)

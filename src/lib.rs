@@ -54,7 +54,7 @@ mod pgrx_tests;
 // The extension script, in order: tables and seed data, holds, the SQL signatures
 // of the functions implemented in Rust, billing_verify, the reports and pricing,
 // power (the balances view and the account-row cache helpers), low-balance
-// events, the operations (expiry, revoking, adjusting), the charging triggers,
+// events, spending limits, the operations (expiry, revoking, adjusting), the charging triggers,
 // then privileges and dump registration once everything exists.
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 pgrx::extension_sql_file!("../sql/holds.sql", name = "holds", requires = ["schema"]);
@@ -63,7 +63,8 @@ pgrx::extension_sql_file!("../sql/verify.sql", name = "verify", requires = ["sig
 pgrx::extension_sql_file!("../sql/reports.sql", name = "reports", requires = ["verify"]);
 pgrx::extension_sql_file!("../sql/power.sql", name = "power", requires = ["reports"]);
 pgrx::extension_sql_file!("../sql/low_balance.sql", name = "low_balance", requires = ["power"]);
-pgrx::extension_sql_file!("../sql/operations.sql", name = "operations", requires = ["low_balance"]);
+pgrx::extension_sql_file!("../sql/limits.sql", name = "limits", requires = ["low_balance"]);
+pgrx::extension_sql_file!("../sql/operations.sql", name = "operations", requires = ["limits"]);
 pgrx::extension_sql_file!("../sql/triggers.sql", name = "triggers", requires = ["operations"]);
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 

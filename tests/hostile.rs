@@ -44,6 +44,9 @@ const SCENARIO: &[&str] = &[
     "SELECT seq, account_type, amount FROM billing.billing_by_association('u', 'task-1')",
     "SELECT account_type, entries, credited, debited, net, opening_balance, closing_balance FROM billing.billing_statement('u', '-infinity', 'infinity')",
     "SELECT billing.billing_price('gpt', 2500)",
+    "SELECT billing.billing_set_debt_limit('v', 10)",
+    "SELECT hold_id, status, amount, funding FROM billing.billing_hold('v', 40, 'CHAT_DEC', 'CHAT', 'metered-3')",
+    "SELECT seq, amount, balance_after, detail FROM billing.billing_settle(3, 50, NULL, true)",
     // the charging triggers, every event (tasks and jobs belong to the application)
     "INSERT INTO app.tasks (task_no, user_id, cost) VALUES ('t1', 'u', 2), ('t2', 'u', 3) RETURNING task_no",
     "UPDATE app.tasks SET status = 'failed' WHERE task_no OPERATOR(pg_catalog.=) 't1' RETURNING task_no",

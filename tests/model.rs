@@ -115,6 +115,8 @@ struct User {
     keys: HashMap<String, KeyUse>,
     /// hold keys (billing_hold): a namespace of their own
     hold_keys: HashMap<String, usize>,
+    /// the debt floor (billing_set_debt_limit)
+    max_debt: Option<Cents>,
 }
 
 #[derive(Default)]
@@ -127,7 +129,7 @@ struct Model {
 
 /// How often a run reached states that are rare but matter, printed with the result,
 /// so that a run that never reached them is visible.
-const SEEN: [&str; 7] = [
+const SEEN: [&str; 8] = [
     "settles above the hold into a debt",
     "of them by a user already in debt beside a live grant",
     "holds lapsed",
@@ -135,8 +137,9 @@ const SEEN: [&str; 7] = [
     "refunds into an expired grant",
     "revocation entries",
     "expiry entries",
+    "settles stopped by the debt limit",
 ];
-static SEEN_COUNTS: [AtomicUsize; 7] = [const { AtomicUsize::new(0) }; 7];
+static SEEN_COUNTS: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
 
 fn seen(what: usize) {
     SEEN_COUNTS[what].fetch_add(1, Ordering::Relaxed);
@@ -338,6 +341,16 @@ impl Model {
         if actual > held && actual - held > available && !debt {
             // PB001: the hold stays as it was
             return err("PB001");
+        }
+        if let (true, Some(max_debt)) = (debt && actual > held, u.max_debt) {
+            // the debt floor: what live grants do not cover comes from the permanent
+            // balance, which may not go below -max_debt (PB001, the hold as it was)
+            let live: Cents = u.grants.iter().filter(|g| g.expires_at_hour > now).map(|g| g.remaining).sum();
+            let from_permanent = (actual - held - live).max(0);
+            if from_permanent > 0 && u.permanent - from_permanent < -max_debt {
+                seen(7);
+                return err("PB001");
+            }
         }
         // charge in the order the hold took it, give back the rest
         let mut left = actual.min(held);
@@ -623,7 +636,7 @@ fn check_sequence(seed: u64, operations: usize) {
         // one pool of keys for adds, deducts, holds and refunds
         let key = ((r >> 16) % 3 == 0).then(|| format!("k{}", (r >> 20) % 30));
         let key = key.as_deref();
-        let what = (r >> 28) % 40;
+        let what = (r >> 28) % 42;
         let mut every_user = false;
         let (description, expected, actual) = match what {
             0..=3 => (
@@ -757,6 +770,17 @@ fn check_sequence(seed: u64, operations: usize) {
             34 | 35 => {
                 every_user = true;
                 ("billing_expire".to_owned(), model.expire(), expire_in_database(&mut c))
+            }
+            40 | 41 => {
+                // the debt floor: none, none at all (0), or some
+                let max_debt = [None, Some(0), Some(500), Some(3000)][((r >> 40) % 4) as usize];
+                model.users.entry(user.to_owned()).or_default().max_debt = max_debt;
+                (
+                    format!("debt limit {user} {max_debt:?}"),
+                    Outcome::Ok(max_debt.unwrap_or(-1)),
+                    run_value(&mut c, "SELECT coalesce((billing_set_debt_limit($1, $2::text::numeric) * 100)::bigint, -1)",
+                        &[&user, &max_debt.map(amount_text)]),
+                )
             }
             _ => {
                 // billing_adjust: up (a permanent credit) or down (a deduct, PB001 if not there)

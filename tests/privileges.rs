@@ -89,6 +89,7 @@ fn a_role_without_grants_can_do_nothing() {
         "SELECT * FROM billing_by_association('u', 'task-1')",
         "SELECT * FROM billing_statement('u', '-infinity', 'infinity')",
         "SELECT billing_price('gpt', 1)",
+        "SELECT billing_set_debt_limit('u', 1)",
         "SELECT * FROM billing.pricing_rules",
         "SELECT * FROM billing.account_log",
         "SELECT * FROM billing.accounts",
