@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""A/B of two builds of the extension on scenarios 1, 2 and 8, in the same run.
+
+Two clusters run side by side, A with one build installed and B with another
+(bench/builds.sh starts them, each from its own PostgreSQL tree). Each is set up
+as bench/run.py sets up its database; then, BENCH_AB_ROUNDS rounds over (default
+3), each scenario runs on A and then on B: 1 (10,000 users, 8 clients:
+billing_deduct and the floor), 2 (one hot user: the same two) and 8 (hold then
+settle, and billing_deduct). Each keeps its best run, so drift on the machine
+falls on both builds. Prints each result, its ratio to its own cluster's
+reference, and B / A.
+
+    BENCH_A_PG_CONFIG=.../pg_config BENCH_B_PG_CONFIG=.../pg_config bench/builds.sh
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run  # noqa: E402
+
+ROUNDS = int(os.environ.get("BENCH_AB_ROUNDS", "3"))
+SIDES = {
+    "A": (os.environ["BENCH_A_HOST"], os.environ["BENCH_A_PORT"]),
+    "B": (os.environ["PGHOST"], os.environ["PGPORT"]),
+}
+SCENARIOS = [
+    ("1. 10k users, 3 grants, 8 clients", [("floor", run.FLOOR), ("billing_deduct", run.BILLING_DEDUCT)]),
+    ("2. one hot user, 8 clients", [("floor", run.hot(run.FLOOR)), ("billing_deduct", run.hot(run.BILLING_DEDUCT))]),
+    ("8. metered call, 8 clients", [("billing_deduct", run.BILLING_DEDUCT), ("hold + settle", run.HOLD_SETTLE)]),
+]
+
+
+def use(side):
+    os.environ["PGHOST"], os.environ["PGPORT"] = SIDES[side]
+
+
+def main():
+    for side in SIDES:
+        use(side)
+        run.setup()
+        print(f"{side}: {run.psql('SELECT extversion FROM pg_extension WHERE extname = $$billing$$')} set up", flush=True)
+    best = {}
+    for _ in range(ROUNDS):
+        for label, variants in SCENARIOS:
+            for side in SIDES:
+                use(side)
+                for name, script in variants:
+                    tps = run.pgbench(script, run.CLIENTS)["tps"]
+                    key = (label, side, name)
+                    best[key] = max(best.get(key, 0), tps)
+    for label, variants in SCENARIOS:
+        measured, reference = variants[-1][0] if label.startswith("8.") else "billing_deduct", variants[0][0]
+        for side in SIDES:
+            m, r = best[(label, side, measured)], best[(label, side, reference)]
+            print(f"{label} | {side} | {measured} {m:.0f} | {reference} {r:.0f} | {m / r:.2f}x")
+        print(f"{label} | B / A, {measured}: {best[(label, 'B', measured)] / best[(label, 'A', measured)]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
