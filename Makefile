@@ -1,6 +1,6 @@
 # billing: credit billing inside PostgreSQL (pgrx 0.18): 15, and 16 and 18 from PyPI wheels.
 #   make demo   install what is missing, build, and run the examples (examples/*.sql) in a throwaway cluster
-#   make test   every test on PostgreSQL 15: unit, #[pg_test], pgspot, SQL regression, isolation, examples, client integration
+#   make test   every test on PostgreSQL 15: unit, #[pg_test], pgspot, SQL regression, isolation, examples, client integration, the exporter
 #
 # PG selects the PostgreSQL major for every target (default 15, the system's):
 #   make test PG=18     make install PG=16     make setup PG=18
@@ -26,7 +26,7 @@ PGRX_TEST_DATA ?= /tmp/billing-pgrx-test-data
 PG_TEST_DATA := $(PGRX_TEST_DATA)$(if $(filter-out 15,$(PG)),-pg$(PG))
 VENV := $(CURDIR)/target/venv
 
-.PHONY: all setup setup-permissions install install-release test test-one test-all test-pg-upgrade package package-test unit-and-pg-tests lint regress examples integration test-upgrade test-model test-long demo bench clean
+.PHONY: all setup setup-permissions install install-release test test-one test-all test-pg-upgrade package package-test unit-and-pg-tests lint regress examples integration exporter test-upgrade test-model test-long demo bench clean
 
 all: test
 
@@ -52,7 +52,7 @@ install-release: setup
 test: test-one
 	@echo "make test: all suites passed"
 
-test-one: unit-and-pg-tests install lint regress examples integration $(if $(filter 15,$(PG)),setup-permissions)
+test-one: unit-and-pg-tests install lint regress examples integration exporter $(if $(filter 15,$(PG)),setup-permissions)
 	@echo "make test-one: all suites passed on PostgreSQL $(PG)"
 
 OTHER_MAJORS := 16 18
@@ -152,6 +152,11 @@ integration: install
 	  cargo test --manifest-path tests/Cargo.toml --no-fail-fast -- --test-threads=2 --skip with_preload:: $(INTEGRATION_SKIP)
 	BILLING_PG_OPTS="$(PRELOADED_PG_OPTS)" scripts/with-cluster.sh \
 	  cargo test --manifest-path tests/Cargo.toml --no-fail-fast --test metrics --test drop_guard -- --test-threads=1 --skip without_preload::
+
+# prometheus-postgres-exporter with metrics/billing-queries.yaml against a cluster that
+# preloads billing: the billing series are exported and move after some calls.
+exporter: install
+	scripts/exporter-test.sh
 
 # The upgrade tests alone (tests/upgrade.rs: every released version to the current one).
 test-upgrade: install
