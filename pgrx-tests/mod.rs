@@ -10,11 +10,14 @@
 //! - `reports`: billing_history, billing_by_association, billing_statement, billing_price;
 //! - `triggers`: the charging triggers billing_charge and billing_hold_charge;
 //! - `security`: the trust boundary (protected names in schema billing, recorded roles);
+//! - `metrics`: billing_metrics' gauges, its row for counters that are off, and
+//!   who may reset them;
 //! - `schema`: comments, privileges, function security, the bad-input table in the docs;
 //! - `support`: what they share.
 
 mod core;
 mod holds;
+mod metrics;
 mod operations;
 mod refunds;
 mod reports;

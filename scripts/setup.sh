@@ -36,7 +36,9 @@ as_root() {
 
 need_pkgs=()
 # The system PostgreSQL 15 is needed for every major (its client tools and libpq).
-for pkg in postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-cron python3-pip libclang-dev clang sudo pkg-config libssl-dev; do
+# prometheus-postgres-exporter and curl: the exporter test (scripts/exporter-test.sh).
+for pkg in postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-cron python3-pip libclang-dev clang sudo pkg-config libssl-dev \
+           prometheus-postgres-exporter curl; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -96,6 +96,9 @@ REVOKE ALL ON FUNCTION billing.trigger_record(text, boolean, bigint, boolean, na
 REVOKE ALL ON FUNCTION billing.trigger_refund(text, bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_charge() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_hold_charge() FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.metric_counters() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_metrics() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_metrics_reset() FROM PUBLIC;
 
 -- pg_dump keeps balances, grants, the ledger, the sequences, any type a DBA
 -- added, the pricing rules, and which charges the charging triggers made.

@@ -39,6 +39,8 @@ pub enum SqlState {
     TriggerProtocolViolated,
     /// 2BP01: dropping the extension would delete a ledger that holds entries.
     DependentObjectsStillExist,
+    /// 42501: the calling role may not do this (billing_metrics_reset: superusers only).
+    InsufficientPrivilege,
     /// 40001: under REPEATABLE READ or SERIALIZABLE, the transaction's snapshot
     /// misses a row that a concurrent transaction committed (retry the transaction).
     SerializationFailure,
@@ -60,13 +62,14 @@ impl SqlState {
             SqlState::UndefinedColumn => "42703",
             SqlState::TriggerProtocolViolated => "39P01",
             SqlState::DependentObjectsStillExist => "2BP01",
+            SqlState::InsufficientPrivilege => "42501",
             SqlState::SerializationFailure => "40001",
             SqlState::Internal => "XX000",
         }
     }
 
     /// PostgreSQL's packed form of a five-character SQLSTATE (MAKE_SQLSTATE).
-    fn packed(self) -> c_int {
+    pub fn packed(self) -> c_int {
         self.code()
             .bytes()
             .enumerate()

@@ -12,6 +12,7 @@ use pgrx::pg_sys;
 use rust_decimal::Decimal;
 
 use crate::amounts;
+use crate::metrics;
 use crate::errors::{BillingError, BillingResult};
 
 /// What a function body returns: a value, or SQL NULL.
@@ -33,18 +34,30 @@ macro_rules! sql_function {
         pub unsafe extern "C-unwind" fn $symbol(
             fcinfo: ::pgrx::pg_sys::FunctionCallInfo,
         ) -> ::pgrx::pg_sys::Datum {
-            unsafe { $crate::fmgr::call(fcinfo, $body) }
+            // its counters' index, fixed at compile time (a symbol that
+            // metrics::ENTRY_POINTS does not list fails the build)
+            const ENTRY: usize = $crate::metrics::entry_point(stringify!($symbol));
+            unsafe { $crate::fmgr::call(fcinfo, $body, ENTRY) }
         }
     };
 }
 pub(crate) use sql_function;
 
 /// Runs `body` under pgrx's guard and turns its result into what fmgr expects.
+/// With the counters on (the library preloaded, see [`crate::metrics`]), counts
+/// the call as entry point `entry`, and an error that leaves it by its SQLSTATE.
 ///
 /// # Safety
 /// `fcinfo` must be the call's own; only for use by [`sql_function!`].
-pub unsafe fn call(fcinfo: pg_sys::FunctionCallInfo, body: fn(&Args) -> Returned) -> pg_sys::Datum {
-    let outcome = unsafe { pg_sys::panic::pgrx_extern_c_guard(|| body(&Args { fcinfo })) };
+pub unsafe fn call(fcinfo: pg_sys::FunctionCallInfo, body: fn(&Args) -> Returned, entry: usize) -> pg_sys::Datum {
+    let counters = metrics::counters();
+    let outcome = match counters {
+        None => unsafe { pg_sys::panic::pgrx_extern_c_guard(|| body(&Args { fcinfo })) },
+        Some(counters) => {
+            counters.called(entry);
+            unsafe { pg_sys::panic::pgrx_extern_c_guard(|| counters.watch(entry, || body(&Args { fcinfo }))) }
+        }
+    };
     match outcome {
         Ok(Some(datum)) => datum,
         Ok(None) => unsafe {
@@ -54,6 +67,9 @@ pub unsafe fn call(fcinfo: pg_sys::FunctionCallInfo, body: fn(&Args) -> Returned
         // Nothing of the body is alive any more: raising (a longjmp) is safe here,
         // once the detail is what the calling role may read.
         Err(error) => unsafe {
+            if let Some(counters) = counters {
+                counters.failed(entry, error.state.packed());
+            }
             let error = pg_sys::panic::pgrx_extern_c_guard(|| error.for_caller());
             error.raise()
         },

@@ -19,7 +19,9 @@
 //! - `roles`: the calling role that every ledger entry records;
 //! - `triggers`: reading a trigger's row by column name, for billing_charge
 //!   and billing_hold_charge (sql/triggers.sql);
-//! - `drop_guard`: dropping the extension refuses while the ledger holds entries.
+//! - `drop_guard`: dropping the extension refuses while the ledger holds entries;
+//! - `metrics`: counters of calls and errors per C entry point, in shared memory
+//!   when the library is preloaded (billing_metrics, sql/metrics.sql).
 
 pgrx::pg_module_magic!();
 
@@ -27,6 +29,7 @@ pgrx::pg_module_magic!();
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     drop_guard::init();
+    metrics::init();
 }
 
 mod accounts;
@@ -38,6 +41,7 @@ mod fmgr;
 mod general_path;
 mod holds;
 mod ledger;
+mod metrics;
 mod notify;
 mod options;
 mod power;
@@ -54,8 +58,9 @@ mod pgrx_tests;
 // The extension script, in order: tables and seed data, holds, the SQL signatures
 // of the functions implemented in Rust, billing_verify, the reports and pricing,
 // power (the balances view and the account-row cache helpers), low-balance
-// events, spending limits, the operations (expiry, revoking, adjusting), the charging triggers,
-// then privileges and dump registration once everything exists.
+// events, spending limits, the operations (expiry, revoking, adjusting), the
+// charging triggers, the metrics, then privileges and dump registration once
+// everything exists.
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 pgrx::extension_sql_file!("../sql/holds.sql", name = "holds", requires = ["schema"]);
 pgrx::extension_sql_file!("../sql/signatures.sql", name = "signatures", requires = ["holds"]);
@@ -66,6 +71,7 @@ pgrx::extension_sql_file!("../sql/low_balance.sql", name = "low_balance", requir
 pgrx::extension_sql_file!("../sql/limits.sql", name = "limits", requires = ["low_balance"]);
 pgrx::extension_sql_file!("../sql/operations.sql", name = "operations", requires = ["limits"]);
 pgrx::extension_sql_file!("../sql/triggers.sql", name = "triggers", requires = ["operations"]);
+pgrx::extension_sql_file!("../sql/metrics.sql", name = "metrics", requires = ["triggers"]);
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Required by `cargo pgrx test`.

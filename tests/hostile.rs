@@ -47,6 +47,10 @@ const SCENARIO: &[&str] = &[
     "SELECT billing.billing_set_debt_limit('v', 10)",
     "SELECT hold_id, status, amount, funding FROM billing.billing_hold('v', 40, 'CHAT_DEC', 'CHAT', 'metered-3')",
     "SELECT seq, amount, balance_after, detail FROM billing.billing_settle(3, 50, NULL, true)",
+    // the gauges (the ledger's estimate follows autovacuum, and the counters the cluster)
+    "SELECT metric, kind, labels, value FROM billing.billing_metrics() WHERE kind OPERATOR(pg_catalog.=) 'gauge' AND metric OPERATOR(pg_catalog.<>) 'billing_ledger_rows_estimate'",
+    // refused to the application (superusers only), by the extension and not a look-alike
+    "SELECT app.outcome('SELECT billing.billing_metrics_reset()')",
     // the charging triggers, every event (tasks and jobs belong to the application)
     "INSERT INTO app.tasks (task_no, user_id, cost) VALUES ('t1', 'u', 2), ('t2', 'u', 3) RETURNING task_no",
     "UPDATE app.tasks SET status = 'failed' WHERE task_no OPERATOR(pg_catalog.=) 't1' RETURNING task_no",
@@ -61,9 +65,17 @@ const SCENARIO: &[&str] = &[
     "SELECT * FROM billing.billing_verify(NULL)",
 ];
 
-/// The application's tables with charging triggers, created by the application role.
+/// The application's tables with charging triggers, created by the application role,
+/// and app.outcome, the SQLSTATE of a statement the application may not run.
 const APP_TABLES: &str = "
     CREATE SCHEMA app;
+    CREATE FUNCTION app.outcome(statement text) RETURNS text LANGUAGE plpgsql AS $$
+    BEGIN
+        EXECUTE statement;
+        RETURN '00000';
+    EXCEPTION WHEN OTHERS THEN
+        RETURN SQLSTATE || ' ' || SQLERRM;
+    END $$;
     CREATE TABLE app.tasks (task_no text PRIMARY KEY, user_id text NOT NULL, cost numeric, status text NOT NULL DEFAULT 'new');
     CREATE TRIGGER charge AFTER INSERT OR UPDATE OR DELETE ON app.tasks FOR EACH ROW
         EXECUTE FUNCTION billing.billing_charge('user_column=user_id', 'amount_column=cost', 'account_type=CHAT_DEC',
