@@ -36,7 +36,8 @@ as_root() {
 
 need_pkgs=()
 # The system PostgreSQL 15 is needed for every major (its client tools and libpq).
-for pkg in postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-cron python3-pip libclang-dev clang sudo pkg-config libssl-dev; do
+# python3-venv: make lint (pgspot). dpkg-dev (dpkg-shlibdeps), binutils (strip, objdump), file: make package and its test.
+for pkg in postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-cron python3-pip libclang-dev clang sudo pkg-config libssl-dev python3-venv dpkg-dev binutils file; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
