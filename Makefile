@@ -27,7 +27,7 @@ PGRX_TEST_DATA ?= /tmp/billing-pgrx-test-data
 PG_TEST_DATA := $(PGRX_TEST_DATA)$(if $(filter-out 15,$(PG)),-pg$(PG))
 VENV := $(CURDIR)/target/venv
 
-.PHONY: all setup setup-permissions install install-release test test-one test-pg-upgrade package package-test unit-and-pg-tests lint regress examples integration test-upgrade test-model test-long demo bench clean
+.PHONY: all setup setup-all setup-permissions install install-release test test-one test-pg-upgrade package package-test unit-and-pg-tests lint regress examples integration test-upgrade test-model test-long demo bench clean
 
 all: test
 
@@ -48,6 +48,8 @@ install-release: setup
 
 # `make test`: every suite on every major this machine can test, in an order where
 # each suite runs against the build it means to test (CI runs exactly this):
+#   0. setup of every major first: the wheels and `cargo pgrx init` for each, so
+#      ~/.pgrx/config.toml no longer changes (a change rebuilds pgrx-pg-sys);
 #   1. PostgreSQL 15, every suite (test-one);
 #   2. 16 and 18: the unit tests and #[pg_test]s, pg_regress and isolation, the
 #      examples, the integration suite (upgrades from every release included);
@@ -67,6 +69,7 @@ test:
 	part() { local name=$$1 s=$$SECONDS; shift; echo "===== make test: $$name"; \
 	  $(MAKE) --no-print-directory "$$@" || { echo "===== make test: FAILED: $$name"; exit 1; }; \
 	  summary+=$$(printf '%-52s %4d s' "$$name" $$((SECONDS - s)))$$'\n'; }; \
+	part "setup: 15, 16 and 18" setup-all; \
 	part "15: every suite" PG=15 test-one; \
 	for v in $(OTHER_MAJORS); do \
 	  part "$$v: unit, #[pg_test], regress, examples, integration" PG=$$v unit-and-pg-tests regress examples integration; done; \
@@ -75,6 +78,9 @@ test:
 	echo "===== make test: all suites passed on PostgreSQL 15, $(OTHER_MAJORS) and the packages"; \
 	printf '%s' "$$summary"; printf '%-52s %4d s\n' total $$((SECONDS - start))
 endif
+
+setup-all:
+	set -e; for v in 15 $(OTHER_MAJORS); do bash scripts/setup.sh $$v; done
 
 test-one: unit-and-pg-tests install lint regress examples integration $(if $(filter 15,$(PG)),setup-permissions)
 	@echo "make test-one: all suites passed on PostgreSQL $(PG)"
