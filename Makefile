@@ -75,7 +75,7 @@ test:
 	  part "$$v: unit, #[pg_test], regress, examples, integration" PG=$$v unit-and-pg-tests regress examples integration; done; \
 	part "15 -> 16 and 18: dump/restore and pg_upgrade" PG=15 test-pg-upgrade; \
 	part "packages: build, check, install/use/remove 15" PG=15 package-test; \
-	echo "===== make test: all suites passed on PostgreSQL 15, $(OTHER_MAJORS) and the packages"; \
+	echo "===== make test: all suites passed on PostgreSQL $$(echo 15 $(OTHER_MAJORS) | sed "s/ /, /g") and the packages"; \
 	printf '%s' "$$summary"; printf '%-52s %4d s\n' total $$((SECONDS - start))
 endif
 
