@@ -1,7 +1,7 @@
 # billing: credit billing inside PostgreSQL (pgrx 0.18): 15, and 16 and 18 from PyPI wheels.
 #   make demo   install what is missing, build, and run the examples (examples/*.sql) in a throwaway cluster
-#   make test   every test on PostgreSQL 15, 16 and 18 (unit, #[pg_test], pgspot, SQL regression,
-#               isolation, examples, client integration, upgrades), moving data 15 -> 16/18, the packages
+#   make test   every test on PostgreSQL 15, 16 and 18 (unit, #[pg_test], SQL regression, isolation,
+#               examples, client integration with upgrades; pgspot on 15), moving data 15 -> 16/18, the packages
 #
 # PG selects the PostgreSQL major for every target (default 15, the system's):
 #   make test PG=18 (that major's suites only)     make install PG=16     make setup PG=18
