@@ -1,9 +1,10 @@
 # billing: credit billing inside PostgreSQL (pgrx 0.18): 15, and 16 and 18 from PyPI wheels.
 #   make demo   install what is missing, build, and run the examples (examples/*.sql) in a throwaway cluster
-#   make test   every test on PostgreSQL 15: unit, #[pg_test], pgspot, SQL regression, isolation, examples, client integration, the exporter
+#   make test   every test on PostgreSQL 15, 16 and 18 (unit, #[pg_test], SQL regression, isolation,
+#               examples, client integration with upgrades; pgspot on 15), moving data 15 -> 16/18, the exporter, the packages
 #
 # PG selects the PostgreSQL major for every target (default 15, the system's):
-#   make test PG=18     make install PG=16     make setup PG=18
+#   make test PG=18 (that major's suites only)     make install PG=16     make setup PG=18
 # 15 is Debian's server (scripts/pg-config.sh); 16 and 18 are servers unpacked
 # from pinned PyPI wheels into target/pg/NN by `make setup PG=NN`.
 SHELL := /bin/bash
@@ -26,7 +27,7 @@ PGRX_TEST_DATA ?= /tmp/billing-pgrx-test-data
 PG_TEST_DATA := $(PGRX_TEST_DATA)$(if $(filter-out 15,$(PG)),-pg$(PG))
 VENV := $(CURDIR)/target/venv
 
-.PHONY: all setup setup-permissions install install-release test test-one test-all test-pg-upgrade package package-test unit-and-pg-tests lint regress examples integration exporter test-upgrade test-model test-long demo bench clean
+.PHONY: all setup setup-all setup-permissions install install-release test test-one test-pg-upgrade package package-test unit-and-pg-tests lint regress examples integration exporter test-upgrade test-model test-long demo bench clean
 
 all: test
 
@@ -45,30 +46,55 @@ install-release: setup
 	cargo pgrx install --release $(PG_FEATURES) --pg-config "$(PG_CONFIG)"
 	install -m 644 sql/releases/*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
-# `make test` (and `make test PG=NN`): every suite of one major. `make test-all`
-# adds the suites of 16 and 18 and the packages; it is not yet part of CI (its
-# package test installs the 15 package into the system, replacing what `make
-# install` put there, and has not run end to end here).
+# `make test`: every suite on every major this machine can test, in an order where
+# each suite runs against the build it means to test (CI runs exactly this):
+#   0. setup of every major first: the wheels and `cargo pgrx init` for each, so
+#      ~/.pgrx/config.toml no longer changes (a change rebuilds pgrx-pg-sys);
+#   1. PostgreSQL 15, every suite (test-one);
+#   2. 16 and 18: the unit tests and #[pg_test]s, pg_regress and isolation, the
+#      examples, the integration suite (upgrades from every release included);
+#   3. moving a cluster from 15 to 16 and to 18 (test-pg-upgrade);
+#   4. the packages: built, checked, and the 15 one installed, used and removed;
+#      last, because it swaps the files `make install` put into the system's 15
+#      tree for the package's (and puts them back afterwards).
+# It prints how long each part took. `make test PG=NN` (or `make test-one PG=NN`)
+# runs the suites of one major only.
+OTHER_MAJORS := 16 18
+ifneq ($(filter command line environment,$(origin PG)),)
 test: test-one
-	@echo "make test: all suites passed"
+	@echo "make test: all suites passed on PostgreSQL $(PG) (make test without PG runs 15, 16 and 18 and the packages)"
+else
+test:
+	@set -e; summary=""; start=$$SECONDS; \
+	part() { local name=$$1 s=$$SECONDS; shift; echo "===== make test: $$name"; \
+	  $(MAKE) --no-print-directory "$$@" || { echo "===== make test: FAILED: $$name"; exit 1; }; \
+	  summary+=$$(printf '%-52s %4d s' "$$name" $$((SECONDS - s)))$$'\n'; }; \
+	part "setup: 15, 16 and 18" setup-all; \
+	part "15: every suite" PG=15 test-one; \
+	for v in $(OTHER_MAJORS); do \
+	  part "$$v: unit, #[pg_test], regress, examples, integration" PG=$$v unit-and-pg-tests regress examples integration; done; \
+	part "15 -> 16 and 18: dump/restore and pg_upgrade" PG=15 test-pg-upgrade; \
+	part "packages: build, check, install/use/remove 15" PG=15 package-test; \
+	echo "===== make test: all suites passed on PostgreSQL $$(echo 15 $(OTHER_MAJORS) | sed "s/ /, /g") and the packages"; \
+	printf '%s' "$$summary"; printf '%-52s %4d s\n' total $$((SECONDS - start))
+endif
+
+setup-all:
+	set -e; for v in 15 $(OTHER_MAJORS); do bash scripts/setup.sh $$v; done
 
 test-one: unit-and-pg-tests install lint regress examples integration exporter $(if $(filter 15,$(PG)),setup-permissions)
 	@echo "make test-one: all suites passed on PostgreSQL $(PG)"
 
-OTHER_MAJORS := 16 18
-test-all: test-one
-	set -e; for v in $(OTHER_MAJORS); do \
-	  $(MAKE) --no-print-directory PG=$$v unit-and-pg-tests regress integration; done
-	$(MAKE) --no-print-directory PG=15 package-test
-
-# pg_upgrade 15 -> 18 of a cluster holding billing data (balances, ledger and
-# tables identical afterwards, the functions working on 18). Not in `make test`:
-# it fails today before billing matters, Debian's 15.20 keeps a column option
-# pg_attver that the 18.6 wheel's server rejects ("unrecognized parameter").
+# Moving a cluster holding billing data from 15 to 16 and to 18, both ways
+# (scripts/pg-upgrade-test.sh): pg_dump/pg_restore, the steps docs/installing.md
+# gives, and pg_upgrade --link, which needs the test to clear Debian 15.20's
+# column option pg_attver first (the wheels' 16.2 and 18.6 reject it). Every
+# balance, ledger row and table identical after; billing works on the new major.
+UPGRADE_TARGETS ?= 16 18
 test-pg-upgrade:
-	$(MAKE) --no-print-directory PG=15 install
-	$(MAKE) --no-print-directory PG=18 install
-	scripts/pg-upgrade-test.sh 15 18
+	set -e; for v in 15 $(UPGRADE_TARGETS); do $(MAKE) --no-print-directory PG=$$v install; done
+	set -e; for v in $(UPGRADE_TARGETS); do \
+	  scripts/pg-upgrade-test.sh dump 15 $$v; scripts/pg-upgrade-test.sh pg_upgrade 15 $$v; done
 
 # Debian packages: target/packages/postgresql-NN-billing_VERSION_amd64.deb, from
 # `cargo pgrx package` (optimised) for each major of PACKAGE_MAJORS.

@@ -3,20 +3,23 @@
 #
 #   scripts/package-test.sh [MAJOR...]     (default: 15 16 18)
 #
-# For each: the control fields (Package, Version, Architecture, Depends on
-# postgresql-MAJOR, Maintainer, Description), exactly the expected files (the
-# library, the control file, the current install script, every upgrade script
-# of sql/, the copyright; no older release's install script), upgrade scripts
-# identical to sql/, and md5sums that match every file.
+# For each: the control fields (Package, Version, Architecture, Maintainer with
+# an address, Description with a synopsis and a long text, Depends naming
+# postgresql-MAJOR and the package of every shared library billing.so links),
+# exactly the expected files (the library, stripped, for x86-64; the control file
+# with this version and $libdir/billing; the current install script; every
+# upgrade script of sql/, identical to it; the copyright; no older release's
+# install script from sql/releases/), and md5sums that list and match every file.
 #
 # Then it installs the 15 package into the system with dpkg -i, creates the
 # extension in a throwaway cluster of the system's PostgreSQL 15, runs the
-# examples and a checked scenario, removes the package with dpkg -r and checks
-# that no file of the extension is left. That replaces the system's extension
-# files, so `make test` runs it last, and it runs only in CI (CI=true, as root,
-# with the system's PostgreSQL 15 the build under test) or when asked with
-# BILLING_PACKAGE_INSTALL=yes; never on a shared machine by default, where other
-# checkouts may be using the system's extension files.
+# examples (scripts/examples.sh, each against its expected output) and a
+# scenario, removes the package with dpkg -r and checks that no file of it is
+# left. It does this as root when the build under test is the system's 15 (as
+# in CI), unless BILLING_PACKAGE_INSTALL=no. The package replaces what `make
+# install` put into the system's tree: the test saves those files first and puts
+# them back at the end, pass or fail, so the tree is as it was before (`make
+# test` runs this step last, after every suite that uses that build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +40,8 @@ for major in "${majors[@]}"; do
     field Depends | tr ',' '\n' | sed 's/^ *//; s/ .*//' | grep -qx "postgresql-$major" ||
         fail "$deb: Depends ('$(field Depends)') does not name postgresql-$major"
     field Maintainer | grep -q '<.*@.*>' || fail "$deb: Maintainer '$(field Maintainer)' has no address"
-    [ -n "$(field Description)" ] || fail "$deb: no Description"
+    [ "$(field Description | head -1)" != "" ] && [ "$(field Description | wc -l)" -ge 2 ] ||
+        fail "$deb: Description needs a synopsis and a long description"
 
     ext=usr/share/postgresql/$major/extension
     expected=$( {
@@ -63,8 +67,17 @@ for major in "${majors[@]}"; do
     done
     grep -qx "default_version = '$VERSION'" "$dir/$ext/billing.control" || fail "$deb: billing.control's default_version is not $VERSION"
     grep -q "CREATE  *FUNCTION" "$dir/$ext/billing--$VERSION.sql" || fail "$deb: billing--$VERSION.sql creates no function"
-    file -L "$dir/usr/lib/postgresql/$major/lib/billing.so" | grep -q 'ELF 64-bit LSB shared object, x86-64' ||
-        fail "$deb: billing.so is not an x86-64 shared library"
+    grep -qx "module_pathname = '\$libdir/billing'" "$dir/$ext/billing.control" || fail "$deb: billing.control's module_pathname is not \$libdir/billing"
+    so=$dir/usr/lib/postgresql/$major/lib/billing.so
+    file -L "$so" | grep -q 'ELF 64-bit LSB shared object, x86-64' || fail "$deb: billing.so is not an x86-64 shared library"
+    file -L "$so" | grep -q ', stripped' || fail "$deb: billing.so is not stripped"
+    # every shared library billing.so needs comes from a package that Depends names
+    depends=$(field Depends | tr ',' '\n' | sed 's/^ *//; s/ .*//')
+    for needed in $(objdump -p "$so" | awk '$1 == "NEEDED" {print $2}'); do
+        owner=$(dpkg -S "/lib/x86_64-linux-gnu/$needed" "/usr/lib/x86_64-linux-gnu/$needed" "/lib64/$needed" 2>/dev/null | head -1 | cut -d: -f1 || true)
+        [ -n "$owner" ] || fail "$deb: no installed package holds $needed, which billing.so needs"
+        grep -qx "$owner" <<<"$depends" || fail "$deb: billing.so needs $needed from $owner, which Depends ('$(field Depends)') does not name"
+    done
     [ "$(wc -l <"$dir/DEBIAN/md5sums")" -eq "$(wc -l <<<"$actual")" ] || fail "$deb: md5sums does not list every file"
     (cd "$dir" && md5sum --check --quiet DEBIAN/md5sums) || fail "$deb: md5sums do not match the files"
     echo "package-test: $deb: metadata, $(wc -l <<<"$actual") files and md5sums as expected"
@@ -72,47 +85,56 @@ done
 
 # --- dpkg -i / use / dpkg -r of the 15 package, on the system's PostgreSQL 15 ---
 system_pg_config=/usr/lib/postgresql/15/bin/pg_config
+[[ " ${majors[*]} " == *" 15 "* ]] || exit 0
 install=${BILLING_PACKAGE_INSTALL:-}
 if [ -z "$install" ]; then
-    if [ "${CI:-}" = true ] && [ "$(id -u)" -eq 0 ] && [ "$(scripts/pg-config.sh)" = "$system_pg_config" ]; then install=yes; else install=no; fi
+    if [ "$(id -u)" -eq 0 ] && [ "$(scripts/pg-config.sh)" = "$system_pg_config" ]; then install=yes; else install=no; fi
 fi
 if [ "$install" != yes ]; then
-    echo "package-test: NOT installing the 15 package into the system (CI does; elsewhere BILLING_PACKAGE_INSTALL=yes, as root)"
+    echo "package-test: NOT installing the 15 package: that needs root and the system's PostgreSQL 15 as the build under test (BILLING_PACKAGE_INSTALL=${BILLING_PACKAGE_INSTALL:-})"
     exit 0
 fi
-[[ " ${majors[*]} " == *" 15 "* ]] || exit 0
 [ "$(id -u)" -eq 0 ] || fail "installing a package needs root"
 deb=target/packages/postgresql-15-billing_${VERSION}_amd64.deb
 libdir=$($system_pg_config --pkglibdir)
 extdir=$($system_pg_config --sharedir)/extension
-leftovers() { ls "$libdir"/billing.so "$extdir"/billing.control "$extdir"/billing--*.sql 2>/dev/null || true; }
+docdir=/usr/share/doc/postgresql-15-billing
+leftovers() { ls -d "$libdir"/billing.so "$extdir"/billing.control "$extdir"/billing--*.sql "$docdir" 2>/dev/null || true; }
+installed() { dpkg-query -W -f='${Status}' postgresql-15-billing 2>/dev/null | grep -q "install ok installed"; }
 
-# `make install` put the build under test into the system tree; the package
-# replaces it, and afterwards nothing of the extension may remain.
-if dpkg-query -W -f='${Status}' postgresql-15-billing 2>/dev/null | grep -q "install ok installed"; then
-    dpkg -r postgresql-15-billing >/dev/null
-fi
-rm -f $(leftovers)
+# What `make install` put there (the build the other suites tested) is kept
+# aside and put back at the end, whatever happens in between.
+saved=$work/system-tree
+saved_files=()
+restore() {
+    if installed; then dpkg -r postgresql-15-billing >/dev/null || true; fi
+    rm -rf $(leftovers)
+    for f in "${saved_files[@]}"; do cp -a "$saved$f" "$f"; done
+    [ ${#saved_files[@]} -eq 0 ] || echo "package-test: put back the ${#saved_files[@]} files make install had put into the system's tree"
+    rm -rf "$work"
+}
+if installed; then dpkg -r postgresql-15-billing >/dev/null; fi
+for f in "$libdir"/billing.so "$extdir"/billing.control "$extdir"/billing--*.sql; do
+    [ -f "$f" ] || continue
+    mkdir -p "$saved$(dirname "$f")" && cp -a "$f" "$saved$f" && saved_files+=("$f")
+done
+trap restore EXIT
+rm -rf $(leftovers)
 
 dpkg -i "$deb"
 dpkg-query -W -f='${Status} ${Version}\n' postgresql-15-billing | grep -qx "install ok installed $VERSION" || fail "dpkg -i did not install $deb"
 files=$(dpkg -L postgresql-15-billing)
-for f in "$libdir/billing.so" "$extdir/billing.control" "$extdir/billing--$VERSION.sql"; do
+for f in "$libdir/billing.so" "$extdir/billing.control" "$extdir/billing--$VERSION.sql" "$docdir/copyright"; do
     grep -qx "$f" <<<"$files" || fail "the installed package does not own $f"
 done
+for old in sql/releases/billing--*.sql; do
+    [ ! -e "$extdir/${old#sql/releases/}" ] || fail "an older install script is in the system's tree: $extdir/${old#sql/releases/}"
+done
 
-examples=$(ls examples/*.sql demo/*.sql 2>/dev/null || true)
 PG_CONFIG=$system_pg_config scripts/with-cluster.sh bash -c '
     set -euo pipefail
-    n=0
-    for example in '"$(echo $examples)"'; do
-        # each example in a database of its own; they show errors on purpose (make demo)
-        n=$((n + 1)); createdb "example_$n"
-        echo "package-test: running $example"
-        psql -X -q -v ON_ERROR_STOP=0 -d "example_$n" -f "$example" >"$BILLING_CLUSTER_DIR/example_$n.out" 2>&1
-        grep -q "could not access file\|could not load library" "$BILLING_CLUSTER_DIR/example_$n.out" &&
-            { cat "$BILLING_CLUSTER_DIR/example_$n.out" >&2; exit 1; }
-    done
+    # the examples, each in a fresh database against its expected output
+    scripts/examples.sh
     createdb scenario
     psql -X -q -v ON_ERROR_STOP=1 -At -d scenario <<SQL >"$BILLING_CLUSTER_DIR/scenario.out"
 CREATE EXTENSION billing;
@@ -129,12 +151,12 @@ SQL
     printf "%s\n" '"$VERSION"' 1 1 60 0 | diff - "$BILLING_CLUSTER_DIR/scenario.out" ||
         { echo "package-test: the scenario on the installed package gave the output above (> actual)" >&2; exit 1; }
 '
-echo "package-test: the installed 15 package creates the extension, runs the examples and the scenario"
+echo "package-test: the installed 15 package creates the extension, passes the examples and the scenario"
 
 dpkg -r postgresql-15-billing
-dpkg-query -W -f='${Status}' postgresql-15-billing 2>/dev/null | grep -q "install ok installed" && fail "dpkg -r left the package installed"
+! installed || fail "dpkg -r left the package installed"
 for f in $files; do
     [ -d "$f" ] || [ ! -e "$f" ] || fail "dpkg -r left $f"
 done
 [ -z "$(leftovers)" ] || fail "files of the extension remain after dpkg -r: $(leftovers)"
-echo "package-test: dpkg -r removed every file of the 15 package"
+echo "package-test: dpkg -r removed every file of the 15 package (library, control file, scripts, $docdir)"

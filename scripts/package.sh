@@ -13,7 +13,8 @@
 #     and every upgrade script billing--A--B.sql (sql/), never an older
 #     release's install script (sql/releases/ is for the upgrade tests only)
 #   /usr/share/doc/postgresql-MAJOR-billing/copyright
-# with DEBIAN/control (Depends: postgresql-MAJOR) and DEBIAN/md5sums.
+# with DEBIAN/control (Depends: postgresql-MAJOR and the shared libraries the
+# library links, from dpkg-shlibdeps) and DEBIAN/md5sums. The library is stripped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +42,8 @@ chmod 755 "$root"
 install -d "$root/DEBIAN" "$root/usr/lib/postgresql/$MAJOR/lib" \
     "$root/usr/share/postgresql/$MAJOR/extension" "$root/usr/share/doc/$NAME"
 install -m 644 "$lib" "$root/usr/lib/postgresql/$MAJOR/lib/billing.so"
+# Debian ships binaries stripped (policy 10.1); the exported symbols stay
+strip --strip-unneeded --remove-section=.comment --remove-section=.note "$root/usr/lib/postgresql/$MAJOR/lib/billing.so"
 # the control file, the install script pgrx generated and the upgrade scripts it copied from sql/
 install -m 644 "$extdir/billing.control" "$extdir/billing--$VERSION.sql" "$extdir"/billing--*--*.sql \
     "$root/usr/share/postgresql/$MAJOR/extension/"
@@ -73,6 +76,15 @@ License: MIT
 COPYRIGHT
 chmod 644 "$root/usr/share/doc/$NAME/copyright"
 
+# the shared libraries the library needs, as dpkg-shlibdeps finds them (libc6 and
+# libgcc-s1 with their minimum versions); it wants a debian/control to read
+shlib_dir=$(mktemp -d /tmp/billing-shlibdeps.XXXXXX)
+mkdir "$shlib_dir/debian"
+printf 'Source: billing\n\nPackage: %s\nArchitecture: amd64\n' "$NAME" >"$shlib_dir/debian/control"
+shlibs=$(cd "$shlib_dir" && dpkg-shlibdeps -O "$root/usr/lib/postgresql/$MAJOR/lib/billing.so" | sed -n 's/^shlibs:Depends=//p')
+rm -rf "$shlib_dir"
+[ -n "$shlibs" ] || { echo "package: dpkg-shlibdeps found no shared library dependencies" >&2; exit 1; }
+
 installed_size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 cat >"$root/DEBIAN/control" <<CONTROL
 Package: $NAME
@@ -80,7 +92,7 @@ Version: $VERSION
 Architecture: amd64
 Maintainer: $MAINTAINER
 Installed-Size: $installed_size
-Depends: postgresql-$MAJOR, libc6
+Depends: postgresql-$MAJOR, $shlibs
 Section: database
 Priority: optional
 Description: credit billing inside PostgreSQL $MAJOR

@@ -36,8 +36,9 @@ as_root() {
 
 need_pkgs=()
 # The system PostgreSQL 15 is needed for every major (its client tools and libpq).
+# python3-venv: make lint (pgspot). dpkg-dev (dpkg-shlibdeps), binutils (strip, objdump), file: make package and its test.
 # prometheus-postgres-exporter and curl: the exporter test (scripts/exporter-test.sh).
-for pkg in postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-cron python3-pip libclang-dev clang sudo pkg-config libssl-dev \
+for pkg in postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-cron python3-pip libclang-dev clang sudo pkg-config libssl-dev python3-venv dpkg-dev binutils file \
            prometheus-postgres-exporter curl; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done
