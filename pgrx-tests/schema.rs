@@ -42,7 +42,7 @@ mod tests {
                      OR (p.prosecdef AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)))",
         );
         assert_eq!(unsafe_functions, "");
-        // the two reads run no SQL: they run as the caller
+        // the two reads resolve no names from the caller's search_path: they run as the caller
         assert_eq!(
             text("SELECT string_agg(proname || ':' || prosecdef, ',' ORDER BY proname) FROM pg_proc
                    WHERE proname IN ('billing_power', 'billing_has_power') AND pronamespace = 'public'::regnamespace"),

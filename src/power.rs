@@ -1,10 +1,11 @@
-//! Reading a user's power without running SQL.
+//! Reading a user's power, as a rule without running SQL.
 //!
 //! billing_power and billing_has_power sit in front of every metered request,
 //! so they read the account row through its primary key with PostgreSQL's
 //! index access methods instead of executing a query: no SPI, no planner, no
-//! executor. Because they resolve no names from the caller's search_path and
-//! run no SQL, they are SECURITY INVOKER and need no pinned search_path;
+//! executor. Because they resolve no names from the caller's search_path (the
+//! one statement they may run names everything with its schema), they are
+//! SECURITY INVOKER and need no pinned search_path;
 //! EXECUTE on them is the permission to read balances. Only when a grant has
 //! expired, or a hold has lapsed, and no write has swept it yet is the cached
 //! total stale: then they read the view billing.balances, the one statement of
