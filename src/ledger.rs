@@ -292,8 +292,13 @@ pub fn write_entry(
     totals: &Totals,
     grant_writes: &[(i64, Decimal)],
 ) -> BillingResult<pg_sys::Datum> {
-    let grant_ids: Vec<i64> = grant_writes.iter().map(|(id, _)| *id).collect();
-    let remainings: Vec<AnyNumeric> = grant_writes.iter().map(|(_, remaining)| numeric(*remaining)).collect();
+    for (grant_id, remaining) in grant_writes {
+        client.update(
+            &plans.store_grant,
+            None,
+            &[movement.user_id.as_str().into(), (*grant_id).into(), numeric(*remaining).into()],
+        )?;
+    }
     let mut args = common_args(movement, seq, balance_after);
     args.extend([
         detail.into(),
@@ -301,8 +306,6 @@ pub fn write_entry(
         numeric(totals.permanent).into(),
         numeric(totals.grants_total).into(),
         timestamptz(totals.next_expiry),
-        grant_ids.into(),
-        remainings.into(),
         totals.head.map(|(id, _)| id).into(),
         totals.head.map(|(_, remaining)| numeric(remaining)).into(),
     ]);

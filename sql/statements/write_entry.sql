@@ -1,8 +1,7 @@
 -- write_entry
 -- One ledger entry that moves the permanent balance and/or spends grants,
--- with the account's new cached totals, in one statement.
--- grant_ids/grant_remaining: the remaining to store for each grant spent from, and
--- for the old head grant written back.
+-- with the account's new cached totals, in one statement. The grants it spends
+-- from (and the old head grant written back) are stored first, by store_grant.sql.
 -- kind: write
 -- $1 user_id text
 -- $2 seq bigint
@@ -21,19 +20,12 @@
 -- $15 permanent numeric
 -- $16 grants_total numeric
 -- $17 next_expiry timestamptz
--- $18 grant_ids bigint[]
--- $19 grant_remaining numeric[]
--- $20 head_grant_id bigint
--- $21 head_remaining numeric
-WITH stored AS (
-  UPDATE billing.grant_store AS g
-     SET remaining = t.remaining
-    FROM ROWS FROM (pg_catalog.unnest($18::bigint[]), pg_catalog.unnest($19::numeric[])) AS t(id, remaining)
-   WHERE g.user_id OPERATOR(pg_catalog.=) $1 AND g.id OPERATOR(pg_catalog.=) t.id
-), account AS (
+-- $18 head_grant_id bigint
+-- $19 head_remaining numeric
+WITH account AS (
   UPDATE billing.accounts
      SET permanent = $15, grants_total = $16, next_expiry = $17, last_seq = $2,
-         head_grant_id = $20, head_remaining = $21, updated_at = pg_catalog.now()
+         head_grant_id = $18, head_remaining = $19, updated_at = pg_catalog.now()
    WHERE user_id OPERATOR(pg_catalog.=) $1
 )
 INSERT INTO billing.account_log AS l
