@@ -6,7 +6,9 @@ Two clusters run side by side, A with one build installed and B with another
 as bench/run.py sets up its database; then, BENCH_AB_ROUNDS rounds over (default
 3), each scenario runs on A and then on B: 1 (10,000 users, 8 clients:
 billing_deduct and the floor), 2 (one hot user: the same two) and 8 (hold then
-settle, and billing_deduct). Each keeps its best run, so drift on the machine
+settle, and billing_deduct); with BENCH_AB_KEYED=1, also K (billing_deduct with an
+idempotency key and the keyed floor, as bench/targets.py runs them);
+BENCH_AB_SCENARIOS=1,K runs only the scenarios so numbered. Each keeps its best run, so drift on the machine
 falls on both builds. Prints each result, its ratio to its own cluster's
 reference, and B / A.
 
@@ -17,6 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402
+import targets  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_AB_ROUNDS", "3"))
 SIDES = {
@@ -27,7 +30,10 @@ SCENARIOS = [
     ("1. 10k users, 3 grants, 8 clients", [("floor", run.FLOOR), ("billing_deduct", run.BILLING_DEDUCT)]),
     ("2. one hot user, 8 clients", [("floor", run.hot(run.FLOOR)), ("billing_deduct", run.hot(run.BILLING_DEDUCT))]),
     ("8. metered call, 8 clients", [("billing_deduct", run.BILLING_DEDUCT), ("hold + settle", run.HOLD_SETTLE)]),
-]
+] + ([("K. idempotency key, 10k users, 8 clients", [("keyed floor", targets.KEYED_FLOOR), ("billing_deduct", targets.KEYED_DEDUCT)])]
+     if os.environ.get("BENCH_AB_KEYED") == "1" else [])
+if os.environ.get("BENCH_AB_SCENARIOS"):
+    SCENARIOS = [s for s in SCENARIOS if s[0].split(".")[0] in os.environ["BENCH_AB_SCENARIOS"].split(",")]
 
 
 def use(side):
