@@ -170,6 +170,26 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_deduct_that_changes_more_grants_than_it_stores_one_by_one_stores_them_all() {
+        // 20 grants changed: above ledger.rs's STORE_ONE_BY_ONE (16), so one statement stores them
+        let ids: Vec<i64> = (1..=21).map(|k| gift("w", "1", &format!("{k} days"))).collect();
+        let detail = chat("w", "19.5");
+        let mut expected: Vec<String> = ids[..19].iter().map(|id| format!(r#"{{"id": {id}, "amount": 1}}"#)).collect();
+        expected.push(format!(r#"{{"id": {}, "amount": 0.5}}"#, ids[19]));
+        assert_eq!(detail, format!(r#"{{"grants": [{}]}}"#, expected.join(", ")));
+        let stored = text(&format!(
+            "SELECT string_agg(remaining::text, ',' ORDER BY id) FROM billing.grant_store WHERE user_id = 'w' AND id <= {}",
+            ids[19]
+        ));
+        assert_eq!(stored, format!("{},0.5", vec!["0"; 19].join(",")));
+        assert_eq!(power("w"), "1.5");
+        assert_eq!(ledger_disagreements(), 0);
+        // and the next deduct, one by one again, spends what is left in order
+        assert_eq!(chat("w", "1"), format!(r#"{{"grants": [{{"id": {}, "amount": 0.5}}, {{"id": {}, "amount": 0.5}}]}}"#, ids[19], ids[20]));
+        assert_eq!(ledger_disagreements(), 0);
+    }
+
+    #[pg_test]
     fn grants_with_the_same_expiry_are_spent_oldest_first() {
         Spi::run("SELECT billing_add('u1', 2, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'a', expire_at => '2999-01-01')").unwrap();
         Spi::run("SELECT billing_add('u1', 2, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'b', expire_at => '2999-01-01')").unwrap();

@@ -6,6 +6,8 @@
 -- arrays: the generic plan of `id = ANY($n)` is costed for ten elements, above
 -- the custom plan for the three a deduct passes, so the whole write was planned
 -- again at every call, a fifth of scenario 4's time; BENCHMARKS.md, row 15.)
+-- A write that changes more grants than src/ledger.rs's STORE_ONE_BY_ONE runs
+-- store_grants.sql once instead.
 -- kind: write
 -- $1 user_id text
 -- $2 grant_id bigint
