@@ -1,7 +1,8 @@
 -- write_entry
 -- One ledger entry that moves the permanent balance and/or spends grants,
 -- with the account's new cached totals, in one statement. The grants it spends
--- from (and the old head grant written back) are stored first, by store_grant.sql.
+-- from (and the old head grant written back) are stored first, by store_grant.sql
+-- (store_grants.sql when there are many: src/ledger.rs, store_grants).
 -- kind: write
 -- $1 user_id text
 -- $2 seq bigint
