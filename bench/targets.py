@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402
@@ -88,19 +87,28 @@ def bound_setup():
                 VACUUM ANALYZE;""")
 
 
-def main():
-    assert KEYED_FLOOR != KEY + run.FLOOR and "idempotency_key =>" in KEYED_DEDUCT
+# The variants both modes run: those measured in rounds, then scenario 4's, whose
+# grants a run consumes (one run each, as bench/run.py does, right after the others).
+VARIANTS = [("floor", run.FLOOR), ("keyed floor", KEYED_FLOOR), ("billing_deduct", run.BILLING_DEDUCT),
+            ("keyed billing_deduct", KEYED_DEDUCT), ("hold + settle", run.HOLD_SETTLE),
+            ("floor pair", FLOOR_PAIR), ("floor in a function", FUNCTION_FLOOR),
+            ("keyed floor in a function", KEYED_FUNCTION_FLOOR)]
+RUN_ONCE = [("scenario 4 billing_deduct", MANY), ("scenario 4 floor", MANY_FLOOR)]
+
+
+def setup():
     run.setup()
     run.many_grants_setup("g")
     bound_setup()
-    r = run.compare([("floor", run.FLOOR), ("keyed floor", KEYED_FLOOR), ("billing_deduct", run.BILLING_DEDUCT),
-                     ("keyed billing_deduct", KEYED_DEDUCT), ("hold + settle", run.HOLD_SETTLE),
-                     ("floor pair", FLOOR_PAIR), ("floor in a function", FUNCTION_FLOOR),
-                     ("keyed floor in a function", KEYED_FUNCTION_FLOOR)], run.CLIENTS, rounds=ROUNDS)
+
+
+def main():
+    assert KEYED_FLOOR != KEY + run.FLOOR and "idempotency_key =>" in KEYED_DEDUCT
+    setup()
+    r = run.compare(VARIANTS, run.CLIENTS, rounds=ROUNDS)
     tps = {name: r[name]["tps"] for name in r}
-    # scenario 4 consumes its grants: one run each, as bench/run.py does, right after the others
-    tps["scenario 4 billing_deduct"] = run.pgbench(MANY, run.CLIENTS)["tps"]
-    tps["scenario 4 floor"] = run.pgbench(MANY_FLOOR, run.CLIENTS)["tps"]
+    for name, script in RUN_ONCE:
+        tps[name] = run.pgbench(script, run.CLIENTS)["tps"]
     for target, name, reference, goal in [
         ("keyed deduct / keyed floor", "keyed billing_deduct", "keyed floor", 0.8),
         ("deduct / floor", "billing_deduct", "floor", 0.8),
@@ -136,22 +144,15 @@ STAGES = ["PostgresMain", "exec_bind_message", "exec_execute_message", "PortalRu
 
 
 def profile():
-    run.setup()
-    run.many_grants_setup("g")
-    bound_setup()
+    setup()
     seconds = int(os.environ.get("BENCH_SECONDS", "10"))
-    for name, script in [("floor", run.FLOOR), ("floor in a function", FUNCTION_FLOOR), ("billing_deduct", run.BILLING_DEDUCT),
-                         ("keyed floor", KEYED_FLOOR),
-                         ("keyed billing_deduct", KEYED_DEDUCT), ("hold + settle", run.HOLD_SETTLE), ("floor pair", FLOOR_PAIR),
-                         ("scenario 4 billing_deduct", MANY), ("scenario 4 floor", MANY_FLOOR)]:
+    for name, script in VARIANTS + RUN_ONCE:
         with tempfile.TemporaryDirectory() as tmp:
             data = os.path.join(tmp, "perf.data")
+            # perf samples every CPU for as long as pgbench runs
             rec = subprocess.Popen(["perf", "record", "-a", "-g", "-e", "cpu-clock", "-F", "999", "-o", data,
                                     "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            result = {}
-            bench = threading.Thread(target=lambda: result.update(run.pgbench(script, run.CLIENTS, seconds=seconds)))
-            bench.start()
-            bench.join()
+            result = run.pgbench(script, run.CLIENTS, seconds=seconds)
             rec.wait()
             print(f"== {name}: {result['tps']:.0f} TPS")
             print("   all CPU time by program (swapper is idle):")
