@@ -5,7 +5,7 @@
 //! snapshot) or `-- kind: write` (prepared as mutating: a fresh snapshot, so it
 //! sees what a transaction we waited for wrote), and one `-- $N name type` line
 //! per parameter, in order. A line `--@ include shared/NAME.sql` (optionally
-//! `with VAR = EXPR`, replacing `{VAR}` in the piece) takes a piece shared by
+//! `with VAR = EXPR, VAR2 = EXPR2`, replacing each `{VAR}` in the piece) takes a piece shared by
 //! several statements, so each rule they share is written once; a piece may
 //! take other pieces the same way.
 //!
@@ -32,6 +32,7 @@ const TYPES: &[(&str, &str)] = &[
     ("interval", "INTERVAL"),
     ("bigint[]", "INT8_ARRAY"),
     ("numeric[]", "NUMERIC_ARRAY"),
+    ("text[]", "TEXT_ARRAY"),
 ];
 
 struct Statement {
@@ -56,13 +57,22 @@ fn piece(file: &str, directive: &str, depth: usize) -> String {
     };
     let mut text = fs::read_to_string(Path::new(DIR).join(path))
         .unwrap_or_else(|e| fail(file, format!("cannot include {path}: {e}")));
-    if let Some(binding) = binding {
+    // `with A = x, B = y`: each expression may not itself contain ", "
+    for binding in binding.into_iter().flat_map(|b| b.split(", ")) {
         let (var, expr) = binding.split_once('=').unwrap_or_else(|| fail(file, format!("bad include: {directive}")));
         let placeholder = format!("{{{}}}", var.trim());
         if !text.contains(&placeholder) {
             fail(file, format!("{path} has no {placeholder}"));
         }
         text = text.replace(&placeholder, expr.trim());
+    }
+    if let Some(left) = text.lines().filter(|l| !l.starts_with("--")).find(|l| l.contains('{') && l.contains('}')) {
+        if let Some(start) = left.find('{') {
+            let name = &left[start + 1..];
+            if name.split('}').next().is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_lowercase() || c == '_')) {
+                fail(file, format!("{path}: a placeholder is not bound: {left}"));
+            }
+        }
     }
     // a piece may take other pieces; its comment lines are left out
     let mut out = String::new();

@@ -6,6 +6,7 @@
 //!   the order grants are spent in, the ledger's rules and billing_verify;
 //! - `holds`: billing_hold, billing_settle (and its funding rule), billing_release;
 //! - `refunds`: billing_refund;
+//! - `limits`: spending limits (billing_set_limit, billing_limits, PB008);
 //! - `operations`: expiry, revoking, adjusting, balances, JSON calls, low balance;
 //! - `reports`: billing_history, billing_by_association, billing_statement, billing_price;
 //! - `triggers`: the charging triggers billing_charge and billing_hold_charge;
@@ -17,6 +18,7 @@
 
 mod core;
 mod holds;
+mod limits;
 mod metrics;
 mod operations;
 mod refunds;

@@ -43,7 +43,7 @@ mod tests {
         Spi::run(
             "CREATE ROLE billing_who_app;
              GRANT EXECUTE ON FUNCTION billing_add(text, numeric, text, text, text, text, text, text, timestamptz, text, text),
-                                       billing_deduct(text, numeric, text, text, text, text, text, text, text)
+                                       billing_deduct(text, numeric, text, text, text, text, text, text, text, text[])
                 TO billing_who_app;",
         )
         .unwrap();

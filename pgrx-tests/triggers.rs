@@ -492,9 +492,9 @@ mod tests {
         }
     }
 
-    const DEDUCT: &str = "billing_deduct(text, numeric, text, text, text, text, text, text, text)";
+    const DEDUCT: &str = "billing_deduct(text, numeric, text, text, text, text, text, text, text, text[])";
     const REFUND: &str = "billing_refund(bigint, numeric, text, text)";
-    const HOLD_FN: &str = "billing_hold(text, numeric, text, text, text, text, text, text, interval, text)";
+    const HOLD_FN: &str = "billing_hold(text, numeric, text, text, text, text, text, text, interval, text, text[])";
     const SETTLE: &str = "billing_settle(bigint, numeric, text, boolean)";
     const RELEASE: &str = "billing_release(bigint, text)";
 
@@ -775,7 +775,7 @@ mod tests {
         assert_eq!(may("billing_deduct"), "true");
         assert_eq!(may("billing_refund"), "false");
         // the other billing_deduct (the options object) is not the documented signature
-        run("REVOKE EXECUTE ON FUNCTION billing_deduct(text, numeric, text, text, text, text, text, text, text) FROM billing_may_a;
+        run("REVOKE EXECUTE ON FUNCTION billing_deduct(text, numeric, text, text, text, text, text, text, text, text[]) FROM billing_may_a;
              GRANT EXECUTE ON FUNCTION billing_deduct(jsonb) TO billing_may_a");
         assert_eq!(may("billing_deduct"), "false");
         run(&format!("GRANT EXECUTE ON FUNCTION billing.{REFUND} TO billing_may_group; GRANT billing_may_group TO billing_may_a"));

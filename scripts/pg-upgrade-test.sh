@@ -65,7 +65,7 @@ qold -q <<'SQL' >/dev/null
 CREATE EXTENSION billing;
 CREATE ROLE app LOGIN;
 GRANT EXECUTE ON FUNCTION billing_power(text),
-  billing_deduct(text, numeric, text, text, text, text, text, text, text),
+  billing_deduct(text, numeric, text, text, text, text, text, text, text, text[]),
   billing_settle(bigint, numeric, text, boolean) TO app;
 INSERT INTO billing.account_types (code, direction, description) VALUES ('IMAGE_DEC', -1, 'Images');
 INSERT INTO billing.source_types (code, description) VALUES ('IMAGE', 'Images');
@@ -75,6 +75,8 @@ SELECT count(*) FROM billing_add(user_id => 'alice', amount => 30, account_type 
 SELECT count(*) FROM billing_add(user_id => 'bob', amount => 20.5, account_type => 'RECHARGE_INC', source_type => 'RECHARGE', source => 'order-2');
 SELECT count(*) FROM billing_deduct(user_id => 'alice', amount => 45, account_type => 'CHAT_DEC', source_type => 'CHAT', source => 'chat-1', idempotency_key => 'chat-1');
 SELECT count(*) FROM billing_deduct(user_id => 'bob', amount => 2.25, account_type => 'IMAGE_DEC', source_type => 'IMAGE', source => 'draw-1');
+SELECT count(*) FROM billing_set_limit('alice', 'key:a', 500, 'month', 'Europe/Berlin');
+SELECT count(*) FROM billing_deduct(user_id => 'alice', amount => 5, account_type => 'CHAT_DEC', source_type => 'CHAT', source => 'chat-2', scopes => ARRAY['key:a']);
 SELECT (billing_settle((billing_hold(user_id => 'alice', amount => 20, account_type => 'CHAT_DEC', source_type => 'CHAT', source => 'job-1')).hold_id, 7)).seq;
 SELECT (billing_hold(user_id => 'bob', amount => 5, account_type => 'CHAT_DEC', source_type => 'CHAT', source => 'job-2', ttl => '1 day')).hold_id;
 CREATE TABLE tasks (task_no text PRIMARY KEY, user_id text NOT NULL, status text NOT NULL DEFAULT 'running');
@@ -95,10 +97,11 @@ SELECT h::text FROM billing.holds h ORDER BY 1;
 SELECT t::text FROM billing.account_types t ORDER BY code;
 SELECT t::text FROM billing.source_types t ORDER BY code;
 SELECT p::text FROM billing.pricing_rules p ORDER BY code;
+SELECT l::text FROM billing.limits l ORDER BY 1;
 SELECT t::text FROM tasks t ORDER BY task_no;
 SELECT s, last_value FROM (VALUES ('billing.account_log_id_seq'), ('billing.grants_id_seq'), ('billing.holds_id_seq')) v(s),
   LATERAL (SELECT pg_sequence_last_value(s::regclass) AS last_value) l ORDER BY 1;
-SELECT has_function_privilege('app', 'billing_deduct(text, numeric, text, text, text, text, text, text, text)', 'EXECUTE');
+SELECT has_function_privilege('app', 'billing_deduct(text, numeric, text, text, text, text, text, text, text, text[])', 'EXECUTE');
 SELECT has_function_privilege('app', 'billing_add(text, numeric, text, text, text, text, text, text, timestamptz, text, text)', 'EXECUTE');
 SELECT count(*) FROM billing_verify();
 SELECT extversion FROM pg_extension WHERE extname = 'billing';

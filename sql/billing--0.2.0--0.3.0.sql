@@ -186,7 +186,7 @@ BEGIN
                                      'manual'::text, remark::text, NULL::text, billing_adjust.operator::text,
                                      NULL::timestamptz, NULL::text, NULL::text);
     ELSE
-        entry := billing.billing_deduct(target::text, (-delta)::numeric, 'SYSTEM_MANUAL_DEC'::text, 'SYSTEM'::text,
+        entry := billing.deduct_uncounted(target::text, (-delta)::numeric, 'SYSTEM_MANUAL_DEC'::text, 'SYSTEM'::text,
                                         'manual'::text, remark::text, NULL::text, billing_adjust.operator::text,
                                         NULL::text);
     END IF;
@@ -228,8 +228,8 @@ SELECT CASE function_name
     WHEN 'billing_power' THEN 'pg_catalog.text'
     WHEN 'billing_has_power' THEN 'pg_catalog.text, pg_catalog.numeric'
     WHEN 'billing_add' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.timestamptz, pg_catalog.text, pg_catalog.text'
-    WHEN 'billing_deduct' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text'
-    WHEN 'billing_hold' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.interval, pg_catalog.text'
+    WHEN 'billing_deduct' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text[]'
+    WHEN 'billing_hold' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.interval, pg_catalog.text, pg_catalog.text[]'
     WHEN 'billing_settle' THEN 'pg_catalog.int8, pg_catalog.numeric, pg_catalog.text, pg_catalog.bool'
     WHEN 'billing_release' THEN 'pg_catalog.int8, pg_catalog.text'
     WHEN 'billing_refund' THEN 'pg_catalog.int8, pg_catalog.numeric, pg_catalog.text, pg_catalog.text'
@@ -243,6 +243,8 @@ SELECT CASE function_name
     WHEN 'billing_adjust' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text'
     WHEN 'billing_set_low_balance' THEN 'pg_catalog.text, pg_catalog.numeric'
     WHEN 'billing_low_balance_events' THEN 'pg_catalog.int8'
+    WHEN 'billing_limits' THEN 'pg_catalog.text'
+    WHEN 'billing_set_limit' THEN 'pg_catalog.text, pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text'
     WHEN 'billing_charge' THEN ''
     WHEN 'billing_hold_charge' THEN ''
 END
@@ -470,7 +472,8 @@ BEGIN
                                             billing.trigger_column(NEW, 'amount_column', config ->> 'amount_column'),
                                             false))::numeric,
             (config ->> 'account_type')::text, (config ->> 'source_type')::text, (config ->> 'source')::text,
-            (config ->> 'remark')::text, new_identity[3]::text, NULL::text, new_identity[2]::text) AS d;
+            (config ->> 'remark')::text, new_identity[3]::text, NULL::text, new_identity[2]::text,
+            billing.trigger_scopes(NEW, 'scope_column', config ->> 'scope_column')::text[]) AS d;
         PERFORM billing.trigger_record(new_identity[1], false, made, charge_id IS NOT NULL, TG_TABLE_SCHEMA, TG_TABLE_NAME);
         RETURN NULL;
     END IF;
@@ -551,7 +554,8 @@ BEGIN
             (config ->> 'account_type')::text, (config ->> 'source_type')::text, (config ->> 'source')::text,
             (config ->> 'remark')::text, new_identity[3]::text, NULL::text,
             coalesce((config ->> 'ttl')::interval, interval '15 minutes')::interval,
-            new_identity[2]::text) AS h;
+            new_identity[2]::text,
+            billing.trigger_scopes(NEW, 'scope_column', config ->> 'scope_column')::text[]) AS h;
         mine := billing.trigger_record(new_identity[1], true, made, hold_row.hold_id IS NOT NULL,
                                        TG_TABLE_SCHEMA, TG_TABLE_NAME)
                 OR mine;
@@ -779,6 +783,36 @@ BEGIN
     ), refunds AS (
         SELECT e.user_id, e.refund_of, sum(e.amount) AS amount
           FROM entries AS e WHERE e.refund_of IS NOT NULL GROUP BY 1, 2
+    ), limit_rows AS (
+        SELECT l.* FROM billing.limits AS l WHERE only_user IS NULL OR l.user_id = only_user
+    ), limit_charges AS (
+        -- the charge entries each limit counts: naming its scope ('*': every charge),
+        -- after the limit was set, in the period its counters are of
+        SELECT lr.user_id, lr.scope, lr.period_end, e.id, e.amount
+          FROM limit_rows AS lr
+          JOIN entries AS e ON e.user_id = lr.user_id AND e.scopes IS NOT NULL
+                           AND (lr.scope = '*' OR lr.scope = ANY (e.scopes))
+                           AND e.seq > lr.counted_after_seq
+                           AND e.created_at >= lr.period_start AND e.created_at < lr.period_end
+    ), limit_spent AS (
+        -- less what refunds of them gave back while the period lasted
+        SELECT c.user_id, c.scope, sum(c.amount) AS amount
+          FROM (SELECT lc.user_id, lc.scope, lc.amount FROM limit_charges AS lc
+                UNION ALL
+                SELECT lc.user_id, lc.scope, -e.amount
+                  FROM limit_charges AS lc
+                  JOIN entries AS e ON e.user_id = lc.user_id AND e.refund_of = lc.id
+                                   AND e.created_at < lc.period_end) AS c
+         GROUP BY 1, 2
+    ), limit_held AS (
+        -- the holds naming its scope made in the period, open at its end (or now)
+        SELECT lr.user_id, lr.scope, sum(h.amount) AS amount
+          FROM limit_rows AS lr
+          JOIN holds AS h ON h.user_id = lr.user_id
+                         AND (lr.scope = '*' OR lr.scope = ANY (h.scopes))
+                         AND h.created_at >= lr.period_start AND h.created_at < lr.period_end
+                         AND (h.status = 'held' OR h.closed_at >= lr.period_end)
+         GROUP BY 1, 2
     ), heads AS (
         SELECT DISTINCT ON (g.user_id) g.user_id, g.id, g.remaining
           FROM grants AS g WHERE g.remaining > 0 AND g.expire_at > now()
@@ -878,11 +912,32 @@ BEGIN
     SELECT a.user_id, 'head grant', concat(h.id, ' with ', h.remaining), concat(a.head_grant_id, ' with ', a.head_remaining)
       FROM accounts AS a LEFT JOIN heads AS h ON h.user_id = a.user_id
      WHERE (a.next_expiry IS NULL OR a.next_expiry > now())
-       AND (a.head_grant_id IS DISTINCT FROM h.id OR a.head_remaining IS DISTINCT FROM h.remaining);
+       AND (a.head_grant_id IS DISTINCT FROM h.id OR a.head_remaining IS DISTINCT FROM h.remaining)
+    -- each spending limit's counters, for the period they are of (sql/limits.sql)
+    UNION ALL
+    SELECT lr.user_id, 'limit ' || lr.scope || ' spent', coalesce(s.amount, 0)::text, lr.spent::text
+      FROM limit_rows AS lr LEFT JOIN limit_spent AS s ON s.user_id = lr.user_id AND s.scope = lr.scope
+     WHERE lr.spent <> coalesce(s.amount, 0)
+    UNION ALL
+    SELECT lr.user_id, 'limit ' || lr.scope || ' held', coalesce(h.amount, 0)::text, lr.held::text
+      FROM limit_rows AS lr LEFT JOIN limit_held AS h ON h.user_id = lr.user_id AND h.scope = lr.scope
+     WHERE lr.held <> coalesce(h.amount, 0)
+    UNION ALL
+    SELECT lr.user_id, 'limit ' || lr.scope || ' period', 'a period of the limit',
+           lr.period_start || ' .. ' || lr.period_end
+      FROM limit_rows AS lr
+     WHERE lr.period_start >= lr.period_end
+        OR billing.limit_period(lr.period, lr.period_len, lr.time_zone, lr.anchor, lr.period_start)
+           <> tstzrange(lr.period_start, lr.period_end)
+    UNION ALL
+    SELECT a.user_id, 'limited', (l.user_id IS NOT NULL)::text, a.limited::text
+      FROM accounts AS a
+      LEFT JOIN (SELECT DISTINCT lr.user_id FROM limit_rows AS lr) AS l ON l.user_id = a.user_id
+     WHERE a.limited <> (l.user_id IS NOT NULL);
 END
 $$;
 COMMENT ON FUNCTION @extschema@.billing_verify(text) IS
-    'Replays the ledger (of one user, or all) and returns one row per disagreement with the stored balances, grants and caches; no rows means healthy';
+    'Replays the ledger (of one user, or all) and returns one row per disagreement with the stored balances, grants, caches and spending-limit counters; no rows means healthy';
 
 -- == Dropping the extension refuses while the ledger holds entries (issue 11, item 8) ==
 CREATE FUNCTION billing.guard_drop() RETURNS event_trigger
@@ -917,7 +972,8 @@ DECLARE
     usage text := format('CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON ... FOR EACH ROW EXECUTE FUNCTION %s(''user_column=...'', ''amount=...'', ''account_type=...'', ''source_type=...'', ''source=...'', ''association_column=...''); see docs/triggers.md.', trigger_function);
     holding boolean := trigger_function = 'billing_hold_charge';
     allowed text[] := ARRAY['user_column', 'amount', 'amount_column', 'account_type', 'source_type', 'source',
-                            'remark', 'association_column', 'key_column', 'status_column', 'failed_status'];
+                            'remark', 'association_column', 'key_column', 'status_column', 'failed_status',
+                            'scope_column'];
     required text[] := ARRAY['user_column', 'account_type', 'source_type', 'source'];
     config jsonb := '{}';
     argument text;
@@ -1096,7 +1152,7 @@ BEGIN
           FROM billing.accounts AS a
          WHERE h.user_id = ANY (users) AND a.user_id = h.user_id
            AND h.status = 'held' AND h.expires_at <= now()
-        RETURNING h.user_id, h.funding
+        RETURNING h.user_id, h.funding, h.amount, h.scopes, h.created_at
     ), back AS (
         SELECT due.user_id, (g ->> 'id')::bigint AS id, sum((g ->> 'amount')::numeric) AS amount
           FROM due, jsonb_array_elements(coalesce(due.funding -> 'grants', '[]')) AS g
@@ -1114,8 +1170,14 @@ BEGIN
            SET permanent = trim_scale(a.permanent + permanent.amount)
           FROM permanent
          WHERE a.user_id = permanent.user_id
+    ), given_back AS (
+        -- a give-back never takes a limit above its cap: no rows, but it must run
+        SELECT c.scope
+          FROM due JOIN billing.accounts AS a ON a.user_id = due.user_id AND a.limited,
+               billing.count_limits(due.user_id, due.scopes, 0::numeric, -due.amount, due.created_at, NULL::bigint) AS c
     )
-    SELECT coalesce(sum(permanent.holds), 0)::bigint INTO ended FROM permanent;
+    SELECT coalesce(sum(permanent.holds), 0)::bigint + (SELECT count(*) FROM given_back)
+      INTO ended FROM permanent;
     IF ended > 0 THEN
         PERFORM billing.refresh_accounts(users, 0::numeric, NULL::bigint);
     END IF;
@@ -1292,6 +1354,329 @@ COMMENT ON FUNCTION @extschema@.billing_metrics_reset() IS
 REVOKE ALL ON FUNCTION billing.metric_counters() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_metrics() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_metrics_reset() FROM PUBLIC;
+
+-- == Spending limits per scope and period (issue 15) ==
+ALTER TABLE billing.accounts ADD COLUMN limited boolean NOT NULL DEFAULT false;
+COMMENT ON COLUMN billing.accounts.limited IS 'The user has spending limits (billing_set_limit): every charge counts against them';
+-- Charges made before 0.3.0 keep NULL scopes: they counted against nothing.
+ALTER TABLE billing.account_log ADD COLUMN scopes text[];
+COMMENT ON COLUMN billing.account_log.scopes IS 'For a charge (a deduct or a settle): the scopes it named and counted against, sorted (the user''s ''*'' limit counts every charge); NULL for entries that are not charges, and for charges made before 0.3.0';
+ALTER TABLE billing.holds ADD COLUMN scopes text[];
+COMMENT ON COLUMN billing.holds.scopes IS 'The scopes the hold counts against while open, and its settle after (sorted; NULL: made before 0.3.0, counted as none)';
+CREATE TABLE billing.limits (
+    user_id           text NOT NULL,
+    scope             text NOT NULL,
+    cap               numeric NOT NULL,
+    period            text,
+    period_len        interval,
+    time_zone         text NOT NULL,
+    anchor            timestamptz NOT NULL,
+    period_start      timestamptz NOT NULL,
+    period_end        timestamptz NOT NULL,
+    spent             numeric NOT NULL DEFAULT 0,
+    held              numeric NOT NULL DEFAULT 0,
+    counted_after_seq bigint NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (user_id, scope)
+);
+COMMENT ON TABLE billing.limits IS 'Spending limits: a cap per user and scope, per period, with the counters of the period the limit last counted in. Change it only through billing_set_limit; read it with billing_limits.';
+COMMENT ON COLUMN billing.limits.user_id IS 'The user whose charges the limit caps';
+COMMENT ON COLUMN billing.limits.scope IS 'The scope a charge names to count against the limit (''*'': every charge of the user)';
+COMMENT ON COLUMN billing.limits.cap IS 'The most that spent plus held may reach in one period';
+COMMENT ON COLUMN billing.limits.period IS 'NULL (lifetime), day, week, month (calendar periods in time_zone), or an interval (fixed windows from anchor), as billing_set_limit was given it';
+COMMENT ON COLUMN billing.limits.period_len IS 'The length of a period: 1 day, 7 days or 1 month for calendar periods, the interval otherwise; NULL for a lifetime cap';
+COMMENT ON COLUMN billing.limits.time_zone IS 'The time zone of calendar periods';
+COMMENT ON COLUMN billing.limits.anchor IS 'When the counting began (the limit was set, or its period changed): the start of the first interval window and of a lifetime cap';
+COMMENT ON COLUMN billing.limits.period_start IS 'Start of the period the counters are of';
+COMMENT ON COLUMN billing.limits.period_end IS 'End of the period the counters are of (exclusive; infinity for a lifetime cap)';
+COMMENT ON COLUMN billing.limits.spent IS 'Charged in the period (settled or deducted), less what refunds gave back while the period lasted';
+COMMENT ON COLUMN billing.limits.held IS 'Reserved by open holds made in the period';
+COMMENT ON COLUMN billing.limits.counted_after_seq IS 'The user''s last ledger seq when counting began: only entries after it count';
+COMMENT ON COLUMN billing.limits.created_at IS 'When the limit was first set';
+COMMENT ON COLUMN billing.limits.updated_at IS 'When the limit or its counters last changed';
+CREATE FUNCTION billing.limit_period(period text, period_len interval, time_zone text, anchor timestamptz, at timestamptz)
+    RETURNS tstzrange
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT CASE
+    WHEN period_len IS NULL THEN tstzrange(anchor, 'infinity')
+    WHEN period = ANY (ARRAY['day', 'week', 'month']) THEN
+        tstzrange(date_trunc(period, at, time_zone),
+                  (date_trunc(period, at, time_zone) AT TIME ZONE time_zone + period_len) AT TIME ZONE time_zone)
+    ELSE tstzrange(date_bin(period_len, at, anchor), date_bin(period_len, at, anchor) + period_len)
+END
+$$;
+COMMENT ON FUNCTION billing.limit_period(text, interval, text, timestamptz, timestamptz) IS
+    'Internal: the period of a limit (its period, period_len, time_zone and anchor) that contains the time at';
+CREATE FUNCTION billing.count_limits(
+        user_id text, scopes text[], spent_delta numeric, held_delta numeric,
+        counted_at timestamptz, counted_seq bigint)
+    RETURNS TABLE (scope text, cap numeric, spent numeric, held numeric, requested numeric, period_end text)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    add_spent numeric := greatest(count_limits.spent_delta, 0);
+    add_held numeric := greatest(count_limits.held_delta, 0);
+BEGIN
+    RETURN QUERY
+    WITH counted AS (
+        UPDATE billing.limits AS l
+           SET spent = trim_scale(CASE WHEN now() < l.period_end THEN l.spent ELSE 0 END
+                       + CASE WHEN count_limits.spent_delta >= 0 THEN count_limits.spent_delta
+                              WHEN now() < l.period_end AND count_limits.counted_at >= l.period_start
+                                   AND count_limits.counted_seq > l.counted_after_seq THEN count_limits.spent_delta
+                              ELSE 0 END),
+               held = trim_scale(CASE WHEN now() < l.period_end THEN l.held ELSE 0 END
+                      + CASE WHEN count_limits.held_delta >= 0 THEN count_limits.held_delta
+                             WHEN now() < l.period_end AND count_limits.counted_at >= l.period_start THEN count_limits.held_delta
+                             ELSE 0 END),
+               period_start = CASE WHEN now() < l.period_end THEN l.period_start
+                                   ELSE lower(billing.limit_period(l.period, l.period_len, l.time_zone, l.anchor, now())) END,
+               period_end = CASE WHEN now() < l.period_end THEN l.period_end
+                                 ELSE upper(billing.limit_period(l.period, l.period_len, l.time_zone, l.anchor, now())) END,
+               updated_at = now()
+         WHERE l.user_id = count_limits.user_id
+           AND l.scope = ANY (coalesce(count_limits.scopes, '{}') || '*'::text)
+        RETURNING l.scope, l.cap, l.spent, l.held, l.period_start, l.period_end
+    )
+    SELECT c.scope, c.cap, trim_scale(c.spent - add_spent), trim_scale(c.held - add_held),
+           trim_scale(add_spent + add_held),
+           CASE WHEN isfinite(c.period_end)
+                THEN to_char(c.period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+                ELSE 'never' END
+      FROM counted AS c
+     WHERE c.spent + c.held > c.cap
+       -- what the charge adds, less the hold a settle closes when it was counted in this period
+       AND add_spent + add_held
+           + CASE WHEN count_limits.held_delta < 0 AND count_limits.counted_at >= c.period_start
+                  THEN count_limits.held_delta ELSE 0 END > 0
+     ORDER BY c.scope;
+END
+$$;
+COMMENT ON FUNCTION billing.count_limits(text, text[], numeric, numeric, timestamptz, bigint) IS
+    'Internal: with the account locked, counts a charge (or gives one back) against the user''s limits of its scopes and ''*'', starting a new period''s counters when one began; returns the limits it takes above their cap';
+CREATE FUNCTION billing.limits_now(user_id text)
+    RETURNS SETOF billing.spending_limit
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT l.scope, l.cap, l.period, l.time_zone,
+       CASE WHEN now() < l.period_end THEN l.period_start ELSE lower(p.now) END,
+       nullif(CASE WHEN now() < l.period_end THEN l.period_end ELSE upper(p.now) END, 'infinity'),
+       CASE WHEN now() < l.period_end THEN l.spent ELSE 0 END,
+       CASE WHEN now() < l.period_end THEN l.held ELSE 0 END,
+       trim_scale(greatest(l.cap - CASE WHEN now() < l.period_end THEN l.spent + l.held ELSE 0 END, 0))
+  FROM billing.limits AS l
+  LEFT JOIN LATERAL (SELECT billing.limit_period(l.period, l.period_len, l.time_zone, l.anchor, now()) AS now
+                      WHERE now() >= l.period_end) AS p ON true
+ WHERE l.user_id = limits_now.user_id
+ ORDER BY l.scope
+$$;
+COMMENT ON FUNCTION billing.limits_now(text) IS
+    'Internal: a user''s limits with the counters of the current period (what billing_limits returns)';
+CREATE FUNCTION @extschema@.billing_limits(user_id text)
+    RETURNS SETOF billing.spending_limit
+    LANGUAGE plpgsql STABLE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM billing.check_key('user_id', billing_limits.user_id);
+    RETURN QUERY SELECT n.* FROM billing.limits_now(billing_limits.user_id) AS n;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.billing_limits(text) IS
+    'The user''s spending limits, one row per scope: cap, period, the current period''s start and end (NULL: a lifetime cap), spent, held and what remains';
+CREATE FUNCTION @extschema@.billing_set_limit(
+        user_id text, scope text, cap numeric, period text DEFAULT NULL, time_zone text DEFAULT 'UTC')
+    RETURNS SETOF billing.spending_limit
+    LANGUAGE plpgsql VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    the_user text := billing_set_limit.user_id;
+    the_scope text := billing_set_limit.scope;
+    the_cap numeric := billing_set_limit.cap;
+    the_period text := lower(btrim(billing_set_limit.period));
+    the_zone text := billing_set_limit.time_zone;
+    len interval;
+    last_seq bigint;
+    old billing.limits;
+    bounds tstzrange;
+BEGIN
+    PERFORM billing.check_key('user_id', the_user);
+    PERFORM billing.check_key('scope', the_scope);
+    IF the_cap IS NOT NULL THEN
+        the_cap := billing.check_amount('cap'::text, the_cap::text, true);
+    END IF;
+    IF the_zone IS NULL THEN
+        RAISE EXCEPTION 'time_zone must not be NULL' USING ERRCODE = '22004', HINT = 'Omit it for UTC.';
+    END IF;
+    BEGIN
+        PERFORM now() AT TIME ZONE the_zone;
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RAISE EXCEPTION 'time_zone "%" is not a known time zone', the_zone
+            USING ERRCODE = '22023', HINT = 'Use a name from pg_timezone_names, such as Europe/Berlin or UTC.';
+    END;
+    IF the_period IS NULL THEN
+        len := NULL;
+    ELSIF the_period = 'day' THEN
+        len := interval '1 day';
+    ELSIF the_period = 'week' THEN
+        len := interval '7 days';
+    ELSIF the_period = 'month' THEN
+        len := interval '1 month';
+    ELSE
+        BEGIN
+            len := the_period::interval;
+        EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow
+                       OR invalid_parameter_value THEN
+            RAISE EXCEPTION 'period "%" is not day, week, month or an interval', billing_set_limit.period
+                USING ERRCODE = '22023', HINT = 'For example period => ''month'', or period => ''1 hour'' for fixed windows.';
+        END;
+        IF len <= interval '0' OR extract(year FROM len) <> 0 OR extract(month FROM len) <> 0
+           OR extract(day FROM len) < 0 OR extract(epoch FROM len) < 1 THEN
+            RAISE EXCEPTION 'period "%" must be a positive interval of at least one second, without months or years', billing_set_limit.period
+                USING ERRCODE = '22023', HINT = 'For calendar months use period => ''month''.';
+        END IF;
+    END IF;
+
+    -- the account row first, as every write locks it
+    SELECT a.last_seq INTO last_seq FROM billing.accounts AS a WHERE a.user_id = the_user FOR UPDATE;
+    IF NOT FOUND THEN
+        IF the_cap IS NULL THEN
+            RETURN;
+        END IF;
+        INSERT INTO billing.accounts AS a (user_id) VALUES (the_user);
+        last_seq := 0;
+    END IF;
+    SELECT l.* INTO old FROM billing.limits AS l WHERE l.user_id = the_user AND l.scope = the_scope;
+
+    IF the_cap IS NULL THEN
+        DELETE FROM billing.limits AS l WHERE l.user_id = the_user AND l.scope = the_scope;
+        UPDATE billing.accounts AS a
+           SET limited = EXISTS (SELECT FROM billing.limits AS l WHERE l.user_id = the_user)
+         WHERE a.user_id = the_user;
+        RETURN;
+    END IF;
+
+    IF old.user_id IS NOT NULL AND old.period_len IS NOT DISTINCT FROM len AND old.time_zone = the_zone
+       AND (old.period = ANY (ARRAY['day', 'week', 'month'])) = (the_period = ANY (ARRAY['day', 'week', 'month'])) THEN
+        -- the same period: the counters stay
+        UPDATE billing.limits AS l SET cap = the_cap, period = the_period, updated_at = now()
+         WHERE l.user_id = the_user AND l.scope = the_scope;
+    ELSE
+        -- a new limit, or a new period: counting starts afresh, with the open holds made in the period
+        bounds := billing.limit_period(the_period, len, the_zone, now(), now());
+        INSERT INTO billing.limits AS l
+               (user_id, scope, cap, period, period_len, time_zone, anchor, period_start, period_end,
+                spent, held, counted_after_seq)
+        VALUES (the_user, the_scope, the_cap, the_period, len, the_zone, now(), lower(bounds), upper(bounds), 0,
+                (SELECT coalesce(sum(h.amount), 0) FROM billing.holds AS h
+                  WHERE h.user_id = the_user AND h.status = 'held'
+                    AND (the_scope = '*' OR the_scope = ANY (h.scopes))
+                    AND h.created_at >= lower(bounds) AND h.created_at < upper(bounds)),
+                last_seq)
+        ON CONFLICT ON CONSTRAINT limits_pkey DO UPDATE
+           SET cap = EXCLUDED.cap, period = EXCLUDED.period, period_len = EXCLUDED.period_len,
+               time_zone = EXCLUDED.time_zone, anchor = EXCLUDED.anchor, period_start = EXCLUDED.period_start,
+               period_end = EXCLUDED.period_end, spent = EXCLUDED.spent, held = EXCLUDED.held,
+               counted_after_seq = EXCLUDED.counted_after_seq, updated_at = now();
+    END IF;
+    UPDATE billing.accounts AS a SET limited = true WHERE a.user_id = the_user AND NOT a.limited;
+    RETURN QUERY SELECT n.* FROM billing.limits_now(the_user) AS n WHERE n.scope = the_scope;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.billing_set_limit(text, text, numeric, text, text) IS
+    'Sets the user''s spending limit of a scope (''*'': every charge): cap per period (NULL: a lifetime cap; day, week or month in time_zone; or an interval). The same period keeps the counters; another starts afresh. A NULL cap removes the limit. Returns the limit as billing_limits shows it.';
+-- billing_deduct and billing_hold take the scopes of a charge. A new signature
+-- is a new function: the old one is renamed, the new one created, every
+-- privilege granted on the old one granted again on the new one, and the old
+-- one dropped, so roles that could call them still can.
+ALTER FUNCTION @extschema@.billing_deduct(text, numeric, text, text, text, text, text, text, text)
+    RENAME TO billing_deduct_0_2_0;
+ALTER FUNCTION @extschema@.billing_hold(text, numeric, text, text, text, text, text, text, interval, text)
+    RENAME TO billing_hold_0_2_0;
+CREATE FUNCTION @extschema@.billing_deduct(
+        user_id text, amount numeric, account_type text, source_type text, source text,
+        remark text DEFAULT NULL, association_no text DEFAULT NULL,
+        association_user_id text DEFAULT NULL, idempotency_key text DEFAULT NULL,
+        scopes text[] DEFAULT NULL)
+    RETURNS billing.account_log
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'billing_deduct';
+COMMENT ON FUNCTION @extschema@.billing_deduct(text, numeric, text, text, text, text, text, text, text, text[]) IS
+    'Spends power, soonest-expiring grants first, then the permanent balance; PB001 if there is not enough, PB008 if it would take a spending limit of its scopes (or ''*'') above its cap. Returns the ledger entry.';
+CREATE FUNCTION @extschema@.billing_hold(
+        user_id text, amount numeric, account_type text, source_type text, source text,
+        remark text DEFAULT NULL, association_no text DEFAULT NULL,
+        association_user_id text DEFAULT NULL, ttl interval DEFAULT '15 minutes',
+        idempotency_key text DEFAULT NULL, scopes text[] DEFAULT NULL)
+    RETURNS billing.holds
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'billing_hold';
+COMMENT ON FUNCTION @extschema@.billing_hold(text, numeric, text, text, text, text, text, text, interval, text, text[]) IS
+    'Reserves power for work of unknown cost until billing_settle, billing_release or ttl; PB001 if there is not enough, PB008 if it would take a spending limit of its scopes (or ''*'') above its cap. Writes no ledger entry. Returns the hold.';
+REVOKE ALL ON FUNCTION @extschema@.billing_deduct(text, numeric, text, text, text, text, text, text, text, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_hold(text, numeric, text, text, text, text, text, text, interval, text, text[]) FROM PUBLIC;
+DO $carry$
+DECLARE
+    pair record;
+    privilege record;
+BEGIN
+    FOR pair IN
+        SELECT '@extschema@.billing_deduct_0_2_0(text, numeric, text, text, text, text, text, text, text)'::pg_catalog.regprocedure AS old,
+               '@extschema@.billing_deduct(text, numeric, text, text, text, text, text, text, text, text[])'::pg_catalog.regprocedure AS new
+        UNION ALL
+        SELECT '@extschema@.billing_hold_0_2_0(text, numeric, text, text, text, text, text, text, interval, text)'::pg_catalog.regprocedure,
+               '@extschema@.billing_hold(text, numeric, text, text, text, text, text, text, interval, text, text[])'::pg_catalog.regprocedure
+    LOOP
+        FOR privilege IN
+            SELECT a.grantee, a.is_grantable
+              FROM pg_catalog.pg_proc AS p, pg_catalog.aclexplode(p.proacl) AS a
+             WHERE p.oid OPERATOR(pg_catalog.=) pair.old
+               AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+               AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
+        LOOP
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s%s', pair.new,
+                CASE WHEN privilege.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                     ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(privilege.grantee)) END,
+                CASE WHEN privilege.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+        END LOOP;
+    END LOOP;
+END
+$carry$;
+DROP FUNCTION @extschema@.billing_deduct_0_2_0(text, numeric, text, text, text, text, text, text, text);
+DROP FUNCTION @extschema@.billing_hold_0_2_0(text, numeric, text, text, text, text, text, text, interval, text);
+CREATE FUNCTION billing.deduct_uncounted(
+        user_id text, amount numeric, account_type text, source_type text, source text,
+        remark text, association_no text, association_user_id text, idempotency_key text)
+    RETURNS billing.account_log
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'billing_deduct_uncounted';
+COMMENT ON FUNCTION billing.deduct_uncounted(text, numeric, text, text, text, text, text, text, text) IS
+    'Internal: billing_deduct for billing_adjust, a correction that counts against no spending limit (its entry has no scopes)';
+CREATE FUNCTION billing.trigger_scopes(tuple record, argument text, column_name text)
+    RETURNS text[]
+    LANGUAGE c STABLE STRICT
+    AS 'MODULE_PATHNAME', 'billing_trigger_scopes';
+COMMENT ON FUNCTION billing.trigger_scopes(record, text, text) IS
+    'The scopes a charging trigger''s row names in its scope_column: the value of a text[] column, or of a text column as one scope; NULL when the value is NULL or column_name is NULL (no scope_column); 42703 naming the trigger argument when the row has no such column, 22023 for a column of another type';
+REVOKE ALL ON FUNCTION billing.deduct_uncounted(text, numeric, text, text, text, text, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_set_limit(text, text, numeric, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_limits(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.limit_period(text, interval, text, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.count_limits(text, text[], numeric, numeric, timestamptz, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.limits_now(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.trigger_scopes(record, text, text) FROM PUBLIC;
+REVOKE ALL ON TABLE billing.limits FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('billing.limits', '');
 
 -- (sections of the other 0.3.0 changes go here, above the protected names)
 

@@ -33,6 +33,7 @@ CREATE TABLE billing.holds (
     closed_after_seq    bigint,
     created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
     closed_at           timestamptz,
+    scopes              text[],
     PRIMARY KEY (user_id, hold_id)
 );
 ALTER SEQUENCE billing.holds_id_seq OWNED BY billing.holds.hold_id;
@@ -64,3 +65,4 @@ COMMENT ON COLUMN billing.holds.reason IS 'Why it was released (billing_release'
 COMMENT ON COLUMN billing.holds.closed_after_seq IS 'The user''s last ledger seq when the hold was settled, released or expired';
 COMMENT ON COLUMN billing.holds.created_at IS 'When the hold was made';
 COMMENT ON COLUMN billing.holds.closed_at IS 'When the hold stopped reserving';
+COMMENT ON COLUMN billing.holds.scopes IS 'The scopes the hold counts against while open, and its settle after (sorted; NULL: made before 0.3.0, counted as none)';

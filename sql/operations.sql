@@ -192,7 +192,7 @@ BEGIN
                                      'manual'::text, remark::text, NULL::text, billing_adjust.operator::text,
                                      NULL::timestamptz, NULL::text, NULL::text);
     ELSE
-        entry := billing.billing_deduct(target::text, (-delta)::numeric, 'SYSTEM_MANUAL_DEC'::text, 'SYSTEM'::text,
+        entry := billing.deduct_uncounted(target::text, (-delta)::numeric, 'SYSTEM_MANUAL_DEC'::text, 'SYSTEM'::text,
                                         'manual'::text, remark::text, NULL::text, billing_adjust.operator::text,
                                         NULL::text);
     END IF;

@@ -24,8 +24,9 @@ COMMENT ON FUNCTION billing.write_back_heads(text[]) IS
 
 -- Called with the accounts of users locked (and their heads written back): gives
 -- back what their holds past the ttl reserved, to the grants and the permanent
--- balance it came from, and marks those holds expired. No ledger entry: a hold
--- was never a charge. When it ended any, it rebuilds the account rows' caches
+-- balance it came from, and marks those holds expired, and gives back what they
+-- counted as held against the users' spending limits (billing.count_limits).
+-- No ledger entry: a hold was never a charge. When it ended any, it rebuilds the account rows' caches
 -- (the head grant may have changed), so that billing.grants and billing.balances
 -- state the power exactly again. Returns how many holds it ended.
 CREATE FUNCTION billing.return_due_holds(users text[])
@@ -42,7 +43,7 @@ BEGIN
           FROM billing.accounts AS a
          WHERE h.user_id = ANY (users) AND a.user_id = h.user_id
            AND h.status = 'held' AND h.expires_at <= now()
-        RETURNING h.user_id, h.funding
+        RETURNING h.user_id, h.funding, h.amount, h.scopes, h.created_at
     ), back AS (
         SELECT due.user_id, (g ->> 'id')::bigint AS id, sum((g ->> 'amount')::numeric) AS amount
           FROM due, jsonb_array_elements(coalesce(due.funding -> 'grants', '[]')) AS g
@@ -60,8 +61,14 @@ BEGIN
            SET permanent = trim_scale(a.permanent + permanent.amount)
           FROM permanent
          WHERE a.user_id = permanent.user_id
+    ), given_back AS (
+        -- a give-back never takes a limit above its cap: no rows, but it must run
+        SELECT c.scope
+          FROM due JOIN billing.accounts AS a ON a.user_id = due.user_id AND a.limited,
+               billing.count_limits(due.user_id, due.scopes, 0::numeric, -due.amount, due.created_at, NULL::bigint) AS c
     )
-    SELECT coalesce(sum(permanent.holds), 0)::bigint INTO ended FROM permanent;
+    SELECT coalesce(sum(permanent.holds), 0)::bigint + (SELECT count(*) FROM given_back)
+      INTO ended FROM permanent;
     IF ended > 0 THEN
         PERFORM billing.refresh_accounts(users, 0::numeric, NULL::bigint);
     END IF;

@@ -56,10 +56,11 @@ REVOKE ALL ON FUNCTION billing.guard_drop() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_power(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_has_power(text, numeric) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_add(text, numeric, text, text, text, text, text, text, timestamptz, text, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.billing_deduct(text, numeric, text, text, text, text, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_deduct(text, numeric, text, text, text, text, text, text, text, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.deduct_uncounted(text, numeric, text, text, text, text, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_add(jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_deduct(jsonb) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.billing_hold(text, numeric, text, text, text, text, text, text, interval, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_hold(text, numeric, text, text, text, text, text, text, interval, text, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_settle(bigint, numeric, text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_release(bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_refund(bigint, numeric, text, text) FROM PUBLIC;
@@ -77,6 +78,11 @@ REVOKE ALL ON FUNCTION billing.notify_low_balance(text, numeric, numeric) FROM P
 REVOKE ALL ON FUNCTION @extschema@.billing_low_balance_events(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_set_low_balance(text, numeric) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_set_debt_limit(text, numeric) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_set_limit(text, text, numeric, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_limits(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.limit_period(text, interval, text, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.count_limits(text, text[], numeric, numeric, timestamptz, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.limits_now(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_expire(timestamptz, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_revoke_subscription(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_adjust(text, numeric, text, text) FROM PUBLIC;
@@ -86,6 +92,7 @@ REVOKE ALL ON FUNCTION billing.trigger_identity(jsonb, record, name, name) FROM 
 REVOKE ALL ON FUNCTION billing.trigger_require(jsonb, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.trigger_keep_identity(jsonb, text[], text[], boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.trigger_session_column(record, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.trigger_scopes(record, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.written_in_this_transaction(xid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.documented_arguments(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.may_execute(oid, text) FROM PUBLIC;
@@ -101,7 +108,8 @@ REVOKE ALL ON FUNCTION @extschema@.billing_metrics() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_metrics_reset() FROM PUBLIC;
 
 -- pg_dump keeps balances, grants, the ledger, the sequences, any type a DBA
--- added, the pricing rules, and which charges the charging triggers made.
+-- added, the pricing rules, which charges the charging triggers made, and the
+-- spending limits with their counters.
 SELECT pg_catalog.pg_extension_config_dump('billing.accounts', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.grant_store', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.account_log', '');
@@ -115,3 +123,4 @@ SELECT pg_catalog.pg_extension_config_dump('billing.pricing_rules', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.low_balance_events', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.low_balance_events_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.trigger_charges', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.limits', '');

@@ -123,7 +123,8 @@ CREATE TABLE billing.accounts (
     updated_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
     holds_due_at timestamptz,
     low_balance_at numeric,
-    max_debt     numeric
+    max_debt     numeric,
+    limited      boolean NOT NULL DEFAULT false
 ) WITH (fillfactor = 70);
 COMMENT ON TABLE billing.accounts IS 'One row per user: the row every write locks, with cached totals. Change it only through the billing functions.';
 COMMENT ON COLUMN billing.accounts.permanent IS 'Power that never expires';
@@ -137,6 +138,7 @@ COMMENT ON COLUMN billing.accounts.head_grant_id IS 'The grant spent next (soone
 COMMENT ON COLUMN billing.accounts.holds_due_at IS 'Soonest expires_at among the user''s open holds (cache); at or before now() means a hold''s reservation is due back';
 COMMENT ON COLUMN billing.accounts.low_balance_at IS 'Threshold of the low-balance notification (billing_set_low_balance); NULL: none';
 COMMENT ON COLUMN billing.accounts.max_debt IS 'The debt floor (billing_set_debt_limit): a settle with allow_debt never takes permanent below -max_debt; NULL: no floor';
+COMMENT ON COLUMN billing.accounts.limited IS 'The user has spending limits (billing_set_limit): every charge counts against them';
 COMMENT ON COLUMN billing.accounts.head_remaining IS 'The live remaining of head_grant_id: a deduct it covers changes only this row and the ledger';
 
 CREATE SEQUENCE billing.grants_id_seq;
@@ -213,6 +215,7 @@ CREATE TABLE billing.account_log (
     refund_of           bigint,
     session_role        text DEFAULT SESSION_USER,
     calling_role        text DEFAULT billing.calling_role(),
+    scopes              text[],
     PRIMARY KEY (user_id, seq)
 );
 ALTER SEQUENCE billing.account_log_id_seq OWNED BY billing.account_log.id;
@@ -242,6 +245,7 @@ COMMENT ON COLUMN billing.account_log.expire_at IS 'For a grant''s credit (and i
 COMMENT ON COLUMN billing.account_log.created_at IS 'now() of the transaction that wrote the entry';
 COMMENT ON COLUMN billing.account_log.session_role IS 'The session user of the connection that made the entry (NULL: made before 0.3.0)';
 COMMENT ON COLUMN billing.account_log.calling_role IS 'The role that called the function (after SET ROLE, before the SECURITY DEFINER switch) (NULL: made before 0.3.0)';
+COMMENT ON COLUMN billing.account_log.scopes IS 'For a charge (a deduct or a settle): the scopes it named and counted against, sorted (the user''s ''*'' limit counts every charge); NULL for entries that are not charges, and for charges made before 0.3.0';
 COMMENT ON SEQUENCE billing.account_log_id_seq IS 'Ledger entry ids';
 
 CREATE FUNCTION billing.reject_ledger_change() RETURNS trigger

@@ -35,25 +35,36 @@ COMMENT ON FUNCTION @extschema@.billing_add(text, numeric, text, text, text, tex
 CREATE FUNCTION @extschema@.billing_deduct(
         user_id text, amount numeric, account_type text, source_type text, source text,
         remark text DEFAULT NULL, association_no text DEFAULT NULL,
-        association_user_id text DEFAULT NULL, idempotency_key text DEFAULT NULL)
+        association_user_id text DEFAULT NULL, idempotency_key text DEFAULT NULL,
+        scopes text[] DEFAULT NULL)
     RETURNS billing.account_log
     LANGUAGE c VOLATILE
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'billing_deduct';
-COMMENT ON FUNCTION @extschema@.billing_deduct(text, numeric, text, text, text, text, text, text, text) IS
-    'Spends power, soonest-expiring grants first, then the permanent balance; PB001 if there is not enough. Returns the ledger entry.';
+COMMENT ON FUNCTION @extschema@.billing_deduct(text, numeric, text, text, text, text, text, text, text, text[]) IS
+    'Spends power, soonest-expiring grants first, then the permanent balance; PB001 if there is not enough, PB008 if it would take a spending limit of its scopes (or ''*'') above its cap. Returns the ledger entry.';
+
+-- billing_adjust's debit: a correction, which counts against no spending limit.
+CREATE FUNCTION billing.deduct_uncounted(
+        user_id text, amount numeric, account_type text, source_type text, source text,
+        remark text, association_no text, association_user_id text, idempotency_key text)
+    RETURNS billing.account_log
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'billing_deduct_uncounted';
+COMMENT ON FUNCTION billing.deduct_uncounted(text, numeric, text, text, text, text, text, text, text) IS
+    'Internal: billing_deduct for billing_adjust, a correction that counts against no spending limit (its entry has no scopes)';
 
 CREATE FUNCTION @extschema@.billing_hold(
         user_id text, amount numeric, account_type text, source_type text, source text,
         remark text DEFAULT NULL, association_no text DEFAULT NULL,
         association_user_id text DEFAULT NULL, ttl interval DEFAULT '15 minutes',
-        idempotency_key text DEFAULT NULL)
+        idempotency_key text DEFAULT NULL, scopes text[] DEFAULT NULL)
     RETURNS billing.holds
     LANGUAGE c VOLATILE
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'billing_hold';
-COMMENT ON FUNCTION @extschema@.billing_hold(text, numeric, text, text, text, text, text, text, interval, text) IS
-    'Reserves power for work of unknown cost until billing_settle, billing_release or ttl; PB001 if there is not enough. Writes no ledger entry. Returns the hold.';
+COMMENT ON FUNCTION @extschema@.billing_hold(text, numeric, text, text, text, text, text, text, interval, text, text[]) IS
+    'Reserves power for work of unknown cost until billing_settle, billing_release or ttl; PB001 if there is not enough, PB008 if it would take a spending limit of its scopes (or ''*'') above its cap. Writes no ledger entry. Returns the hold.';
 
 CREATE FUNCTION @extschema@.billing_settle(
         hold_id bigint, actual_amount numeric, remark text DEFAULT NULL,
@@ -97,4 +108,4 @@ CREATE FUNCTION @extschema@.billing_deduct(options jsonb)
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'billing_deduct_options';
 COMMENT ON FUNCTION @extschema@.billing_deduct(jsonb) IS
-    'billing_deduct with the options object services pass: {"userId", "amount", "accountType", "source": {"type", "source"}, "remark", "associationNo", "associationUserId", "idempotencyKey"}. Returns the ledger entry.';
+    'billing_deduct with the options object services pass: {"userId", "amount", "accountType", "source": {"type", "source"}, "remark", "associationNo", "associationUserId", "idempotencyKey", "scopes"}. Returns the ledger entry.';

@@ -41,6 +41,13 @@ CREATE FUNCTION billing.trigger_session_column(tuple record, argument text, colu
 COMMENT ON FUNCTION billing.trigger_session_column(record, text, text) IS
     'Like trigger_column, but written with the session''s own settings, as 0.2.0 derived keys: finds the charge of a row charged before 0.3.0';
 
+CREATE FUNCTION billing.trigger_scopes(tuple record, argument text, column_name text)
+    RETURNS text[]
+    LANGUAGE c STABLE STRICT
+    AS 'MODULE_PATHNAME', 'billing_trigger_scopes';
+COMMENT ON FUNCTION billing.trigger_scopes(record, text, text) IS
+    'The scopes a charging trigger''s row names in its scope_column: the value of a text[] column, or of a text column as one scope; NULL when the value is NULL or column_name is NULL (no scope_column); 42703 naming the trigger argument when the row has no such column, 22023 for a column of another type';
+
 CREATE FUNCTION billing.written_in_this_transaction(row_xmin xid)
     RETURNS boolean
     LANGUAGE c STABLE STRICT
@@ -60,8 +67,8 @@ SELECT CASE function_name
     WHEN 'billing_power' THEN 'pg_catalog.text'
     WHEN 'billing_has_power' THEN 'pg_catalog.text, pg_catalog.numeric'
     WHEN 'billing_add' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.timestamptz, pg_catalog.text, pg_catalog.text'
-    WHEN 'billing_deduct' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text'
-    WHEN 'billing_hold' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.interval, pg_catalog.text'
+    WHEN 'billing_deduct' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text[]'
+    WHEN 'billing_hold' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.interval, pg_catalog.text, pg_catalog.text[]'
     WHEN 'billing_settle' THEN 'pg_catalog.int8, pg_catalog.numeric, pg_catalog.text, pg_catalog.bool'
     WHEN 'billing_release' THEN 'pg_catalog.int8, pg_catalog.text'
     WHEN 'billing_refund' THEN 'pg_catalog.int8, pg_catalog.numeric, pg_catalog.text, pg_catalog.text'
@@ -75,6 +82,8 @@ SELECT CASE function_name
     WHEN 'billing_adjust' THEN 'pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text'
     WHEN 'billing_set_low_balance' THEN 'pg_catalog.text, pg_catalog.numeric'
     WHEN 'billing_low_balance_events' THEN 'pg_catalog.int8'
+    WHEN 'billing_limits' THEN 'pg_catalog.text'
+    WHEN 'billing_set_limit' THEN 'pg_catalog.text, pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text'
     WHEN 'billing_charge' THEN ''
     WHEN 'billing_hold_charge' THEN ''
 END
@@ -187,7 +196,8 @@ DECLARE
     usage text := format('CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON ... FOR EACH ROW EXECUTE FUNCTION %s(''user_column=...'', ''amount=...'', ''account_type=...'', ''source_type=...'', ''source=...'', ''association_column=...''); see docs/triggers.md.', trigger_function);
     holding boolean := trigger_function = 'billing_hold_charge';
     allowed text[] := ARRAY['user_column', 'amount', 'amount_column', 'account_type', 'source_type', 'source',
-                            'remark', 'association_column', 'key_column', 'status_column', 'failed_status'];
+                            'remark', 'association_column', 'key_column', 'status_column', 'failed_status',
+                            'scope_column'];
     required text[] := ARRAY['user_column', 'account_type', 'source_type', 'source'];
     config jsonb := '{}';
     argument text;
@@ -531,7 +541,8 @@ BEGIN
                                             billing.trigger_column(NEW, 'amount_column', config ->> 'amount_column'),
                                             false))::numeric,
             (config ->> 'account_type')::text, (config ->> 'source_type')::text, (config ->> 'source')::text,
-            (config ->> 'remark')::text, new_identity[3]::text, NULL::text, new_identity[2]::text) AS d;
+            (config ->> 'remark')::text, new_identity[3]::text, NULL::text, new_identity[2]::text,
+            billing.trigger_scopes(NEW, 'scope_column', config ->> 'scope_column')::text[]) AS d;
         PERFORM billing.trigger_record(new_identity[1], false, made, charge_id IS NOT NULL, TG_TABLE_SCHEMA, TG_TABLE_NAME);
         RETURN NULL;
     END IF;
@@ -612,7 +623,8 @@ BEGIN
             (config ->> 'account_type')::text, (config ->> 'source_type')::text, (config ->> 'source')::text,
             (config ->> 'remark')::text, new_identity[3]::text, NULL::text,
             coalesce((config ->> 'ttl')::interval, interval '15 minutes')::interval,
-            new_identity[2]::text) AS h;
+            new_identity[2]::text,
+            billing.trigger_scopes(NEW, 'scope_column', config ->> 'scope_column')::text[]) AS h;
         mine := billing.trigger_record(new_identity[1], true, made, hold_row.hold_id IS NOT NULL,
                                        TG_TABLE_SCHEMA, TG_TABLE_NAME)
                 OR mine;

@@ -76,6 +76,36 @@ BEGIN
     ), refunds AS (
         SELECT e.user_id, e.refund_of, sum(e.amount) AS amount
           FROM entries AS e WHERE e.refund_of IS NOT NULL GROUP BY 1, 2
+    ), limit_rows AS (
+        SELECT l.* FROM billing.limits AS l WHERE only_user IS NULL OR l.user_id = only_user
+    ), limit_charges AS (
+        -- the charge entries each limit counts: naming its scope ('*': every charge),
+        -- after the limit was set, in the period its counters are of
+        SELECT lr.user_id, lr.scope, lr.period_end, e.id, e.amount
+          FROM limit_rows AS lr
+          JOIN entries AS e ON e.user_id = lr.user_id AND e.scopes IS NOT NULL
+                           AND (lr.scope = '*' OR lr.scope = ANY (e.scopes))
+                           AND e.seq > lr.counted_after_seq
+                           AND e.created_at >= lr.period_start AND e.created_at < lr.period_end
+    ), limit_spent AS (
+        -- less what refunds of them gave back while the period lasted
+        SELECT c.user_id, c.scope, sum(c.amount) AS amount
+          FROM (SELECT lc.user_id, lc.scope, lc.amount FROM limit_charges AS lc
+                UNION ALL
+                SELECT lc.user_id, lc.scope, -e.amount
+                  FROM limit_charges AS lc
+                  JOIN entries AS e ON e.user_id = lc.user_id AND e.refund_of = lc.id
+                                   AND e.created_at < lc.period_end) AS c
+         GROUP BY 1, 2
+    ), limit_held AS (
+        -- the holds naming its scope made in the period, open at its end (or now)
+        SELECT lr.user_id, lr.scope, sum(h.amount) AS amount
+          FROM limit_rows AS lr
+          JOIN holds AS h ON h.user_id = lr.user_id
+                         AND (lr.scope = '*' OR lr.scope = ANY (h.scopes))
+                         AND h.created_at >= lr.period_start AND h.created_at < lr.period_end
+                         AND (h.status = 'held' OR h.closed_at >= lr.period_end)
+         GROUP BY 1, 2
     ), heads AS (
         SELECT DISTINCT ON (g.user_id) g.user_id, g.id, g.remaining
           FROM grants AS g WHERE g.remaining > 0 AND g.expire_at > now()
@@ -175,8 +205,29 @@ BEGIN
     SELECT a.user_id, 'head grant', concat(h.id, ' with ', h.remaining), concat(a.head_grant_id, ' with ', a.head_remaining)
       FROM accounts AS a LEFT JOIN heads AS h ON h.user_id = a.user_id
      WHERE (a.next_expiry IS NULL OR a.next_expiry > now())
-       AND (a.head_grant_id IS DISTINCT FROM h.id OR a.head_remaining IS DISTINCT FROM h.remaining);
+       AND (a.head_grant_id IS DISTINCT FROM h.id OR a.head_remaining IS DISTINCT FROM h.remaining)
+    -- each spending limit's counters, for the period they are of (sql/limits.sql)
+    UNION ALL
+    SELECT lr.user_id, 'limit ' || lr.scope || ' spent', coalesce(s.amount, 0)::text, lr.spent::text
+      FROM limit_rows AS lr LEFT JOIN limit_spent AS s ON s.user_id = lr.user_id AND s.scope = lr.scope
+     WHERE lr.spent <> coalesce(s.amount, 0)
+    UNION ALL
+    SELECT lr.user_id, 'limit ' || lr.scope || ' held', coalesce(h.amount, 0)::text, lr.held::text
+      FROM limit_rows AS lr LEFT JOIN limit_held AS h ON h.user_id = lr.user_id AND h.scope = lr.scope
+     WHERE lr.held <> coalesce(h.amount, 0)
+    UNION ALL
+    SELECT lr.user_id, 'limit ' || lr.scope || ' period', 'a period of the limit',
+           lr.period_start || ' .. ' || lr.period_end
+      FROM limit_rows AS lr
+     WHERE lr.period_start >= lr.period_end
+        OR billing.limit_period(lr.period, lr.period_len, lr.time_zone, lr.anchor, lr.period_start)
+           <> tstzrange(lr.period_start, lr.period_end)
+    UNION ALL
+    SELECT a.user_id, 'limited', (l.user_id IS NOT NULL)::text, a.limited::text
+      FROM accounts AS a
+      LEFT JOIN (SELECT DISTINCT lr.user_id FROM limit_rows AS lr) AS l ON l.user_id = a.user_id
+     WHERE a.limited <> (l.user_id IS NOT NULL);
 END
 $$;
 COMMENT ON FUNCTION @extschema@.billing_verify(text) IS
-    'Replays the ledger (of one user, or all) and returns one row per disagreement with the stored balances, grants and caches; no rows means healthy';
+    'Replays the ledger (of one user, or all) and returns one row per disagreement with the stored balances, grants, caches and spending-limit counters; no rows means healthy';

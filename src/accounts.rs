@@ -18,6 +18,7 @@ use crate::drawdown::{self, LiveGrant};
 use crate::errors::{BillingError, BillingResult, Reveals, SqlState};
 use crate::fmgr::{sql_function, Args, Returned, MAX_REMARK_CHARS};
 use crate::general_path;
+use crate::limits;
 use crate::notify;
 use crate::ledger::{self, decimal, Direction, Movement, Totals};
 use crate::statements::{self, Plans};
@@ -37,6 +38,8 @@ pub struct Account {
     /// The debt floor, if the user has one: a settle with allow_debt never takes
     /// the permanent balance below -max_debt.
     pub max_debt: Option<Decimal>,
+    /// The user has spending limits: every charge counts against them (src/limits.rs).
+    pub limited: bool,
     /// The head grant (spent next as of the last write) and its live remaining, which
     /// grant_store holds only as of the last write-back. Exact as the spending order
     /// while !has_expired; its remaining is always the truth.
@@ -76,6 +79,7 @@ fn lock(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str) -> BillingResu
         holds_due: row.get::<bool>(8)?.unwrap_or(false),
         low_balance_at: ledger::optional_decimal(&row, 9, "low_balance_at")?,
         max_debt: ledger::optional_decimal(&row, 10, "max_debt")?,
+        limited: row.get::<bool>(11)?.unwrap_or(false),
     }))
 }
 
@@ -166,6 +170,7 @@ pub fn movement(args: &Args, direction: Direction) -> BillingResult<Movement> {
         subscription_id: None,
         expire_at: None,
         idempotency_key: None,
+        scopes: None,
     })
 }
 
@@ -282,13 +287,23 @@ fn check_expiry(movement: &Movement) -> BillingResult<()> {
 }
 
 /// billing_deduct(user_id, amount, account_type, source_type, source, remark, association_no,
-///                association_user_id, idempotency_key)
+///                association_user_id, idempotency_key, scopes)
 fn deduct(args: &Args) -> Returned {
+    let mut movement = movement(args, Direction::Debit)?;
+    movement.idempotency_key = args.optional_key(8, "idempotency_key")?;
+    movement.scopes = Some(limits::scopes("scopes", args.text_array(9))?);
+    deduct_movement(movement)
+}
+sql_function!(pg_finfo_billing_deduct, billing_deduct => deduct);
+
+/// billing.deduct_uncounted(the first nine arguments of billing_deduct): billing_adjust's
+/// debit, a correction, which is not a charge and counts against no limit.
+fn deduct_uncounted(args: &Args) -> Returned {
     let mut movement = movement(args, Direction::Debit)?;
     movement.idempotency_key = args.optional_key(8, "idempotency_key")?;
     deduct_movement(movement)
 }
-sql_function!(pg_finfo_billing_deduct, billing_deduct => deduct);
+sql_function!(pg_finfo_billing_deduct_uncounted, billing_deduct_uncounted => deduct_uncounted);
 
 /// Records a debit: soonest-expiring grants first, then the permanent balance.
 pub fn deduct_movement(movement: Movement) -> Returned {
@@ -316,6 +331,7 @@ pub fn deduct_movement(movement: Movement) -> Returned {
         let Some(account) = account else {
             return Err(insufficient_power(&movement, Decimal::ZERO));
         };
+        limits::count_new(client, plans, &account, &movement, movement.amount, Decimal::ZERO)?;
         // Read the first few grants; read them all if the deduct (or finding the
         // next head) needs more, or if expired grants make the cached total unusable.
         let mut grants = live_grants(client, plans, &movement.user_id, &account, Some(GRANTS_FIRST_READ))?;

@@ -27,6 +27,8 @@ pub enum SqlState {
     HoldClosed,
     /// PB005: a refund would give back more than the entry took.
     RefundExceeded,
+    /// PB008: a charge would take a spending limit above its cap.
+    LimitExceeded,
     /// 22023: an argument has a value the function does not accept.
     InvalidParameterValue,
     /// 22004: a required argument is NULL.
@@ -56,6 +58,7 @@ impl SqlState {
             SqlState::IdempotencyConflict => "PB003",
             SqlState::HoldClosed => "PB004",
             SqlState::RefundExceeded => "PB005",
+            SqlState::LimitExceeded => "PB008",
             SqlState::InvalidParameterValue => "22023",
             SqlState::NullValueNotAllowed => "22004",
             SqlState::NumericValueOutOfRange => "22003",
@@ -86,7 +89,8 @@ impl SqlState {
 /// only to a role that could read them through the functions it was granted:
 /// the role in effect at top level (GetOuterUserId: who called, never the
 /// definer) must be allowed to execute `billing_power` for a balance,
-/// `billing_history` for another operation's amount and type (the rule of
+/// `billing_history` for another operation's amount and type, `billing_limits`
+/// for a spending limit's cap and counters (the rule of
 /// billing.may_execute). Everyone else gets the DETAIL without them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reveals {
@@ -94,6 +98,8 @@ pub enum Reveals {
     Balance,
     /// Another operation made under the same idempotency key: its amount and type.
     OtherOperation,
+    /// A spending limit's cap and what was spent and held in its period.
+    Limits,
 }
 
 impl Reveals {
@@ -102,6 +108,7 @@ impl Reveals {
         match self {
             Reveals::Balance => "billing_power",
             Reveals::OtherOperation => "billing_history",
+            Reveals::Limits => "billing_limits",
         }
     }
 }

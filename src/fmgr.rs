@@ -202,6 +202,16 @@ impl Args {
         }
     }
 
+    /// A text[] argument (NULL, or an argument the SQL signature does not have: None).
+    pub fn text_array(&self, position: usize) -> Option<Vec<Option<String>>> {
+        // SAFETY: fcinfo is the call's own.
+        let nargs = unsafe { (*self.fcinfo).nargs } as usize;
+        if position >= nargs {
+            return None;
+        }
+        self.get::<Vec<Option<String>>>(position)
+    }
+
     pub fn timestamptz(&self, position: usize) -> Option<TimestampWithTimeZone> {
         self.get::<TimestampWithTimeZone>(position)
     }

@@ -148,6 +148,7 @@ pub fn insert_entry(client: &mut SpiClient<'_>, plans: &Plans, entry: &Entry<'_>
         entry.refund_of.into(),
         ledger::timestamptz(m.expire_at),
         entry.id.into(),
+        m.scopes.clone().into(),
     ];
     let table = client.update(&plans.insert_entry, None, &args)?;
     let row = table.first();

@@ -17,6 +17,7 @@ use crate::drawdown::{self, Drawdown};
 use crate::errors::{BillingError, BillingResult, Reveals, SqlState};
 use crate::fmgr::{sql_function, Args, Returned, MAX_REMARK_CHARS};
 use crate::general_path;
+use crate::limits;
 use crate::ledger::{self, decimal, Direction, Movement};
 use crate::notify;
 use crate::statements::{self, Plans};
@@ -35,6 +36,8 @@ struct Hold {
     settled_amount: Option<Decimal>,
     log_id: Option<i64>,
     closed_at: Option<String>,
+    /// When it was made: the period of the limits it counted against.
+    created_at: pg_sys::TimestampTz,
     /// What the settle's entry says (the hold's account_type, source, ...).
     charge: Movement,
 }
@@ -66,6 +69,8 @@ fn read_hold(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, by: HoldB
         subscription_id: None,
         expire_at: None,
         idempotency_key: None,
+        // a hold made before 0.3.0 named no scopes
+        scopes: Some(row.get::<Vec<Option<String>>>(18)?.map(|s| s.into_iter().flatten().collect()).unwrap_or_default()),
     };
     let settled_amount = ledger::optional_decimal(&row, 8, "settled_amount")?;
     let funding = general_path::funding(&row, 2)?;
@@ -79,6 +84,10 @@ fn read_hold(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, by: HoldB
         settled_amount,
         log_id: row.get::<i64>(9)?,
         closed_at: text(16)?,
+        created_at: row
+            .get::<pgrx::datum::TimestampWithTimeZone>(19)?
+            .ok_or_else(|| BillingError::internal("hold created_at is NULL"))?
+            .into(),
         charge,
     }))
 }
@@ -128,11 +137,12 @@ fn closed(hold: &Hold, attempt: &str) -> BillingError {
 }
 
 /// billing_hold(user_id, amount, account_type, source_type, source, remark, association_no,
-///              association_user_id, ttl, idempotency_key)
+///              association_user_id, ttl, idempotency_key, scopes)
 fn hold(args: &Args) -> Returned {
     let mut movement = accounts::movement(args, Direction::Debit)?;
     let ttl = args.duration(8, "ttl", MAX_TTL_DAYS)?;
     movement.idempotency_key = args.optional_key(9, "idempotency_key")?;
+    movement.scopes = Some(limits::scopes("scopes", args.text_array(10))?);
     Spi::connect_mut(|client| {
         let plans = statements::get(client)?;
         ledger::check_types(client, plans, &movement)?;
@@ -176,6 +186,7 @@ fn hold(args: &Args) -> Returned {
         let Some(account) = account else {
             return Err(accounts::insufficient_power(&movement, Decimal::ZERO));
         };
+        limits::count_new(client, plans, &account, &movement, Decimal::ZERO, movement.amount)?;
         general_path::open(client, plans, user_id, false)?;
         let live = general_path::exact_live_grants(client, plans, user_id)?;
         let plan = drawdown::plan(movement.amount, account.permanent, &live)
@@ -199,6 +210,7 @@ fn hold(args: &Args) -> Returned {
                 movement.association_user_id.as_deref().into(),
                 movement.idempotency_key.as_deref().into(),
                 account.last_seq.into(),
+                movement.scopes.clone().into(),
             ],
         )?;
         let row = ledger::whole_row(&table.first(), 1)?;
@@ -231,12 +243,16 @@ fn fast_hold(
             movement.association_no.as_deref().into(),
             movement.association_user_id.as_deref().into(),
             movement.idempotency_key.as_deref().into(),
+            movement.scopes.clone().into(),
         ],
     )?;
     if table.is_empty() {
         return Ok(None);
     }
     let row = table.first();
+    if let Some(error) = limits::over_cap(&row, 4, &movement.user_id)? {
+        return Err(error);
+    }
     ledger::notify_after_one_statement_debit(client, &row, movement)?;
     ledger::whole_row(&row, 1).map(Some)
 }
@@ -264,6 +280,21 @@ fn settle(args: &Args) -> Returned {
         if actual.is_zero() {
             give_back(client, plans, &account, &hold, "released", None)?;
             return Ok(None);
+        }
+        // the actual amount counts now; the hold stops counting as held
+        if account.limited {
+            limits::count(
+                client,
+                plans,
+                &user_id,
+                limits::Count {
+                    scopes: hold.charge.scopes.as_deref().unwrap_or_default(),
+                    spent: actual,
+                    held: -hold.amount,
+                    counted_at: Some(hold.created_at),
+                    counted_seq: None,
+                },
+            )?;
         }
         let held = drawdown::total(&hold.funding);
         let (mut charged, rest) = drawdown::split(&hold.funding, actual.min(held));
@@ -445,6 +476,20 @@ fn give_back(
     reason: Option<String>,
 ) -> BillingResult<pg_sys::Datum> {
     let user_id = hold.charge.user_id.as_str();
+    if account.limited {
+        limits::count(
+            client,
+            plans,
+            user_id,
+            limits::Count {
+                scopes: hold.charge.scopes.as_deref().unwrap_or_default(),
+                spent: Decimal::ZERO,
+                held: -hold.amount,
+                counted_at: Some(hold.created_at),
+                counted_seq: None,
+            },
+        )?;
+    }
     general_path::open(client, plans, user_id, false)?;
     general_path::move_grants(client, plans, user_id, &hold.funding.from_grants)?;
     let (row, _) = close(client, plans, hold, status, None, reason, account.last_seq)?;

@@ -54,6 +54,9 @@ pub struct Movement {
     pub subscription_id: Option<String>,
     pub expire_at: Option<pg_sys::TimestampTz>,
     pub idempotency_key: Option<String>,
+    /// For a charge (a deduct, a hold, a settle): its scopes (checked, sorted), which
+    /// with '*' it counts against (src/limits.rs). None: not a charge.
+    pub scopes: Option<Vec<String>>,
 }
 
 /// The account's cached totals as they will be after the entry.
@@ -302,6 +305,7 @@ pub fn write_entry(
         timestamptz(totals.next_expiry),
         totals.head.map(|(id, _)| id).into(),
         totals.head.map(|(_, remaining)| numeric(remaining)).into(),
+        movement.scopes.clone().into(),
     ]);
     let table = client.update(&plans.write_entry, None, &args)?;
     whole_row(&table.first(), 1)
@@ -358,7 +362,7 @@ pub fn write_grant(
 
 /// The common debit in one statement (see statements::FAST_DEBIT); None when it does not apply.
 pub fn fast_debit(client: &mut SpiClient<'_>, plans: &Plans, movement: &Movement) -> BillingResult<Option<pg_sys::Datum>> {
-    let args: [DatumWithOid<'_>; 9] = [
+    let args: [DatumWithOid<'_>; 10] = [
         movement.user_id.as_str().into(),
         numeric(movement.amount).into(),
         movement.account_type.as_str().into(),
@@ -368,12 +372,16 @@ pub fn fast_debit(client: &mut SpiClient<'_>, plans: &Plans, movement: &Movement
         movement.association_no.as_deref().into(),
         movement.association_user_id.as_deref().into(),
         movement.idempotency_key.as_deref().into(),
+        movement.scopes.clone().into(),
     ];
     let table = client.update(&plans.fast_debit, None, &args)?;
     if table.is_empty() {
         return Ok(None);
     }
     let row = table.first();
+    if let Some(error) = crate::limits::over_cap(&row, 4, &movement.user_id)? {
+        return Err(error);
+    }
     notify_after_one_statement_debit(client, &row, movement)?;
     whole_row(&row, 1).map(Some)
 }

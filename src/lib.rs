@@ -14,6 +14,8 @@
 //! - `general_path`: the general path that moves power into and out of grants;
 //! - `holds`: billing_hold, billing_settle and billing_release;
 //! - `refunds`: billing_refund;
+//! - `limits`: the scopes a charge names, and counting it against the user's
+//!   spending limits (PB008; sql/limits.sql);
 //! - `options`: billing_add and billing_deduct called with a JSON options object;
 //! - `notify`: the low-balance notification;
 //! - `roles`: the calling role that every ledger entry records;
@@ -41,6 +43,7 @@ mod fmgr;
 mod general_path;
 mod holds;
 mod ledger;
+mod limits;
 mod metrics;
 mod notify;
 mod options;

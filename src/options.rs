@@ -2,7 +2,8 @@
 //! object application services already pass, for example
 //! `{"userId": "u1", "amount": 5, "accountType": "CHAT_DEC",
 //!   "source": {"type": "CHAT", "source": "report"}, "remark": "...",
-//!   "associationNo": "task-9", "idempotencyKey": "req-1"}`.
+//!   "associationNo": "task-9", "idempotencyKey": "req-1"}`; billing_deduct also
+//!   takes `"scopes": ["key:sk-1"]` (src/limits.rs).
 //!
 //! The object is read with serde_json (numbers keep their exact text, so an
 //! amount is never a float) into the same `Movement` the positional form
@@ -22,6 +23,8 @@ const COMMON_KEYS: [&str; 8] =
     ["userId", "amount", "accountType", "source", "remark", "associationNo", "associationUserId", "idempotencyKey"];
 /// Keys only billing_add accepts: a grant's expiry and subscription.
 const CREDIT_KEYS: [&str; 2] = ["expireAt", "subscriptionId"];
+/// Keys only billing_deduct accepts: the scopes of spending limits it counts against.
+const DEBIT_KEYS: [&str; 1] = ["scopes"];
 
 /// The movement an options object describes, and its expireAt as given (parsed by PostgreSQL).
 pub fn parse(options: &Value, direction: Direction) -> BillingResult<(Movement, Option<String>)> {
@@ -30,7 +33,7 @@ pub fn parse(options: &Value, direction: Direction) -> BillingResult<(Movement, 
         .ok_or_else(|| BillingError::invalid_argument("options", "must be a JSON object"))?;
     let accepted: Vec<&str> = match direction {
         Direction::Credit => COMMON_KEYS.iter().chain(CREDIT_KEYS.iter()).copied().collect(),
-        Direction::Debit => COMMON_KEYS.to_vec(),
+        Direction::Debit => COMMON_KEYS.iter().chain(DEBIT_KEYS.iter()).copied().collect(),
     };
     if let Some(unknown) = object.keys().find(|k| !accepted.contains(&k.as_str())) {
         return Err(BillingError::invalid_argument("options", format!("has an unknown key {unknown:?}"))
@@ -55,6 +58,10 @@ pub fn parse(options: &Value, direction: Direction) -> BillingResult<(Movement, 
         subscription_id: optional_key("subscriptionId", id_text(object, "subscriptionId")?)?,
         expire_at: None,
         idempotency_key: optional_key("idempotencyKey", string(object, "idempotencyKey")?)?,
+        scopes: match direction {
+            Direction::Credit => None,
+            Direction::Debit => Some(crate::limits::scopes("scopes", scopes(object)?)?),
+        },
     };
     Ok((movement, string(object, "expireAt")?))
 }
@@ -82,6 +89,23 @@ fn id_text(object: &Map<String, Value>, key: &str) -> BillingResult<Option<Strin
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
         Some(Value::Number(_)) => Err(wrong_type(key, "a string or an integer")),
         _ => string(object, key).map_err(|_| wrong_type(key, "a string or an integer")),
+    }
+}
+
+/// scopes: an array of strings (a null element is kept, for limits::scopes to refuse); null and absent are None.
+fn scopes(object: &Map<String, Value>) -> BillingResult<Option<Vec<Option<String>>>> {
+    match object.get("scopes") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Value::Null => Ok(None),
+                Value::String(s) => Ok(Some(s.clone())),
+                _ => Err(wrong_type("scopes", "an array of strings")),
+            })
+            .collect::<BillingResult<Vec<_>>>()
+            .map(Some),
+        Some(_) => Err(wrong_type("scopes", "an array of strings")),
     }
 }
 

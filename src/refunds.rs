@@ -17,6 +17,7 @@ use crate::drawdown::{self, Drawdown};
 use crate::errors::{BillingError, BillingResult, SqlState};
 use crate::fmgr::{sql_function, Args, Returned, MAX_REMARK_CHARS};
 use crate::general_path;
+use crate::limits;
 use crate::ledger::{self, decimal, Direction, Movement};
 use crate::statements::{self, Plans};
 
@@ -35,6 +36,10 @@ struct Original {
     source: String,
     association_no: Option<String>,
     association_user_id: Option<String>,
+    /// For a charge: its scopes (None: not a charge, or made before 0.3.0).
+    scopes: Option<Vec<String>>,
+    created_at: pg_sys::TimestampTz,
+    seq: i64,
 }
 
 /// The user an entry belongs to; 22023 if there is no such entry.
@@ -65,6 +70,12 @@ fn read_original(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, log_i
         source: required(10)?,
         association_no: row.get::<String>(11)?,
         association_user_id: row.get::<String>(12)?,
+        scopes: row.get::<Vec<Option<String>>>(13)?.map(|s| s.into_iter().flatten().collect()),
+        created_at: row
+            .get::<pgrx::datum::TimestampWithTimeZone>(14)?
+            .ok_or_else(|| BillingError::internal("entry created_at is NULL"))?
+            .into(),
+        seq: row.get::<i64>(15)?.ok_or_else(|| BillingError::internal("entry seq is NULL"))?,
     })
 }
 
@@ -123,9 +134,9 @@ fn refund(args: &Args) -> Returned {
     Spi::connect_mut(|client| {
         let plans = statements::get(client)?;
         let user_id = entry_owner(client, plans, log_id)?;
-        if accounts::lock_current(client, plans, &user_id)?.is_none() {
+        let Some(account) = accounts::lock_current(client, plans, &user_id)? else {
             return Err(BillingError::internal("an entry's account row is missing"));
-        }
+        };
         if let Some(key) = idempotency_key.as_deref() {
             if let Some(earlier) = replay(client, plans, &user_id, key, log_id, amount)? {
                 return Ok(Some(earlier));
@@ -153,6 +164,21 @@ fn refund(args: &Args) -> Returned {
             ))
             .with_hint("Refunds of one entry never add up to more than it took.")
         })?;
+        // a refund gives back to the limits and the period the charge was counted in
+        if let (true, Some(scopes)) = (account.limited, &original.scopes) {
+            limits::count(
+                client,
+                plans,
+                &user_id,
+                limits::Count {
+                    scopes,
+                    spent: -drawdown::total(&plan),
+                    held: Decimal::ZERO,
+                    counted_at: Some(original.created_at),
+                    counted_seq: Some(original.seq),
+                },
+            )?;
+        }
         general_path::open(client, plans, &user_id, false)?;
         let ids: Vec<i64> = plan.from_grants.iter().map(|(id, _)| *id).collect();
         let expired = general_path::expired_grants(client, plans, &user_id, &ids)?;
@@ -174,6 +200,7 @@ fn refund(args: &Args) -> Returned {
             subscription_id: None,
             expire_at: None,
             idempotency_key,
+            scopes: None,
         };
         let (entry, _) = general_path::insert_entry(
             client,
@@ -201,6 +228,7 @@ fn refund(args: &Args) -> Returned {
                 subscription_id: None,
                 expire_at: None,
                 idempotency_key: None,
+                scopes: None,
             };
             general_path::insert_entry(
                 client,

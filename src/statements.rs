@@ -66,6 +66,7 @@ pub struct Plans {
     pub fast_hold: OwnedPreparedStatement,
     pub fast_settle: OwnedPreparedStatement,
     pub notify_low_balance: OwnedPreparedStatement,
+    pub count_limits: OwnedPreparedStatement,
 }
 
 thread_local! {
@@ -80,6 +81,7 @@ const NUMERIC: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::NUMERICOID);
 const TIMESTAMPTZ: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::TIMESTAMPTZOID);
 const INT8_ARRAY: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::INT8ARRAYOID);
 const NUMERIC_ARRAY: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::NUMERICARRAYOID);
+const TEXT_ARRAY: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::TEXTARRAYOID);
 const INTERVAL: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::INTERVALOID);
 
 /// The backend's plans, prepared on first use.
@@ -127,6 +129,7 @@ pub fn get(client: &SpiClient<'_>) -> BillingResult<&'static Plans> {
         fast_hold: prepare(&FAST_HOLD)?,
         fast_settle: prepare(&FAST_SETTLE)?,
         notify_low_balance: prepare(&NOTIFY_LOW_BALANCE)?,
+        count_limits: prepare(&COUNT_LIMITS)?,
     };
     let plans: &'static Plans = Box::leak(Box::new(plans));
     PLANS.set(Some(plans));

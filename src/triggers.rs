@@ -19,9 +19,9 @@
 
 use std::ffi::CStr;
 
-use pgrx::{pg_sys, IntoDatum};
+use pgrx::{pg_sys, FromDatum, IntoDatum};
 
-use crate::errors::{BillingError, SqlState};
+use crate::errors::{BillingError, BillingResult, SqlState};
 use crate::fmgr::{sql_function, Args, Returned};
 
 /// The settings a column's value is written with when its type's output may
@@ -78,7 +78,9 @@ fn trigger_session_column(args: &Args) -> Returned {
 }
 sql_function!(pg_finfo_billing_trigger_session_column, billing_trigger_session_column => trigger_session_column);
 
-fn column_text(args: &Args, rendering: Rendering) -> Returned {
+/// The row (argument 0) and the attribute number and type of the column it names
+/// (argument 2); 42703 naming the trigger argument (argument 1) when it has none.
+fn find_column(args: &Args) -> BillingResult<(pg_sys::HeapTupleHeader, pg_sys::AttrNumber, pg_sys::Oid)> {
     let argument = args.key(1, "argument")?;
     let column = args.key(2, "column_name")?;
     let Some(datum) = args.datum(0) else {
@@ -116,6 +118,11 @@ fn column_text(args: &Args, rendering: Rendering) -> Returned {
         )
         .with_hint("Name a column of the table the trigger is on; names are case-sensitive."));
     };
+    Ok((header, attnum, type_oid))
+}
+
+fn column_text(args: &Args, rendering: Rendering) -> Returned {
+    let (header, attnum, type_oid) = find_column(args)?;
     // SAFETY: attnum is a live attribute of the row's type; the output
     // function of its type takes that type's datum.
     let text = unsafe {
@@ -154,6 +161,38 @@ fn column_text(args: &Args, rendering: Rendering) -> Returned {
     };
     Ok(text.and_then(IntoDatum::into_datum))
 }
+
+/// billing.trigger_scopes(tuple record, argument text, column_name text) RETURNS text[]:
+/// the scopes a charging trigger's row names in its scope_column, a text[]
+/// column (as it is) or a text one (one scope); NULL when the value is NULL;
+/// 42703 without such a column, 22023 for a column of another type.
+fn trigger_scopes(args: &Args) -> Returned {
+    let (header, attnum, type_oid) = find_column(args)?;
+    let text_like = [pg_sys::TEXTOID, pg_sys::VARCHAROID, pg_sys::BPCHAROID].contains(&type_oid);
+    if type_oid != pg_sys::TEXTARRAYOID && !text_like {
+        // SAFETY: names a type by oid
+        let type_name = unsafe { CStr::from_ptr(pg_sys::format_type_be(type_oid)).to_string_lossy().into_owned() };
+        return Err(BillingError::invalid_argument(
+            &args.key(1, "argument")?,
+            format!("names a column of type {type_name}; scopes come from a text or text[] column"),
+        ));
+    }
+    // SAFETY: attnum is a live attribute of the row's type, of type text[] or text-like.
+    unsafe {
+        let mut isnull = false;
+        let value = pg_sys::GetAttributeByNum(header, attnum, &mut isnull);
+        if isnull {
+            return Ok(None);
+        }
+        let scopes = if type_oid == pg_sys::TEXTARRAYOID {
+            Vec::<Option<String>>::from_datum(value, false)
+        } else {
+            Some(vec![String::from_datum(value, false)])
+        };
+        Ok(scopes.and_then(IntoDatum::into_datum))
+    }
+}
+sql_function!(pg_finfo_billing_trigger_scopes, billing_trigger_scopes => trigger_scopes);
 
 /// billing.written_in_this_transaction(row_xmin xid) RETURNS boolean: whether
 /// a row version was written by the current transaction (or one of its

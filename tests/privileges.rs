@@ -8,7 +8,7 @@ use common::*;
 const APP_GRANTS: &str = "
     GRANT EXECUTE ON FUNCTION billing_power(text), billing_has_power(text, numeric),
       billing_add(text, numeric, text, text, text, text, text, text, timestamptz, text, text),
-      billing_deduct(text, numeric, text, text, text, text, text, text, text),
+      billing_deduct(text, numeric, text, text, text, text, text, text, text, text[]),
       billing_history(text, integer, bigint), billing_by_association(text, text),
       billing_price(text, bigint) TO app;
     GRANT USAGE ON SCHEMA billing TO app;
@@ -90,6 +90,9 @@ fn a_role_without_grants_can_do_nothing() {
         "SELECT * FROM billing_statement('u', '-infinity', 'infinity')",
         "SELECT billing_price('gpt', 1)",
         "SELECT billing_set_debt_limit('u', 1)",
+        "SELECT * FROM billing_set_limit('u', 'key:a', 1)",
+        "SELECT * FROM billing_limits('u')",
+        "SELECT * FROM billing.limits",
         "SELECT * FROM billing.pricing_rules",
         "SELECT * FROM billing.account_log",
         "SELECT * FROM billing.accounts",
@@ -225,7 +228,7 @@ fn a_table_owner_granted_deduct_and_refund_charges_and_refunds_its_own_rows_only
     let (owner_role, mut owner) = trigger_owner(&db, "");
     connect(&db)
         .batch_execute(&format!(
-            "GRANT EXECUTE ON FUNCTION billing_deduct(text, numeric, text, text, text, text, text, text, text),
+            "GRANT EXECUTE ON FUNCTION billing_deduct(text, numeric, text, text, text, text, text, text, text, text[]),
                                        billing_refund(bigint, numeric, text, text) TO {owner_role}"
         ))
         .unwrap();
@@ -287,4 +290,44 @@ fn billing_power_alone_reads_a_balance_no_write_has_swept() {
         format!("10 true false {reader}")
     );
     assert_eq!(sqlstate(client.batch_execute("SELECT * FROM billing.balances")), "42501");
+}
+
+/// billing_set_limit lets a role set, change and remove any user's limits; billing_limits
+/// lets it read them and the counters in a PB008's DETAIL. Neither gives the other, and
+/// the application role of the GRANTs above charges with scopes without either.
+#[test]
+fn set_limit_sets_limits_and_billing_limits_reads_them() {
+    let db = fresh_database("limit_grants");
+    let (app_role, _) = setup_roles(&db);
+    let (setter, reader) = (format!("{db}_setter"), format!("{db}_reader"));
+    let mut admin = connect(&db);
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {setter} LOGIN; CREATE ROLE {reader} LOGIN;
+             GRANT EXECUTE ON FUNCTION billing_set_limit(text, text, numeric, text, text) TO {setter};
+             GRANT EXECUTE ON FUNCTION billing_limits(text) TO {reader};
+             SELECT billing_add('u', 100, 'RECHARGE_INC', 'RECHARGE', 'shop');"
+        ))
+        .unwrap();
+    let mut setter = connect_as(&db, &setter);
+    let mut reader = connect_as(&db, &reader);
+    let mut app = connect_as(&db, &app_role);
+    assert_eq!(text(&mut setter, "SELECT remaining::text FROM billing_set_limit('u', 'key:a', 5, 'day')"), "5");
+    assert_eq!(sqlstate(setter.batch_execute("SELECT * FROM billing_limits('u')")), "42501");
+    assert_eq!(sqlstate(reader.batch_execute("SELECT * FROM billing_set_limit('u', 'key:a', 50)")), "42501");
+    assert_eq!(sqlstate(app.batch_execute("SELECT * FROM billing_set_limit('u', 'key:a', 50)")), "42501");
+    assert_eq!(sqlstate(app.batch_execute("SELECT * FROM billing_limits('u')")), "42501");
+    // the application charges with scopes; the cap stops it, and it learns only what it asked for
+    app.batch_execute("SELECT billing_deduct('u', 4, 'CHAT_DEC', 'CHAT', 'x', scopes => ARRAY['key:a'])").unwrap();
+    let refused = app.batch_execute("SELECT billing_deduct('u', 2, 'CHAT_DEC', 'CHAT', 'x', scopes => ARRAY['key:a'])");
+    assert_eq!(detail(refused), "requested=2");
+    assert_eq!(text(&mut reader, "SELECT concat_ws('/', spent, held, remaining) FROM billing_limits('u')"), "4/0/1");
+    // a role that may read limits sees the counters in the DETAIL
+    admin.batch_execute(&format!("GRANT EXECUTE ON FUNCTION billing_limits(text) TO {app_role}")).unwrap();
+    let refused = app.batch_execute("SELECT billing_deduct('u', 2, 'CHAT_DEC', 'CHAT', 'x', scopes => ARRAY['key:a'])");
+    assert!(detail(refused).starts_with("cap=5 spent=4 held=0 requested=2 period_end="));
+    // removing the limit is setting it to NULL
+    assert_eq!(text(&mut setter, "SELECT count(*)::text FROM billing_set_limit('u', 'key:a', NULL)"), "0");
+    app.batch_execute("SELECT billing_deduct('u', 2, 'CHAT_DEC', 'CHAT', 'x', scopes => ARRAY['key:a'])").unwrap();
+    assert_eq!(ledger_disagreements(&mut admin), 0);
 }

@@ -143,17 +143,45 @@ fn upgrading_from_the_second_release_matches_a_fresh_install() {
                      (4, 'a', 4, 1, 4, 94, 'REFUND_INC', 'CHAT', 'x', NULL, '{\"permanent\": 4}', 3, NULL);
          INSERT INTO billing.holds (user_id, hold_id, status, amount, account_type, source_type, source, expires_at, funding, reserved_after_seq)
               VALUES ('a', 1, 'held', 10, 'CHAT_DEC', 'CHAT', 'x', now() + interval '1 hour', '{\"permanent\": 10}', 4);
-         SELECT setval('billing.account_log_id_seq', 4), setval('billing.grants_id_seq', 1), setval('billing.holds_id_seq', 1);",
+         SELECT setval('billing.account_log_id_seq', 4), setval('billing.grants_id_seq', 1), setval('billing.holds_id_seq', 1);
+         -- what a DBA granted on the signatures that 0.3.0 changes
+         DROP ROLE IF EXISTS upgrade_app; DROP ROLE IF EXISTS upgrade_admin;
+         CREATE ROLE upgrade_app; CREATE ROLE upgrade_admin;
+         GRANT EXECUTE ON FUNCTION billing_deduct(text, numeric, text, text, text, text, text, text, text) TO upgrade_app;
+         GRANT EXECUTE ON FUNCTION billing_hold(text, numeric, text, text, text, text, text, text, interval, text)
+               TO upgrade_app, upgrade_admin WITH GRANT OPTION;",
     );
     assert_eq!(ledger_disagreements(&mut c), 0);
     assert_eq!(power(&mut c, "a"), "84");
+    // the grants on the old signatures hold on the new ones, grant options included
+    assert_eq!(
+        text(
+            &mut c,
+            "SELECT string_agg(r || ' ' || f || ' ' || has_function_privilege(r, f, 'EXECUTE')
+                               || ' ' || has_function_privilege(r, f, 'EXECUTE WITH GRANT OPTION'), ', ' ORDER BY r, f)
+               FROM unnest(ARRAY['upgrade_app', 'upgrade_admin']) AS r,
+                    unnest(ARRAY['billing_deduct(text, numeric, text, text, text, text, text, text, text, text[])',
+                                 'billing_hold(text, numeric, text, text, text, text, text, text, interval, text, text[])']) AS f"
+        ),
+        "upgrade_admin billing_deduct(text, numeric, text, text, text, text, text, text, text, text[]) false false, \
+         upgrade_admin billing_hold(text, numeric, text, text, text, text, text, text, interval, text, text[]) true true, \
+         upgrade_app billing_deduct(text, numeric, text, text, text, text, text, text, text, text[]) true false, \
+         upgrade_app billing_hold(text, numeric, text, text, text, text, text, text, interval, text, text[]) true true"
+    );
+    // a '*' limit counts the hold made before 0.3.0 (it named no scopes) as held
+    c.execute("SELECT * FROM billing_set_limit('a', '*', 100)", &[]).unwrap();
+    assert_eq!(text(&mut c, "SELECT held::text FROM billing_limits('a')"), "10");
     // the key replays, the hold settles, the rest of the debit refunds
     assert_eq!(
         text(&mut c, "SELECT seq::text FROM billing_deduct('a', 30, 'CHAT_DEC', 'CHAT', 'x', idempotency_key => 'k1')"),
         "3"
     );
     c.execute("SELECT billing_settle(1, 10)", &[]).unwrap();
+    assert_eq!(text(&mut c, "SELECT concat_ws('/', spent, held) FROM billing_limits('a')"), "10/0");
+    // a refund of a charge made before 0.3.0 gives nothing back to a limit
     c.execute("SELECT billing_refund(3)", &[]).unwrap();
+    assert_eq!(text(&mut c, "SELECT concat_ws('/', spent, held) FROM billing_limits('a')"), "10/0");
+    c.execute("SELECT * FROM billing_set_limit('a', '*', NULL)", &[]).unwrap();
     assert_eq!(power(&mut c, "a"), "110");
     // crossing the threshold now records an event
     c.execute("SELECT billing_deduct('a', 70, 'CHAT_DEC', 'CHAT', 'x')", &[]).unwrap();

@@ -5,7 +5,10 @@
 -- account row (which it locks by updating it; the head grant's live remaining
 -- lives there) and appends the ledger entry: the same work as the floor.
 -- Returns no row when those conditions do not hold; the caller then takes the
--- general path.
+-- general path. For a user with limits, a charge ($10 not NULL) is counted
+-- against them after the account row is locked (billing.count_limits), and the
+-- first limit it takes above its cap comes back in the last six columns: the
+-- caller then raises PB008, which undoes the statement.
 -- kind: write
 -- $1 user_id text
 -- $2 amount numeric
@@ -16,6 +19,7 @@
 -- $7 association_no text
 -- $8 association_user_id text
 -- $9 idempotency_key text
+-- $10 scopes text[]
 WITH account AS (
   UPDATE billing.accounts AS a
      SET
@@ -25,17 +29,21 @@ WITH account AS (
    WHERE
 --@ include shared/head_covers.sql
   RETURNING a.user_id, a.last_seq, a.permanent OPERATOR(pg_catalog.+) a.grants_total AS balance_after,
-            a.head_grant_id, a.low_balance_at
+            a.head_grant_id, a.low_balance_at, a.limited
+), counted AS (
+--@ include shared/count_charge.sql with spent = $2, held = 0::pg_catalog.numeric, scopes = $10
 ), logged AS (
 INSERT INTO billing.account_log AS l
        (user_id, seq, direction, amount, balance_after, account_type, source_type, source,
-        remark, association_no, association_user_id, detail, idempotency_key)
+        remark, association_no, association_user_id, detail, idempotency_key, scopes)
 SELECT account.user_id, account.last_seq, -1, $2, account.balance_after, $3, $4, $5, $6, $7, $8,
 
 --@ include shared/head_funding.sql
        ,
-       $9
+       $9, $10
   FROM account
 RETURNING l
 )
-SELECT logged.l, account.low_balance_at, account.balance_after FROM logged, account;
+SELECT logged.l, account.low_balance_at, account.balance_after,
+--@ include shared/over_cap.sql with made = logged
+;

@@ -35,12 +35,12 @@ WITH account AS (
          log_id = pg_catalog.nextval('billing.account_log_id_seq'::pg_catalog.regclass)
     FROM account
    WHERE h.user_id OPERATOR(pg_catalog.=) $1 AND h.hold_id OPERATOR(pg_catalog.=) $2
-  RETURNING h.log_id
+  RETURNING h.log_id, h.scopes
 )
 INSERT INTO billing.account_log AS l
        (id, user_id, seq, direction, amount, balance_after, account_type, source_type, source,
-        remark, association_no, association_user_id, detail)
+        remark, association_no, association_user_id, detail, scopes)
 SELECT closed.log_id, account.user_id, account.last_seq, -1, $3, account.available, $6, $7, $8,
-       $9, $10, $11, $12::pg_catalog.jsonb
+       $9, $10, $11, $12::pg_catalog.jsonb, coalesce(closed.scopes, '{}'::pg_catalog.text[])
   FROM account, closed
 RETURNING l;

@@ -19,10 +19,11 @@
 -- $15 refund_of bigint
 -- $16 expire_at timestamptz
 -- $17 id bigint
+-- $18 scopes text[]
 INSERT INTO billing.account_log AS l
        (id, user_id, seq, direction, amount, balance_after, account_type, source_type, source,
         remark, association_no, association_user_id, subscription_id, detail, idempotency_key,
-        refund_of, expire_at)
+        refund_of, expire_at, scopes)
 VALUES (coalesce($17, pg_catalog.nextval('billing.account_log_id_seq'::pg_catalog.regclass)),
-        $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::pg_catalog.jsonb, $14, $15, $16)
+        $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::pg_catalog.jsonb, $14, $15, $16, $18)
 RETURNING l, l.id;

@@ -23,6 +23,7 @@
 -- $17 next_expiry timestamptz
 -- $18 head_grant_id bigint
 -- $19 head_remaining numeric
+-- $20 scopes text[]
 WITH account AS (
   UPDATE billing.accounts
      SET permanent = $15, grants_total = $16, next_expiry = $17, last_seq = $2,
@@ -31,6 +32,6 @@ WITH account AS (
 )
 INSERT INTO billing.account_log AS l
        (user_id, seq, direction, amount, balance_after, account_type, source_type, source,
-        remark, association_no, association_user_id, subscription_id, detail, idempotency_key)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::pg_catalog.jsonb, $14)
+        remark, association_no, association_user_id, subscription_id, detail, idempotency_key, scopes)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::pg_catalog.jsonb, $14, $20)
 RETURNING l;

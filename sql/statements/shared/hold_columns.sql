@@ -4,4 +4,4 @@ h,
 , h.status, h.amount,
 h.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now() AS lapsed, h.settled_amount, h.log_id,
 h.account_type, h.source_type, h.source, h.remark, h.association_no, h.association_user_id, h.closed_at::pg_catalog.text,
-h.hold_id
+h.hold_id, h.scopes, h.created_at
