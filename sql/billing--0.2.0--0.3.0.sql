@@ -1459,6 +1459,10 @@ END
 $$;
 COMMENT ON FUNCTION billing.count_limits(text, text[], numeric, numeric, timestamptz, bigint) IS
     'Internal: with the account locked, counts a charge (or gives one back) against the user''s limits of its scopes and ''*'', starting a new period''s counters when one began; returns the limits it takes above their cap';
+CREATE TYPE billing.spending_limit AS (
+    scope text, cap numeric, period text, time_zone text, period_start timestamptz,
+    period_end timestamptz, spent numeric, held numeric, remaining numeric);
+COMMENT ON TYPE billing.spending_limit IS 'A spending limit as it stands now: scope, cap, period and time_zone as set, the current period''s start and end (NULL end: a lifetime cap), spent and held in it, and what remains (cap - spent - held, at least 0)';
 CREATE FUNCTION billing.limits_now(user_id text)
     RETURNS SETOF billing.spending_limit
     LANGUAGE sql STABLE
@@ -1677,6 +1681,9 @@ REVOKE ALL ON FUNCTION billing.limits_now(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.trigger_scopes(record, text, text) FROM PUBLIC;
 REVOKE ALL ON TABLE billing.limits FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('billing.limits', '');
+-- the options object of billing_deduct takes "scopes"
+COMMENT ON FUNCTION @extschema@.billing_deduct(jsonb) IS
+    'billing_deduct with the options object services pass: {"userId", "amount", "accountType", "source": {"type", "source"}, "remark", "associationNo", "associationUserId", "idempotencyKey", "scopes"}. Returns the ledger entry.';
 
 -- (sections of the other 0.3.0 changes go here, above the protected names)
 
