@@ -201,6 +201,12 @@ mod tests {
         assert_eq!(counters("u", "key:a"), "0/2/18");
         Spi::run(&format!("SELECT billing_release({hold})")).unwrap();
         assert_eq!(counters("u", "key:a"), "0/0/20");
+        // a lifetime cap set again keeps what was spent
+        limit("u", "*", "100", "NULL");
+        assert_eq!(deduct("u", "5", "NULL"), "00000");
+        limit("u", "*", "50", "NULL");
+        assert_eq!(counters("u", "*"), "5/0/45");
+        assert_eq!(text("SELECT count(*)::text FROM billing_set_limit('u', '*', NULL)"), "0");
         // a NULL cap removes the limit; then nothing counts against it
         assert_eq!(text("SELECT count(*)::text FROM billing_set_limit('u', 'key:a', NULL)"), "0");
         assert_eq!(text("SELECT count(*)::text FROM billing_limits('u')"), "0");

@@ -1454,7 +1454,7 @@ BEGIN
        AND add_spent + add_held
            + CASE WHEN count_limits.held_delta < 0 AND count_limits.counted_at >= c.period_start
                   THEN count_limits.held_delta ELSE 0 END > 0
-     ORDER BY c.scope;
+     ORDER BY c.scope COLLATE pg_catalog."C";
 END
 $$;
 COMMENT ON FUNCTION billing.count_limits(text, text[], numeric, numeric, timestamptz, bigint) IS
@@ -1472,13 +1472,19 @@ SELECT l.scope, l.cap, l.period, l.time_zone,
        CASE WHEN now() < l.period_end THEN l.period_start ELSE lower(p.now) END,
        nullif(CASE WHEN now() < l.period_end THEN l.period_end ELSE upper(p.now) END, 'infinity'),
        CASE WHEN now() < l.period_end THEN l.spent ELSE 0 END,
-       CASE WHEN now() < l.period_end THEN l.held ELSE 0 END,
-       trim_scale(greatest(l.cap - CASE WHEN now() < l.period_end THEN l.spent + l.held ELSE 0 END, 0))
+       CASE WHEN now() < l.period_end THEN trim_scale(l.held - coalesce(lapsed.amount, 0)) ELSE 0 END,
+       trim_scale(greatest(l.cap - CASE WHEN now() < l.period_end
+                                        THEN l.spent + l.held - coalesce(lapsed.amount, 0) ELSE 0 END, 0))
   FROM billing.limits AS l
   LEFT JOIN LATERAL (SELECT billing.limit_period(l.period, l.period_len, l.time_zone, l.anchor, now()) AS now
                       WHERE now() >= l.period_end) AS p ON true
+  LEFT JOIN LATERAL (SELECT sum(h.amount) AS amount
+                       FROM billing.holds AS h
+                      WHERE h.user_id = l.user_id AND h.status = 'held' AND h.expires_at <= now()
+                        AND (l.scope = '*' OR l.scope = ANY (h.scopes))
+                        AND h.created_at >= l.period_start AND h.created_at < l.period_end) AS lapsed ON true
  WHERE l.user_id = limits_now.user_id
- ORDER BY l.scope
+ ORDER BY l.scope COLLATE pg_catalog."C"
 $$;
 COMMENT ON FUNCTION billing.limits_now(text) IS
     'Internal: a user''s limits with the counters of the current period (what billing_limits returns)';
@@ -1509,6 +1515,7 @@ DECLARE
     the_zone text := billing_set_limit.time_zone;
     len interval;
     last_seq bigint;
+    holds_due boolean;
     old billing.limits;
     bounds tstzrange;
 BEGIN
@@ -1549,14 +1556,19 @@ BEGIN
         END IF;
     END IF;
 
-    -- the account row first, as every write locks it
-    SELECT a.last_seq INTO last_seq FROM billing.accounts AS a WHERE a.user_id = the_user FOR UPDATE;
+    -- the account row first, as every write locks it; lapsed holds give back what
+    -- they counted first, as every write sweeps them
+    SELECT a.last_seq, coalesce(a.holds_due_at <= now(), false) INTO last_seq, holds_due
+      FROM billing.accounts AS a WHERE a.user_id = the_user FOR UPDATE;
     IF NOT FOUND THEN
         IF the_cap IS NULL THEN
             RETURN;
         END IF;
         INSERT INTO billing.accounts AS a (user_id) VALUES (the_user);
         last_seq := 0;
+    ELSIF holds_due THEN
+        PERFORM billing.write_back_heads(ARRAY[the_user]);
+        PERFORM billing.return_due_holds(ARRAY[the_user]);
     END IF;
     SELECT l.* INTO old FROM billing.limits AS l WHERE l.user_id = the_user AND l.scope = the_scope;
 
@@ -1568,9 +1580,10 @@ BEGIN
         RETURN;
     END IF;
 
+    -- the same period: the same length, time zone, and kind (calendar or not; a lifetime cap has neither)
     IF old.user_id IS NOT NULL AND old.period_len IS NOT DISTINCT FROM len AND old.time_zone = the_zone
-       AND (old.period = ANY (ARRAY['day', 'week', 'month'])) = (the_period = ANY (ARRAY['day', 'week', 'month'])) THEN
-        -- the same period: the counters stay
+       AND coalesce(old.period = ANY (ARRAY['day', 'week', 'month']), false)
+           = coalesce(the_period = ANY (ARRAY['day', 'week', 'month']), false) THEN
         UPDATE billing.limits AS l SET cap = the_cap, period = the_period, updated_at = now()
          WHERE l.user_id = the_user AND l.scope = the_scope;
     ELSE

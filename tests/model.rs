@@ -10,6 +10,13 @@
 //! or for 0, releases, repeated and conflicting closes, full and partial refunds of
 //! deducts, settles, manual corrections and revocations (also into expired
 //! grants), billing_revoke_subscription, billing_expire and billing_adjust.
+//! Spending limits: deducts and holds name scopes (some bad), limits of a scope or
+//! '*' are set, changed and removed with lifetime caps and windows of 1 second,
+//! 2 seconds and 1 hour, so periods end in real time during a run; each step runs
+//! in its own transaction, whose now() (the time the limits see) the model is
+//! given, as it is given amounts. PB008 and what settles, releases, lapsed holds and
+//! refunds give back (nothing once the period is over) must agree, and at the end
+//! every limit's counters.
 //!
 //! Sequences come from seeds, so a failure replays exactly. The seeds and the
 //! number of operations come from the environment:
@@ -82,6 +89,9 @@ enum HoldState {
 
 struct Hold {
     amount: Cents,
+    /// the scopes it named, and when it was made (real time, microseconds)
+    scopes: Vec<String>,
+    made_us: i64,
     account_type: String,
     funding: Funding,
     expires_at_hour: i64,
@@ -94,6 +104,41 @@ struct Hold {
 struct Debit {
     funding: Funding,
     refunded: Funding,
+    /// a charge (deduct, settle): its scopes and when it was made; None for the others
+    charge: Option<(Vec<String>, i64)>,
+}
+
+/// A spending limit, with the counters of its stored period (times in microseconds).
+#[derive(Clone, Debug)]
+struct Limit {
+    cap: Cents,
+    /// None: a lifetime cap
+    window_us: Option<i64>,
+    anchor_us: i64,
+    period_start_us: i64,
+    /// None: never ends
+    period_end_us: Option<i64>,
+    spent: Cents,
+    held: Cents,
+}
+
+impl Limit {
+    /// Starts the period that contains `now_us` when the stored one is over.
+    fn roll(&mut self, now_us: i64) {
+        if let (Some(window), Some(end)) = (self.window_us, self.period_end_us) {
+            if now_us >= end {
+                self.period_start_us = self.anchor_us + (now_us - self.anchor_us).div_euclid(window) * window;
+                self.period_end_us = Some(self.period_start_us + window);
+                self.spent = 0;
+                self.held = 0;
+            }
+        }
+    }
+
+    /// Whether something counted at `made_us` was counted in the stored period.
+    fn in_period(&self, made_us: i64) -> bool {
+        made_us >= self.period_start_us && self.period_end_us.is_none_or(|end| made_us < end)
+    }
 }
 
 /// What a ledger idempotency key was used for, and the entry it returns on a repeat.
@@ -117,11 +162,15 @@ struct User {
     hold_keys: HashMap<String, usize>,
     /// the debt floor (billing_set_debt_limit)
     max_debt: Option<Cents>,
+    /// spending limits by scope
+    limits: BTreeMap<String, Limit>,
 }
 
 #[derive(Default)]
 struct Model {
     now_hour: i64,
+    /// now() of the step's transaction, in microseconds: the time limits count in
+    now_us: i64,
     /// the step being run
     step: usize,
     users: BTreeMap<String, User>,
@@ -129,7 +178,7 @@ struct Model {
 
 /// How often a run reached states that are rare but matter, printed with the result,
 /// so that a run that never reached them is visible.
-const SEEN: [&str; 8] = [
+const SEEN: [&str; 12] = [
     "settles above the hold into a debt",
     "of them by a user already in debt beside a live grant",
     "holds lapsed",
@@ -138,8 +187,12 @@ const SEEN: [&str; 8] = [
     "revocation entries",
     "expiry entries",
     "settles stopped by the debt limit",
+    "charges stopped by a limit (PB008)",
+    "periods that ended and started afresh",
+    "give-backs to a period that was over",
+    "settles and refunds that gave back to their period",
 ];
-static SEEN_COUNTS: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
+static SEEN_COUNTS: [AtomicUsize; 12] = [const { AtomicUsize::new(0) }; 12];
 
 fn seen(what: usize) {
     SEEN_COUNTS[what].fetch_add(1, Ordering::Relaxed);
@@ -164,7 +217,142 @@ fn entry(balance_after: Cents, funding: &Funding, hold: Option<usize>) -> Outcom
     Outcome::Entry(balance_after, funding.render(hold))
 }
 
+/// Checks a charge's scopes as billing_deduct and billing_hold do: None when fine, or
+/// the SQLSTATE. `None` elements stand for NULL.
+fn bad_scopes(scopes: &Option<Vec<Option<String>>>) -> Option<Outcome> {
+    let scopes = scopes.as_ref()?;
+    if scopes.iter().any(Option::is_none) {
+        return Some(err("22004"));
+    }
+    scopes.iter().flatten().any(|s| s == "*").then(|| err("22023"))
+}
+
+fn scope_list(scopes: &Option<Vec<Option<String>>>) -> Vec<String> {
+    let mut list: Vec<String> = scopes.iter().flatten().flatten().cloned().collect();
+    list.sort();
+    list.dedup();
+    list
+}
+
 impl Model {
+    /// Whether a charge that adds `spent` and `held` now, and gives back `given_back`
+    /// (a hold made at that time that a settle closes), would take one of the user's
+    /// limits of `scopes` or '*' above its cap. Rolls the limits to now.
+    fn capped(&mut self, user: &str, scopes: &[String], spent: Cents, held: Cents, given_back: Option<(Cents, i64)>) -> bool {
+        let now = self.now_us;
+        let Some(u) = self.users.get_mut(user) else { return false };
+        let mut capped = false;
+        for (scope, limit) in u.limits.iter_mut() {
+            if scope != "*" && !scopes.contains(scope) {
+                continue;
+            }
+            let before = limit.period_end_us;
+            limit.roll(now);
+            if limit.period_end_us != before {
+                seen(9);
+            }
+            let back = given_back.filter(|(_, made)| limit.in_period(*made)).map_or(0, |(amount, _)| amount);
+            let net = spent + held - back;
+            if net > 0 && limit.spent + limit.held + net > limit.cap {
+                capped = true;
+            }
+        }
+        if capped {
+            seen(8);
+        }
+        capped
+    }
+
+    /// Counts a charge the caller found not capped: spent and held now, less a hold given back.
+    fn count(&mut self, user: &str, scopes: &[String], spent: Cents, held: Cents, given_back: Option<(Cents, i64)>) {
+        let now = self.now_us;
+        let Some(u) = self.users.get_mut(user) else { return };
+        for (scope, limit) in u.limits.iter_mut() {
+            if scope != "*" && !scopes.contains(scope) {
+                continue;
+            }
+            limit.roll(now);
+            limit.spent += spent;
+            limit.held += held;
+            if let Some((amount, made)) = given_back {
+                if limit.in_period(made) {
+                    limit.held -= amount;
+                } else {
+                    seen(10);
+                }
+            }
+        }
+    }
+
+    /// Gives back what a charge counted at `made_us` counted (spent or held), to the
+    /// limits whose current period it was counted in. `roll`: as a write does (a
+    /// refund, a release); a lapsed hold is given back as it stands.
+    fn give_back_count(&mut self, user: &str, scopes: &[String], made_us: i64, spent: Cents, held: Cents, roll: bool) {
+        let now = self.now_us;
+        let Some(u) = self.users.get_mut(user) else { return };
+        for (scope, limit) in u.limits.iter_mut() {
+            if scope != "*" && !scopes.contains(scope) {
+                continue;
+            }
+            if roll {
+                limit.roll(now);
+            }
+            if limit.in_period(made_us) {
+                limit.spent -= spent;
+                limit.held -= held;
+                seen(11);
+            } else {
+                seen(10);
+            }
+        }
+    }
+
+    /// billing_set_limit: Ok(remaining in cents), Ok(-1) once removed.
+    fn set_limit(&mut self, user: &str, scope: &str, cap: Option<Cents>, window_us: Option<i64>) -> Outcome {
+        let now = self.now_us;
+        let u = match (self.users.get_mut(user), cap) {
+            (None, None) => return Outcome::Ok(-1),
+            (Some(u), _) => u,
+            (None, Some(_)) => self.users.entry(user.to_owned()).or_default(),
+        };
+        let Some(cap) = cap else {
+            u.limits.remove(scope);
+            return Outcome::Ok(-1);
+        };
+        match u.limits.get_mut(scope) {
+            Some(limit) if limit.window_us == window_us => limit.cap = cap,
+            _ => {
+                // open holds made in the new period: none, as it starts now
+                let limit = Limit {
+                    cap,
+                    window_us,
+                    anchor_us: now,
+                    period_start_us: now,
+                    period_end_us: window_us.map(|w| now + w),
+                    spent: 0,
+                    held: 0,
+                };
+                u.limits.insert(scope.to_owned(), limit);
+            }
+        }
+        let limit = u.limits.get_mut(scope).unwrap();
+        limit.roll(now);
+        Outcome::Ok((limit.cap - limit.spent - limit.held).max(0))
+    }
+
+    /// (scope, spent, held) of every limit of the user as billing_limits shows it now.
+    fn limits_now(&mut self, user: &str) -> Vec<String> {
+        let now = self.now_us;
+        let Some(u) = self.users.get_mut(user) else { return Vec::new() };
+        u.limits
+            .iter_mut()
+            .map(|(scope, limit)| {
+                limit.roll(now);
+                format!("{scope} {} {}", limit.spent, limit.held)
+            })
+            .collect()
+    }
+
     fn available(&self, user: &str) -> Cents {
         self.users.get(user).map_or(0, |u| {
             u.permanent + u.grants.iter().filter(|g| g.expires_at_hour > self.now_hour).map(|g| g.remaining).sum::<Cents>()
@@ -216,9 +404,13 @@ impl Model {
         result
     }
 
-    fn deduct(&mut self, user: &str, amount: Cents, account_type: &str, key: Option<&str>) -> Outcome {
+    /// billing_deduct, or with `scopes` None billing_adjust's debit (not a charge).
+    fn deduct(&mut self, user: &str, amount: Cents, account_type: &str, key: Option<&str>, scopes: Option<Vec<Option<String>>>, charge: bool) -> Outcome {
         if amount <= 0 {
             return err("22023");
+        }
+        if let Some(bad) = bad_scopes(&scopes) {
+            return bad;
         }
         if !["CHAT_DEC", "PLUGIN_DEC", "SYSTEM_MANUAL_DEC"].contains(&account_type) {
             return err("PB002");
@@ -226,14 +418,22 @@ impl Model {
         if let Some(replayed) = self.replay(user, key, -1, amount, account_type) {
             return replayed;
         }
+        let scopes = scope_list(&scopes);
+        if charge && self.capped(user, &scopes, amount, 0, None) {
+            return err("PB008");
+        }
         let available = self.available(user);
         if amount > available {
             return err("PB001");
         }
+        if charge {
+            self.count(user, &scopes, amount, 0, None);
+        }
+        let made = self.now_us;
         let u = self.users.get_mut(user).expect("power above zero means an account");
         let funding = take(u, self.now_hour, amount, false);
         let result = entry(available - amount, &funding, None);
-        u.debits.push(Debit { funding, refunded: Funding::default() });
+        u.debits.push(Debit { funding, refunded: Funding::default(), charge: charge.then(|| (scopes, made)) });
         let used = KeyUse { direction: -1, amount, account_type: account_type.to_owned(), refund_of: None, entry: result.clone() };
         self.remember(user, key, used);
         result
@@ -290,20 +490,30 @@ fn merge(parts: Vec<(usize, Cents)>) -> Vec<(usize, Cents)> {
 
 impl Model {
     /// billing_hold; Ok(the hold's index among the user's holds).
-    fn hold(&mut self, user: &str, amount: Cents, account_type: &str, ttl_hours: i64, key: Option<&str>) -> Outcome {
+    fn hold(&mut self, user: &str, amount: Cents, account_type: &str, ttl_hours: i64, key: Option<&str>, scopes: Option<Vec<Option<String>>>) -> Outcome {
+        if let Some(bad) = bad_scopes(&scopes) {
+            return bad;
+        }
+        let scopes = scope_list(&scopes);
         if let Some(n) = key.and_then(|k| self.users.get(user)?.hold_keys.get(k).copied()) {
             let earlier = &self.users[user].holds[n];
             seen(3);
             return if earlier.amount == amount && earlier.account_type == account_type { Outcome::Ok(n as i64) } else { err("PB003") };
         }
+        if self.capped(user, &scopes, 0, amount, None) {
+            return err("PB008");
+        }
         if amount > self.available(user) || !self.users.contains_key(user) {
             return err("PB001");
         }
-        let now = self.now_hour;
+        self.count(user, &scopes, 0, amount, None);
+        let (now, made_us) = (self.now_hour, self.now_us);
         let u = self.users.get_mut(user).unwrap();
         let funding = take(u, now, amount, false);
         u.holds.push(Hold {
             amount,
+            scopes,
+            made_us,
             account_type: account_type.to_owned(),
             funding,
             expires_at_hour: now + ttl_hours,
@@ -336,6 +546,11 @@ impl Model {
             HoldState::Open => {}
             _ => return err("PB004"),
         }
+        let (hold_scopes, hold_amount, hold_made) = (u.holds[n].scopes.clone(), u.holds[n].amount, u.holds[n].made_us);
+        if self.capped(user, &hold_scopes, actual, 0, Some((hold_amount, hold_made))) {
+            return err("PB008");
+        }
+        let u = self.users.get_mut(user).unwrap();
         let funding = u.holds[n].funding.clone();
         let held = funding.total();
         if actual > held && actual - held > available && !debt {
@@ -379,11 +594,13 @@ impl Model {
         }
         charged.grants = merge(charged.grants);
         let balance_after = self.available(user);
+        self.count(user, &hold_scopes, actual, 0, Some((hold_amount, hold_made)));
+        let made = self.now_us;
         let u = self.users.get_mut(user).unwrap();
         let result = entry(balance_after, &charged, Some(n));
         u.holds[n].state = HoldState::Settled(actual);
         u.holds[n].entry = Some(result.clone());
-        u.debits.push(Debit { funding: charged, refunded: Funding::default() });
+        u.debits.push(Debit { funding: charged, refunded: Funding::default(), charge: Some((hold_scopes, made)) });
         result
     }
 
@@ -398,6 +615,8 @@ impl Model {
                 let funding = u.holds[n].funding.clone();
                 give_back(u, &funding);
                 u.holds[n].state = HoldState::Released;
+                let (scopes, amount, made) = (u.holds[n].scopes.clone(), u.holds[n].amount, u.holds[n].made_us);
+                self.give_back_count(user, &scopes, made, 0, amount, true);
                 Outcome::Ok(1)
             }
         }
@@ -443,6 +662,9 @@ impl Model {
         let debit = &mut u.debits[n];
         debit.refunded.permanent += back.permanent;
         debit.refunded.grants.extend(back.grants.iter().copied());
+        if let Some((scopes, made)) = debit.charge.clone() {
+            self.give_back_count(user, &scopes, made, back.total(), 0, true);
+        }
         let result = entry(self.available(user), &back, None);
         let used = KeyUse { direction: 1, amount: back.total(), account_type: "REFUND_INC".to_owned(), refund_of: Some(n), entry: result.clone() };
         self.remember(user, key, used);
@@ -461,6 +683,14 @@ impl Model {
                     give_back(u, &funding);
                     u.holds[n].state = HoldState::Lapsed;
                     seen(2);
+                    // the next write gives it back: to its period if that is still the current one,
+                    // and if it is not, the limit's new period starts at zero all the same
+                    let (amount, made, scopes) = (u.holds[n].amount, u.holds[n].made_us, u.holds[n].scopes.clone());
+                    for (scope, limit) in u.limits.iter_mut() {
+                        if (scope == "*" || scopes.contains(scope)) && limit.in_period(made) {
+                            limit.held -= amount;
+                        }
+                    }
                 }
             }
         }
@@ -486,7 +716,7 @@ impl Model {
                     seen(5);
                     let funding = Funding { permanent: 0, grants: vec![(i, remaining)] };
                     entries.push(format!("{name} {remaining} {before} {}", funding.render(None)));
-                    u.debits.push(Debit { funding, refunded: Funding::default() });
+                    u.debits.push(Debit { funding, refunded: Funding::default(), charge: None });
                 }
                 u.grants[i].remaining = 0;
                 u.grants[i].expires_at_hour = now;
@@ -636,7 +866,22 @@ fn check_sequence(seed: u64, operations: usize) {
         // one pool of keys for adds, deducts, holds and refunds
         let key = ((r >> 16) % 3 == 0).then(|| format!("k{}", (r >> 20) % 30));
         let key = key.as_deref();
-        let what = (r >> 28) % 42;
+        // the scopes a deduct or hold names (sometimes NULL, a duplicate, '*' or a NULL element)
+        let scopes: Option<Vec<Option<String>>> = match (r >> 52) % 12 {
+            0..=2 => None,
+            3 => Some(vec![]),
+            4 | 5 => Some(vec![Some("key:a".to_owned())]),
+            6 => Some(vec![Some("key:b".to_owned()), Some("model:x".to_owned())]),
+            7 => Some(vec![Some("model:x".to_owned()), Some("key:a".to_owned()), Some("model:x".to_owned())]),
+            8 | 9 => Some(vec![Some("key:a".to_owned()), Some("key:b".to_owned())]),
+            10 => Some(vec![Some("*".to_owned())]),
+            _ => Some(vec![Some("key:a".to_owned()), None]),
+        };
+        let scopes = if (r >> 56) % 16 == 0 { scopes } else { scopes.filter(|s| s.iter().all(|x| x.as_deref().is_some_and(|x| x != "*"))) };
+        // each step in its own transaction: its now() is the time the limits count in
+        c.batch_execute("COMMIT; BEGIN").unwrap();
+        model.now_us = c.query_one("SELECT (extract(epoch FROM now()) * 1000000)::bigint", &[]).unwrap().get(0);
+        let what = (r >> 28) % 46;
         let mut every_user = false;
         let (description, expected, actual) = match what {
             0..=3 => (
@@ -659,20 +904,20 @@ fn check_sequence(seed: u64, operations: usize) {
             7..=14 => {
                 let account_type = if what == 14 { "PLUGIN_DEC" } else { "CHAT_DEC" };
                 (
-                    format!("deduct {user} {amount} as {account_type} key {key:?}"),
-                    model.deduct(user, amount, account_type, key),
-                    run_entry(&mut c, "SELECT balance_after::text, model_funding(user_id, detail) FROM billing_deduct($1, $2::text::numeric, $3, 'CHAT', 'model', idempotency_key => $4)",
-                        &[&user, &amount_text(amount), &account_type, &key]),
+                    format!("deduct {user} {amount} as {account_type} key {key:?} scopes {scopes:?}"),
+                    model.deduct(user, amount, account_type, key, scopes.clone(), true),
+                    run_entry(&mut c, "SELECT balance_after::text, model_funding(user_id, detail) FROM billing_deduct($1, $2::text::numeric, $3, 'CHAT', 'model', idempotency_key => $4, scopes => $5)",
+                        &[&user, &amount_text(amount), &account_type, &key, &scopes]),
                 )
             }
             15 => (
                 format!("deduct {user} 0"),
-                model.deduct(user, 0, "CHAT_DEC", None),
+                model.deduct(user, 0, "CHAT_DEC", None, None, true),
                 run_entry(&mut c, "SELECT balance_after::text, model_funding(user_id, detail) FROM billing_deduct($1, 0, 'CHAT_DEC', 'CHAT', 'model')", &[&user]),
             ),
             16 => (
                 format!("deduct {user} {amount} as RECHARGE_INC"),
-                model.deduct(user, amount, "RECHARGE_INC", key),
+                model.deduct(user, amount, "RECHARGE_INC", key, None, true),
                 run_entry(&mut c, "SELECT balance_after::text, model_funding(user_id, detail) FROM billing_deduct($1, $2::text::numeric, 'RECHARGE_INC', 'CHAT', 'model', idempotency_key => $3)",
                     &[&user, &amount_text(amount), &key]),
             ),
@@ -694,11 +939,11 @@ fn check_sequence(seed: u64, operations: usize) {
                 let account_type = if what == 23 { "PLUGIN_DEC" } else { "CHAT_DEC" };
                 let ttl = 1 + ((r >> 32) % 36) as i64;
                 (
-                    format!("hold {user} {amount} as {account_type} for {ttl}h key {key:?}"),
-                    model.hold(user, amount, account_type, ttl, key),
+                    format!("hold {user} {amount} as {account_type} for {ttl}h key {key:?} scopes {scopes:?}"),
+                    model.hold(user, amount, account_type, ttl, key, scopes.clone()),
                     run_value(&mut c, "SELECT (SELECT count(*) FROM billing.holds AS o WHERE o.user_id = h.user_id AND o.hold_id < h.hold_id)
-                                         FROM billing_hold($1, $2::text::numeric, $3, 'CHAT', 'model', ttl => make_interval(hours => $4), idempotency_key => $5) AS h",
-                        &[&user, &amount_text(amount), &account_type, &(ttl as i32), &key]),
+                                         FROM billing_hold($1, $2::text::numeric, $3, 'CHAT', 'model', ttl => make_interval(hours => $4), idempotency_key => $5, scopes => $6) AS h",
+                        &[&user, &amount_text(amount), &account_type, &(ttl as i32), &key, &scopes]),
                 )
             }
             24..=28 | 38 | 39 => {
@@ -782,6 +1027,22 @@ fn check_sequence(seed: u64, operations: usize) {
                         &[&user, &max_debt.map(amount_text)]),
                 )
             }
+            42..=45 => {
+                // a spending limit: set (a lifetime cap or a window of 1 s, 2 s or 1 h), changed, removed;
+                // only ann and bob have limits, so cid and dee still reach the states limits would stop
+                let user = USERS[((r >> 44) % 2) as usize];
+                let scope = ["*", "key:a", "key:b", "model:x"][((r >> 32) % 4) as usize];
+                let cap: Option<Cents> = [None, Some(0), Some(300), Some(1000), Some(2500), Some(6000)][((r >> 36) % 6) as usize];
+                let (period, window_us): (Option<&str>, Option<i64>) =
+                    [(None, None), (Some("1 second"), Some(1_000_000)), (Some("2 seconds"), Some(2_000_000)), (Some("1 hour"), Some(3_600_000_000))]
+                        [((r >> 40) % 4) as usize];
+                (
+                    format!("limit {user} {scope} cap {cap:?} period {period:?}"),
+                    model.set_limit(user, scope, cap, window_us),
+                    run_value(&mut c, "SELECT coalesce((SELECT (remaining * 100)::bigint FROM billing_set_limit($1, $2, $3::text::numeric, $4)), -1)",
+                        &[&user, &scope, &cap.map(amount_text), &period]),
+                )
+            }
             _ => {
                 // billing_adjust: up (a permanent credit) or down (a deduct, PB001 if not there)
                 let delta = if what == 36 { amount } else { -amount };
@@ -790,13 +1051,24 @@ fn check_sequence(seed: u64, operations: usize) {
                     if delta > 0 {
                         model.add(user, delta, "SYSTEM_MANUAL_INC", None, None)
                     } else {
-                        model.deduct(user, -delta, "SYSTEM_MANUAL_DEC", None)
+                        model.deduct(user, -delta, "SYSTEM_MANUAL_DEC", None, None, false)
                     },
                     run_entry(&mut c, "SELECT balance_after::text, model_funding(user_id, detail) FROM billing_adjust($1, $2::text::numeric, 'model')",
                         &[&user, &amount_text(delta)]),
                 )
             }
         };
+        c.batch_execute("COMMIT").unwrap();
+        if std::env::var("BILLING_MODEL_TRACE").is_ok_and(|t| t == user) {
+            let db: Vec<String> = c
+                .query("SELECT format('%s/%s/%s', scope, spent, held) FROM billing.limits WHERE user_id = $1 ORDER BY scope", &[&user])
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let m: Vec<String> = model.users.get(user).map_or(Vec::new(), |u| u.limits.iter().map(|(s, l)| format!("{s}/{}/{}", l.spent, l.held)).collect());
+            eprintln!("TRACE {step} {description} => {actual:?} (model {expected:?}) db {db:?} model {m:?}");
+        }
         assert_eq!(actual, expected, "seed {seed}, step {step}: {description}");
         let checked: &[&str] = if every_user { &USERS } else { std::slice::from_ref(&user) };
         for &u in checked {
@@ -805,6 +1077,7 @@ fn check_sequence(seed: u64, operations: usize) {
         }
     }
     STEP.with(|s| s.set(operations));
+    c.batch_execute("COMMIT").unwrap();
     // sweep what expired and what lapsed, then every grant and permanent balance as the model has them
     assert_eq!(expire_in_database(&mut c), model.expire(), "seed {seed}, end: billing_expire");
     for (name, user) in &model.users {
@@ -829,6 +1102,19 @@ fn check_sequence(seed: u64, operations: usize) {
         // one entry after the last time travel, so that balance_after is checked against today's grants
         c.execute("SELECT billing_add($1, 1, 'RECHARGE_INC', 'RECHARGE', 'model')", &[name]).unwrap();
     }
+    // every limit's counters as billing_limits shows them now (lapsed holds swept above)
+    c.batch_execute("BEGIN").unwrap();
+    model.now_us = c.query_one("SELECT (extract(epoch FROM now()) * 1000000)::bigint", &[]).unwrap().get(0);
+    for name in USERS {
+        let limits: Vec<String> = c
+            .query("SELECT format('%s %s %s', scope, (spent * 100)::bigint, (held * 100)::bigint) FROM billing_limits($1)", &[&name])
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(limits, model.limits_now(name), "seed {seed}: limits of {name}");
+    }
+    c.batch_execute("COMMIT").unwrap();
     let findings: Vec<String> = c
         .query("SELECT format('%s', f) FROM billing_verify() AS f", &[])
         .unwrap()

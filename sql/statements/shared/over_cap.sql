@@ -3,4 +3,4 @@
 -- charge takes above its cap, or NULLs.
        over.scope, over.cap, over.spent, over.held, over.requested, over.period_end
   FROM {made}, account
-  LEFT JOIN LATERAL (SELECT counted.* FROM counted ORDER BY counted.scope LIMIT 1) AS over ON true
+  LEFT JOIN LATERAL (SELECT counted.* FROM counted ORDER BY counted.scope COLLATE pg_catalog."C" LIMIT 1) AS over ON true

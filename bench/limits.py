@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Issue 15's speed target: a deduct that names one limited scope, against a
+deduct without scopes, in one run (target 0.8x or better).
+
+Run through scripts/with-cluster.sh with a release build installed (make
+install-release), as bench/run.py is. Scenario 1's users (10,000, each with a
+permanent balance and 3 live grants) deduct 1 without scopes; 10,000 more users
+of the same shape, each with a lifetime limit on scope key:a whose cap no run
+reaches, deduct 1 naming key:a; and the variants that show where the cost
+lies. The variants run in turn, BENCH_ROUNDS rounds (default 3), each keeping
+its best run. Prints one line per variant and the target's ratio.
+
+    scripts/with-cluster.sh python3 bench/limits.py
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run  # noqa: E402
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+
+
+def users(prefix):
+    return "\\set u random(1, %d)\n" % run.USERS, f"'{prefix}' || :u"
+
+
+def deduct(prefix, scopes=None):
+    head, user = users(prefix)
+    scopes = f", scopes => {scopes}" if scopes else ""
+    return head + f"SELECT seq FROM billing_deduct({user}, 1, 'CHAT_DEC', 'CHAT', 'bench'{scopes});\n"
+
+
+def hold_settle(prefix, scopes=None):
+    head, user = users(prefix)
+    scopes = f", scopes => {scopes}" if scopes else ""
+    return head + (f"SELECT hold_id AS h FROM billing_hold({user}, 2, 'CHAT_DEC', 'CHAT', 'bench'{scopes}) \\gset\n"
+                   "SELECT id FROM billing_settle(:h, 1);\n")
+
+
+KEY = "ARRAY['key:a']"
+VARIANTS = [
+    ("deduct, a user without limits", deduct("u")),
+    ("deduct naming key:a, a user without limits", deduct("u", KEY)),
+    ("deduct naming key:a, limited (1 limit)", deduct("l", KEY)),
+    ("deduct naming key:a, limited (key:a and a monthly '*')", deduct("m", KEY)),
+    ("deduct without scopes, limited ('*' counts it)", deduct("m")),
+    ("hold + settle, a user without limits", hold_settle("u")),
+    ("hold + settle naming key:a, limited (1 limit)", hold_settle("l", KEY)),
+]
+
+
+def setup():
+    run.setup()
+    # the limited users: the shape of scenario 1's, with a cap no run reaches
+    for prefix, limits in [("l", "SELECT count(*) FROM generate_series(1, %d) n, billing_set_limit('l' || n, 'key:a', 100000000000)"),
+                           ("m", "SELECT count(*) FROM generate_series(1, %d) n, billing_set_limit('m' || n, 'key:a', 100000000000), "
+                                 "billing_set_limit('m' || n, '*', 100000000000, 'month', 'Europe/Berlin')")]:
+        run.psql(f"""SELECT count(billing_add('{prefix}' || n, 1000000, 'RECHARGE_INC', 'RECHARGE', 'seed')) FROM generate_series(1, {run.USERS}) n;
+                     SELECT count(billing_add('{prefix}' || n, 1000000, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'seed',
+                                              expire_at => now() + (k || ' days')::interval))
+                       FROM generate_series(1, {run.USERS}) n, generate_series(30, 32) k;
+                     {limits % run.USERS};
+                     VACUUM ANALYZE;""")
+
+
+def main():
+    setup()
+    r = run.compare(VARIANTS, run.CLIENTS, rounds=ROUNDS)
+    base = r[VARIANTS[0][0]]["tps"]
+    for name, _ in VARIANTS:
+        print(f"{name} | {r[name]['tps']:.0f} TPS | {r[name]['tps'] / base:.2f}x of a deduct without limits")
+    ratio = r["deduct naming key:a, limited (1 limit)"]["tps"] / base
+    print(f"target: deduct with one limited scope / deduct without scopes | {ratio:.2f}x | target 0.8x | {'met' if ratio >= 0.8 else 'not met'}")
+    pair = r["hold + settle naming key:a, limited (1 limit)"]["tps"] / r["hold + settle, a user without limits"]["tps"]
+    print(f"hold + settle with one limited scope / without | {pair:.2f}x")
+    verify = run.psql("SELECT count(*) FROM billing_verify()")
+    print(f"billing_verify after the run: {verify} findings")
+
+
+if __name__ == "__main__":
+    main()
