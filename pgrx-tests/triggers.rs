@@ -673,6 +673,14 @@ mod tests {
         run("RESET ROLE");
         assert_eq!(detail, "Requested 1000000, available 993.");
         assert_eq!(detail_b, "The earlier entry is a debit of 7 as CHAT_DEC; this call asks for a debit of 1 as CHAT_DEC.");
+        // a spending limit's cap and counters (PB008) only to a role that may execute billing_limits
+        run("SELECT * FROM billing_set_limit('rich', '*', 1); SET LOCAL ROLE billing_owner_e");
+        let (state, _, detail, _) = outcome("INSERT INTO public.owned_tasks (task_no, user_id, cost, request) VALUES ('t1', 'rich', 2, 'r1')");
+        run("RESET ROLE; GRANT EXECUTE ON FUNCTION billing_limits(text) TO billing_owner_e; SET LOCAL ROLE billing_owner_e");
+        let (_, _, detail_b, _) = outcome("INSERT INTO public.owned_tasks (task_no, user_id, cost, request) VALUES ('t1', 'rich', 2, 'r1')");
+        run("RESET ROLE");
+        assert_eq!((state.as_str(), detail.as_str()), ("PB008", "requested=2"));
+        assert_eq!(detail_b, "cap=1 spent=0 held=0 requested=2 period_end=never");
         verified();
     }
 

@@ -1145,6 +1145,7 @@ CREATE OR REPLACE FUNCTION billing.return_due_holds(users text[])
 AS $$
 DECLARE
     ended bigint;
+    given bigint;
 BEGIN
     WITH due AS (
         UPDATE billing.holds AS h
@@ -1171,13 +1172,13 @@ BEGIN
           FROM permanent
          WHERE a.user_id = permanent.user_id
     ), given_back AS (
-        -- a give-back never takes a limit above its cap: no rows, but it must run
-        SELECT c.scope
-          FROM due JOIN billing.accounts AS a ON a.user_id = due.user_id AND a.limited,
-               billing.count_limits(due.user_id, due.scopes, 0::numeric, -due.amount, due.created_at, NULL::bigint) AS c
+        -- what the holds counted as held against the users' limits (a give-back is never over a cap)
+        SELECT billing.count_limits(due.user_id, due.scopes, 0::numeric, -due.amount, due.created_at, NULL::bigint)
+          FROM due JOIN billing.accounts AS a ON a.user_id = due.user_id AND a.limited
     )
-    SELECT coalesce(sum(permanent.holds), 0)::bigint + (SELECT count(*) FROM given_back)
-      INTO ended FROM permanent;
+    -- (given_back is read so that it runs)
+    SELECT coalesce(sum(permanent.holds), 0)::bigint, (SELECT count(*) FROM given_back)
+      INTO ended, given FROM permanent;
     IF ended > 0 THEN
         PERFORM billing.refresh_accounts(users, 0::numeric, NULL::bigint);
     END IF;
@@ -1413,16 +1414,15 @@ COMMENT ON FUNCTION billing.limit_period(text, interval, text, timestamptz, time
 CREATE FUNCTION billing.count_limits(
         user_id text, scopes text[], spent_delta numeric, held_delta numeric,
         counted_at timestamptz, counted_seq bigint)
-    RETURNS TABLE (scope text, cap numeric, spent numeric, held numeric, requested numeric, period_end text)
+    RETURNS text[]
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
 DECLARE
     add_spent numeric := greatest(count_limits.spent_delta, 0);
     add_held numeric := greatest(count_limits.held_delta, 0);
+    over text[];
 BEGIN
-    RETURN QUERY
     WITH counted AS (
         UPDATE billing.limits AS l
            SET spent = trim_scale(CASE WHEN now() < l.period_end THEN l.spent ELSE 0 END
@@ -1443,22 +1443,25 @@ BEGIN
            AND l.scope = ANY (coalesce(count_limits.scopes, '{}') || '*'::text)
         RETURNING l.scope, l.cap, l.spent, l.held, l.period_start, l.period_end
     )
-    SELECT c.scope, c.cap, trim_scale(c.spent - add_spent), trim_scale(c.held - add_held),
-           trim_scale(add_spent + add_held),
-           CASE WHEN isfinite(c.period_end)
-                THEN to_char(c.period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-                ELSE 'never' END
+    SELECT ARRAY[c.scope, c.cap::text, trim_scale(c.spent - add_spent)::text, trim_scale(c.held - add_held)::text,
+                 trim_scale(add_spent + add_held)::text,
+                 CASE WHEN isfinite(c.period_end)
+                      THEN to_char(c.period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+                      ELSE 'never' END]
+      INTO over
       FROM counted AS c
      WHERE c.spent + c.held > c.cap
        -- what the charge adds, less the hold a settle closes when it was counted in this period
        AND add_spent + add_held
            + CASE WHEN count_limits.held_delta < 0 AND count_limits.counted_at >= c.period_start
                   THEN count_limits.held_delta ELSE 0 END > 0
-     ORDER BY c.scope COLLATE pg_catalog."C";
+     ORDER BY c.scope COLLATE pg_catalog."C"
+     LIMIT 1;
+    RETURN over;
 END
 $$;
 COMMENT ON FUNCTION billing.count_limits(text, text[], numeric, numeric, timestamptz, bigint) IS
-    'Internal: with the account locked, counts a charge (or gives one back) against the user''s limits of its scopes and ''*'', starting a new period''s counters when one began; returns the limits it takes above their cap';
+    'Internal: with the account locked, counts a charge (or gives one back) against the user''s limits of its scopes and ''*'', starting a new period''s counters when one began; returns the first limit it takes above its cap as ARRAY[scope, cap, spent, held, requested, period_end], or NULL';
 CREATE TYPE billing.spending_limit AS (
     scope text, cap numeric, period text, time_zone text, period_start timestamptz,
     period_end timestamptz, spent numeric, held numeric, remaining numeric);

@@ -82,23 +82,25 @@ COMMENT ON FUNCTION billing.limit_period(text, interval, text, timestamptz, time
 -- or held_delta is a new charge or hold, counted now. A negative one gives back what
 -- was counted at counted_at (the hold's creation, or the charge entry's, with
 -- counted_seq its seq): only to a limit whose current period it was counted
--- in. Returns the limits the charge takes above their cap (only when it adds
--- to spent plus held), in scope order (bytewise): the caller raises PB008 for the first,
--- which undoes everything. spent and held are the counters before this charge
--- (held without the hold a settle closes), requested what it adds.
+-- in. Returns the first limit (in scope order, bytewise) that the charge takes
+-- above its cap (only when it adds to spent plus held), as ARRAY[scope, cap,
+-- spent, held, requested, period_end], or NULL: the caller raises PB008, which
+-- undoes everything. spent and held are the counters before this charge (held
+-- without the hold a settle closes), requested what it adds, period_end RFC 3339
+-- in UTC or 'never'. One scalar call, so that the one-statement deduct and hold
+-- pay nothing for it when the user has no limits (shared/count_charge.sql).
 CREATE FUNCTION billing.count_limits(
         user_id text, scopes text[], spent_delta numeric, held_delta numeric,
         counted_at timestamptz, counted_seq bigint)
-    RETURNS TABLE (scope text, cap numeric, spent numeric, held numeric, requested numeric, period_end text)
+    RETURNS text[]
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
 DECLARE
     add_spent numeric := greatest(count_limits.spent_delta, 0);
     add_held numeric := greatest(count_limits.held_delta, 0);
+    over text[];
 BEGIN
-    RETURN QUERY
     WITH counted AS (
         UPDATE billing.limits AS l
            SET spent = trim_scale(CASE WHEN now() < l.period_end THEN l.spent ELSE 0 END
@@ -119,22 +121,25 @@ BEGIN
            AND l.scope = ANY (coalesce(count_limits.scopes, '{}') || '*'::text)
         RETURNING l.scope, l.cap, l.spent, l.held, l.period_start, l.period_end
     )
-    SELECT c.scope, c.cap, trim_scale(c.spent - add_spent), trim_scale(c.held - add_held),
-           trim_scale(add_spent + add_held),
-           CASE WHEN isfinite(c.period_end)
-                THEN to_char(c.period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-                ELSE 'never' END
+    SELECT ARRAY[c.scope, c.cap::text, trim_scale(c.spent - add_spent)::text, trim_scale(c.held - add_held)::text,
+                 trim_scale(add_spent + add_held)::text,
+                 CASE WHEN isfinite(c.period_end)
+                      THEN to_char(c.period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+                      ELSE 'never' END]
+      INTO over
       FROM counted AS c
      WHERE c.spent + c.held > c.cap
        -- what the charge adds, less the hold a settle closes when it was counted in this period
        AND add_spent + add_held
            + CASE WHEN count_limits.held_delta < 0 AND count_limits.counted_at >= c.period_start
                   THEN count_limits.held_delta ELSE 0 END > 0
-     ORDER BY c.scope COLLATE pg_catalog."C";
+     ORDER BY c.scope COLLATE pg_catalog."C"
+     LIMIT 1;
+    RETURN over;
 END
 $$;
 COMMENT ON FUNCTION billing.count_limits(text, text[], numeric, numeric, timestamptz, bigint) IS
-    'Internal: with the account locked, counts a charge (or gives one back) against the user''s limits of its scopes and ''*'', starting a new period''s counters when one began; returns the limits it takes above their cap';
+    'Internal: with the account locked, counts a charge (or gives one back) against the user''s limits of its scopes and ''*'', starting a new period''s counters when one began; returns the first limit it takes above its cap as ARRAY[scope, cap, spent, held, requested, period_end], or NULL';
 
 -- A spending limit as billing_limits and billing_set_limit return it.
 CREATE TYPE billing.spending_limit AS (

@@ -36,6 +36,7 @@ CREATE FUNCTION billing.return_due_holds(users text[])
 AS $$
 DECLARE
     ended bigint;
+    given bigint;
 BEGIN
     WITH due AS (
         UPDATE billing.holds AS h
@@ -62,13 +63,13 @@ BEGIN
           FROM permanent
          WHERE a.user_id = permanent.user_id
     ), given_back AS (
-        -- a give-back never takes a limit above its cap: no rows, but it must run
-        SELECT c.scope
-          FROM due JOIN billing.accounts AS a ON a.user_id = due.user_id AND a.limited,
-               billing.count_limits(due.user_id, due.scopes, 0::numeric, -due.amount, due.created_at, NULL::bigint) AS c
+        -- what the holds counted as held against the users' limits (a give-back is never over a cap)
+        SELECT billing.count_limits(due.user_id, due.scopes, 0::numeric, -due.amount, due.created_at, NULL::bigint)
+          FROM due JOIN billing.accounts AS a ON a.user_id = due.user_id AND a.limited
     )
-    SELECT coalesce(sum(permanent.holds), 0)::bigint + (SELECT count(*) FROM given_back)
-      INTO ended FROM permanent;
+    -- (given_back is read so that it runs)
+    SELECT coalesce(sum(permanent.holds), 0)::bigint, (SELECT count(*) FROM given_back)
+      INTO ended, given FROM permanent;
     IF ended > 0 THEN
         PERFORM billing.refresh_accounts(users, 0::numeric, NULL::bigint);
     END IF;

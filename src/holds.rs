@@ -282,20 +282,7 @@ fn settle(args: &Args) -> Returned {
             return Ok(None);
         }
         // the actual amount counts now; the hold stops counting as held
-        if account.limited {
-            limits::count(
-                client,
-                plans,
-                &user_id,
-                limits::Count {
-                    scopes: hold.charge.scopes.as_deref().unwrap_or_default(),
-                    spent: actual,
-                    held: -hold.amount,
-                    counted_at: Some(hold.created_at),
-                    counted_seq: None,
-                },
-            )?;
-        }
+        count_closing(client, plans, &account, &hold, actual)?;
         let held = drawdown::total(&hold.funding);
         let (mut charged, rest) = drawdown::split(&hold.funding, actual.min(held));
         if let Some(entry) = fast_settle(client, plans, &account, &hold, actual, remark.as_deref(), &charged, &rest)? {
@@ -476,25 +463,29 @@ fn give_back(
     reason: Option<String>,
 ) -> BillingResult<pg_sys::Datum> {
     let user_id = hold.charge.user_id.as_str();
-    if account.limited {
-        limits::count(
-            client,
-            plans,
-            user_id,
-            limits::Count {
-                scopes: hold.charge.scopes.as_deref().unwrap_or_default(),
-                spent: Decimal::ZERO,
-                held: -hold.amount,
-                counted_at: Some(hold.created_at),
-                counted_seq: None,
-            },
-        )?;
-    }
+    count_closing(client, plans, account, hold, Decimal::ZERO)?;
     general_path::open(client, plans, user_id, false)?;
     general_path::move_grants(client, plans, user_id, &hold.funding.from_grants)?;
     let (row, _) = close(client, plans, hold, status, None, reason, account.last_seq)?;
     general_path::refresh(client, plans, user_id, hold.funding.from_permanent, 0)?;
     Ok(row)
+}
+
+/// Counts closing an open hold against the user's limits: `spent` (a settle's actual
+/// amount, or 0) counts now, and the hold no longer counts as held in the period it
+/// was made in (PB008 if the settle takes a limit above its cap).
+fn count_closing(client: &mut SpiClient<'_>, plans: &Plans, account: &Account, hold: &Hold, spent: Decimal) -> BillingResult<()> {
+    if !account.limited {
+        return Ok(());
+    }
+    let count = limits::Count {
+        scopes: hold.charge.scopes.as_deref().unwrap_or_default(),
+        spent,
+        held: -hold.amount,
+        counted_at: Some(hold.created_at),
+        counted_seq: None,
+    };
+    limits::count(client, plans, &hold.charge.user_id, count)
 }
 
 /// Closes an open hold; with `settled_amount`, reserves the id of the entry that settles it.

@@ -84,9 +84,6 @@ pub fn count(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, count: Co
             count.counted_seq.into(),
         ],
     )?;
-    if table.is_empty() {
-        return Ok(());
-    }
     match over_cap(&table.first(), 1, user_id)? {
         Some(error) => Err(error),
         None => Ok(()),
@@ -111,21 +108,26 @@ pub fn count_new(
     }
 }
 
-/// PB008 from a limit the charge takes above its cap, read from six columns
-/// starting at `first` (scope, cap, spent, held, requested, period_end, as
-/// billing.count_limits returns them); None when they are NULL (no such limit).
-pub fn over_cap(row: &SpiTupleTable<'_>, first: usize, user_id: &str) -> BillingResult<Option<BillingError>> {
-    let Some(scope) = row.get::<String>(first)? else {
+/// PB008 from column `column` of the row: what billing.count_limits returns, the limit
+/// a charge takes above its cap as ARRAY[scope, cap, spent, held, requested,
+/// period_end]; None when it is NULL (no such limit).
+pub fn over_cap(row: &SpiTupleTable<'_>, column: usize, user_id: &str) -> BillingResult<Option<BillingError>> {
+    let Some(parts) = row.get::<Vec<Option<String>>>(column)? else {
         return Ok(None);
     };
-    let number = |n: usize, what: &str| crate::ledger::decimal(row, first + n, what);
+    let [Some(scope), Some(cap), Some(spent), Some(held), Some(requested), Some(period_end)] = <[Option<String>; 6]>::try_from(parts)
+        .map_err(|_| BillingError::internal("billing.count_limits returned an array of another length"))?
+    else {
+        return Err(BillingError::internal("billing.count_limits returned a NULL part"));
+    };
+    let number = |what: &str, text: &str| crate::amounts::parse_stored(what, text);
     let over = OverCap {
         scope,
-        cap: number(1, "cap")?,
-        spent: number(2, "spent")?,
-        held: number(3, "held")?,
-        requested: number(4, "requested")?,
-        period_end: row.get::<String>(first + 5)?.unwrap_or_else(|| "never".to_owned()),
+        cap: number("cap", &cap)?,
+        spent: number("spent", &spent)?,
+        held: number("held", &held)?,
+        requested: number("requested", &requested)?,
+        period_end,
     };
     Ok(Some(over.error(user_id)))
 }

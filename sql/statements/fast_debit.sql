@@ -7,8 +7,8 @@
 -- Returns no row when those conditions do not hold; the caller then takes the
 -- general path. For a user with limits, a charge ($10 not NULL) is counted
 -- against them after the account row is locked (billing.count_limits), and the
--- first limit it takes above its cap comes back in the last six columns: the
--- caller then raises PB008, which undoes the statement.
+-- first limit it takes above its cap comes back in the last column: the caller
+-- then raises PB008, which undoes the statement.
 -- kind: write
 -- $1 user_id text
 -- $2 amount numeric
@@ -30,8 +30,6 @@ WITH account AS (
 --@ include shared/head_covers.sql
   RETURNING a.user_id, a.last_seq, a.permanent OPERATOR(pg_catalog.+) a.grants_total AS balance_after,
             a.head_grant_id, a.low_balance_at, a.limited
-), counted AS (
---@ include shared/count_charge.sql with spent = $2, held = 0::pg_catalog.numeric, scopes = $10
 ), logged AS (
 INSERT INTO billing.account_log AS l
        (user_id, seq, direction, amount, balance_after, account_type, source_type, source,
@@ -45,5 +43,5 @@ SELECT account.user_id, account.last_seq, -1, $2, account.balance_after, $3, $4,
 RETURNING l
 )
 SELECT logged.l, account.low_balance_at, account.balance_after,
---@ include shared/over_cap.sql with made = logged
-;
+--@ include shared/count_charge.sql with spent = $2, held = 0::pg_catalog.numeric, scopes = $10
+  FROM logged, account;

@@ -26,8 +26,6 @@ WITH account AS (
 --@ include shared/head_covers.sql
   RETURNING a.user_id, a.last_seq, a.head_grant_id, a.low_balance_at,
             a.permanent OPERATOR(pg_catalog.+) a.grants_total AS available, a.limited
-), counted AS (
---@ include shared/count_charge.sql with spent = 0::pg_catalog.numeric, held = $2, scopes = $11
 ), held AS (
   INSERT INTO billing.holds AS h
          (user_id, amount, funding, expires_at, account_type, source_type, source, remark,
@@ -41,5 +39,5 @@ WITH account AS (
   RETURNING h
 )
 SELECT held.h, account.low_balance_at, account.available,
---@ include shared/over_cap.sql with made = held
-;
+--@ include shared/count_charge.sql with spent = 0::pg_catalog.numeric, held = $2, scopes = $11
+  FROM held, account;
