@@ -1380,7 +1380,7 @@ CREATE TABLE billing.limits (
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (user_id, scope)
-);
+) WITH (fillfactor = 70);
 COMMENT ON TABLE billing.limits IS 'Spending limits: a cap per user and scope, per period, with the counters of the period the limit last counted in. Change it only through billing_set_limit; read it with billing_limits.';
 COMMENT ON COLUMN billing.limits.user_id IS 'The user whose charges the limit caps';
 COMMENT ON COLUMN billing.limits.scope IS 'The scope a charge names to count against the limit (''*'': every charge of the user)';

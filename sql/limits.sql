@@ -26,6 +26,9 @@
 --   held  = the amounts of the holds that name the scope, made in the period,
 --           and open at the period's end (or now)
 
+-- Every charge of a user with limits updates its limit rows: they leave room on
+-- their page (as billing.accounts does), so that the update is a HOT update that
+-- touches no index.
 CREATE TABLE billing.limits (
     user_id           text NOT NULL,
     scope             text NOT NULL,
@@ -42,7 +45,7 @@ CREATE TABLE billing.limits (
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (user_id, scope)
-);
+) WITH (fillfactor = 70);
 COMMENT ON TABLE billing.limits IS 'Spending limits: a cap per user and scope, per period, with the counters of the period the limit last counted in. Change it only through billing_set_limit; read it with billing_limits.';
 COMMENT ON COLUMN billing.limits.user_id IS 'The user whose charges the limit caps';
 COMMENT ON COLUMN billing.limits.scope IS 'The scope a charge names to count against the limit (''*'': every charge of the user)';

@@ -19,7 +19,9 @@ fn snapshot(c: &mut Client) -> String {
            (SELECT string_agg(format('%s %s %s %s %s %s', user_id, seq, id, amount, balance_after, detail), ',' ORDER BY user_id, seq) FROM billing.account_log),
            (SELECT string_agg(code, ',' ORDER BY code) FROM billing.account_types),
            (SELECT string_agg(format('%s %s %s %s', code, tokens, power, description), ',' ORDER BY code) FROM billing.pricing_rules),
-           (SELECT string_agg(format('%s %s %s %s %s', user_id, hold_id, status, amount, funding), ',' ORDER BY hold_id) FROM billing.holds))",
+           (SELECT string_agg(format('%s %s %s %s %s %s', user_id, hold_id, status, amount, funding, scopes), ',' ORDER BY hold_id) FROM billing.holds),
+           (SELECT string_agg(format('%s %s %s %s %s %s %s %s %s', user_id, scope, cap, period, period_start, period_end, spent, held, counted_after_seq), ',' ORDER BY user_id, scope) FROM billing.limits),
+           (SELECT string_agg(format('%s %s', user_id, limited), ',' ORDER BY user_id) FROM billing.accounts))",
     )
 }
 
@@ -33,9 +35,10 @@ fn dump_and_restore_round_trip() {
          INSERT INTO billing.pricing_rules (code, tokens, power, description) VALUES ('gpt', 1000, 3, 'Chat'), ('cheap', 1000, 0.5, '');
          SELECT billing_add('a', 100, 'RECHARGE_INC', 'RECHARGE', 'shop', idempotency_key => 'pay-1');
          SELECT billing_add('a', 20, 'MEMBERSHIP_GIFT_INC', 'MEMBERSHIP_GIFT', 'vip', expire_at => now() + interval '30 days');
-         SELECT billing_deduct('a', 25, 'IMAGE_DEC', 'IMAGE', 'draw');
+         SELECT * FROM billing_set_limit('a', 'key:a', 50, 'month', 'Europe/Berlin');
+         SELECT billing_deduct('a', 25, 'IMAGE_DEC', 'IMAGE', 'draw', scopes => ARRAY['key:a']);
          SELECT billing_add('b', 3, 'RECHARGE_INC', 'RECHARGE', 'shop');
-         SELECT billing_hold('a', 10, 'CHAT_DEC', 'CHAT', 'call-1', ttl => '1 day');
+         SELECT billing_hold('a', 10, 'CHAT_DEC', 'CHAT', 'call-1', ttl => '1 day', scopes => ARRAY['key:a']);
          SELECT billing_settle((billing_hold('b', 1, 'CHAT_DEC', 'CHAT', 'call-2')).hold_id, 0.5);",
     )
     .unwrap();
@@ -63,6 +66,8 @@ fn dump_and_restore_round_trip() {
     assert_eq!(text(&mut r, "SELECT (billing_power('a') = 80)::text"), "true");
     r.batch_execute("SELECT billing_release(hold_id) FROM billing.holds WHERE user_id = 'a' AND status = 'held'").unwrap();
     assert_eq!(text(&mut r, "SELECT (billing_power('a') = 90)::text"), "true");
+    // the limit and its counters came through: the release gave the hold back to it
+    assert_eq!(text(&mut r, "SELECT concat_ws('/', spent, held) FROM billing_limits('a')"), "25/0");
     assert_eq!(ledger_disagreements(&mut r), 0);
     let new_hold: i64 = r.query_one("SELECT hold_id FROM billing_hold('b', 1, 'CHAT_DEC', 'CHAT', 'x')", &[]).unwrap().get(0);
     assert_eq!(new_hold, 3, "the holds sequence continues");
