@@ -1697,6 +1697,9 @@ REVOKE ALL ON FUNCTION billing.limits_now(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.trigger_scopes(record, text, text) FROM PUBLIC;
 REVOKE ALL ON TABLE billing.limits FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('billing.limits', '');
+-- a settle counts against the hold's limits
+COMMENT ON FUNCTION @extschema@.billing_settle(bigint, numeric, text, boolean) IS
+    'Charges the actual cost of a hold in one ledger entry and gives back the rest; more than held takes the difference from available power (PB001, or a debt with allow_debt). The actual cost counts against the spending limits of the hold''s scopes (PB008 above a cap). 0 releases. Returns the ledger entry (NULL for 0).';
 -- the options object of billing_deduct takes "scopes"
 COMMENT ON FUNCTION @extschema@.billing_deduct(jsonb) IS
     'billing_deduct with the options object services pass: {"userId", "amount", "accountType", "source": {"type", "source"}, "remark", "associationNo", "associationUserId", "idempotencyKey", "scopes"}. Returns the ledger entry.';

@@ -74,7 +74,7 @@ CREATE FUNCTION @extschema@.billing_settle(
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'billing_settle';
 COMMENT ON FUNCTION @extschema@.billing_settle(bigint, numeric, text, boolean) IS
-    'Charges the actual cost of a hold in one ledger entry and gives back the rest; more than held takes the difference from available power (PB001, or a debt with allow_debt). 0 releases. Returns the ledger entry (NULL for 0).';
+    'Charges the actual cost of a hold in one ledger entry and gives back the rest; more than held takes the difference from available power (PB001, or a debt with allow_debt). The actual cost counts against the spending limits of the hold''s scopes (PB008 above a cap). 0 releases. Returns the ledger entry (NULL for 0).';
 
 CREATE FUNCTION @extschema@.billing_release(hold_id bigint, reason text DEFAULT NULL)
     RETURNS billing.holds

@@ -289,8 +289,7 @@ fn check_expiry(movement: &Movement) -> BillingResult<()> {
 /// billing_deduct(user_id, amount, account_type, source_type, source, remark, association_no,
 ///                association_user_id, idempotency_key, scopes)
 fn deduct(args: &Args) -> Returned {
-    let mut movement = movement(args, Direction::Debit)?;
-    movement.idempotency_key = args.optional_key(8, "idempotency_key")?;
+    let mut movement = debit(args)?;
     movement.scopes = Some(limits::scopes("scopes", args.text_array(9))?);
     deduct_movement(movement)
 }
@@ -299,9 +298,14 @@ sql_function!(pg_finfo_billing_deduct, billing_deduct => deduct);
 /// billing.deduct_uncounted(the first nine arguments of billing_deduct): billing_adjust's
 /// debit, a correction, which is not a charge and counts against no limit.
 fn deduct_uncounted(args: &Args) -> Returned {
+    deduct_movement(debit(args)?)
+}
+
+/// The first nine arguments of billing_deduct: a debit, not yet a charge.
+fn debit(args: &Args) -> BillingResult<Movement> {
     let mut movement = movement(args, Direction::Debit)?;
     movement.idempotency_key = args.optional_key(8, "idempotency_key")?;
-    deduct_movement(movement)
+    Ok(movement)
 }
 sql_function!(pg_finfo_billing_deduct_uncounted, billing_deduct_uncounted => deduct_uncounted);
 
