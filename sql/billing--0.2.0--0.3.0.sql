@@ -1415,51 +1415,8 @@ CREATE FUNCTION billing.count_limits(
         user_id text, scopes text[], spent_delta numeric, held_delta numeric,
         counted_at timestamptz, counted_seq bigint)
     RETURNS text[]
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    add_spent numeric := greatest(count_limits.spent_delta, 0);
-    add_held numeric := greatest(count_limits.held_delta, 0);
-    over text[];
-BEGIN
-    WITH counted AS (
-        UPDATE billing.limits AS l
-           SET spent = trim_scale(CASE WHEN now() < l.period_end THEN l.spent ELSE 0 END
-                       + CASE WHEN count_limits.spent_delta >= 0 THEN count_limits.spent_delta
-                              WHEN now() < l.period_end AND count_limits.counted_at >= l.period_start
-                                   AND count_limits.counted_seq > l.counted_after_seq THEN count_limits.spent_delta
-                              ELSE 0 END),
-               held = trim_scale(CASE WHEN now() < l.period_end THEN l.held ELSE 0 END
-                      + CASE WHEN count_limits.held_delta >= 0 THEN count_limits.held_delta
-                             WHEN now() < l.period_end AND count_limits.counted_at >= l.period_start THEN count_limits.held_delta
-                             ELSE 0 END),
-               period_start = CASE WHEN now() < l.period_end THEN l.period_start
-                                   ELSE lower(billing.limit_period(l.period, l.period_len, l.time_zone, l.anchor, now())) END,
-               period_end = CASE WHEN now() < l.period_end THEN l.period_end
-                                 ELSE upper(billing.limit_period(l.period, l.period_len, l.time_zone, l.anchor, now())) END,
-               updated_at = now()
-         WHERE l.user_id = count_limits.user_id
-           AND l.scope = ANY (coalesce(count_limits.scopes, '{}') || '*'::text)
-        RETURNING l.scope, l.cap, l.spent, l.held, l.period_start, l.period_end
-    )
-    SELECT ARRAY[c.scope, c.cap::text, trim_scale(c.spent - add_spent)::text, trim_scale(c.held - add_held)::text,
-                 trim_scale(add_spent + add_held)::text,
-                 CASE WHEN isfinite(c.period_end)
-                      THEN to_char(c.period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-                      ELSE 'never' END]
-      INTO over
-      FROM counted AS c
-     WHERE c.spent + c.held > c.cap
-       -- what the charge adds, less the hold a settle closes when it was counted in this period
-       AND add_spent + add_held
-           + CASE WHEN count_limits.held_delta < 0 AND count_limits.counted_at >= c.period_start
-                  THEN count_limits.held_delta ELSE 0 END > 0
-     ORDER BY c.scope COLLATE pg_catalog."C"
-     LIMIT 1;
-    RETURN over;
-END
-$$;
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'billing_count_limits';
 COMMENT ON FUNCTION billing.count_limits(text, text[], numeric, numeric, timestamptz, bigint) IS
     'Internal: with the account locked, counts a charge (or gives one back) against the user''s limits of its scopes and ''*'', starting a new period''s counters when one began; returns the first limit it takes above its cap as ARRAY[scope, cap, spent, held, requested, period_end], or NULL';
 CREATE TYPE billing.spending_limit AS (

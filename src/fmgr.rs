@@ -202,6 +202,17 @@ impl Args {
         }
     }
 
+    /// A required numeric of any sign (a delta, not an amount), exact.
+    pub fn number(&self, position: usize, name: &str) -> BillingResult<Decimal> {
+        let numeric = self.get::<AnyNumeric>(position).ok_or_else(|| BillingError::null_argument(name))?;
+        amounts::parse_stored(name, &numeric.to_string())
+    }
+
+    /// A bigint that may be NULL.
+    pub fn optional_id(&self, position: usize) -> Option<i64> {
+        self.get::<i64>(position)
+    }
+
     /// A text[] argument (NULL, or an argument the SQL signature does not have: None).
     pub fn text_array(&self, position: usize) -> Option<Vec<Option<String>>> {
         // SAFETY: fcinfo is the call's own.

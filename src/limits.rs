@@ -5,18 +5,22 @@
 //! A charge (billing_deduct, billing_hold, and the settle of a hold) counts
 //! against the user's limit of each scope it names and the user's '*' limit.
 //! The count runs under the account lock, before power is checked, so a charge
-//! that is capped reports PB008 even when power is short too. The one-statement
-//! deduct and hold count inside their statement (shared/count_charge.sql);
-//! every other path calls [`count`].
+//! that is capped reports PB008 even when power is short too. One statement
+//! changes the counters (sql/statements/count_limits.sql): [`count`] runs it for
+//! the Rust paths, and billing.count_limits, its C entry point, for the
+//! one-statement deduct and hold (a select-list item, shared/count_charge.sql)
+//! and for the PL/pgSQL sweep of lapsed holds.
 
+use pgrx::datum::AnyNumeric;
+use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiTupleTable};
 use rust_decimal::Decimal;
 
 use crate::accounts::Account;
 use crate::errors::{BillingError, BillingResult, Reveals, SqlState};
-use crate::fmgr::MAX_KEY_CHARS;
+use crate::fmgr::{sql_function, Args, Returned, MAX_KEY_CHARS};
 use crate::ledger::Movement;
-use crate::statements::Plans;
+use crate::statements::{self, Plans};
 
 /// The most scopes one charge may name.
 pub const MAX_SCOPES: usize = 16;
@@ -72,6 +76,15 @@ pub struct Count<'s> {
 /// Counts a charge (or gives one back) against the user's limits, with the account
 /// locked; PB008 for the first limit it takes above its cap (the error undoes it).
 pub fn count(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, count: Count<'_>) -> BillingResult<()> {
+    match first_over(client, plans, user_id, &count)? {
+        Some(over) => Err(over.error(user_id)),
+        None => Ok(())
+    }
+}
+
+/// Runs sql/statements/count_limits.sql, the one statement that changes a limit's
+/// counters; the first limit (in scope order, bytewise) the call takes above its cap.
+fn first_over(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, count: &Count<'_>) -> BillingResult<Option<OverCap>> {
     let table = client.update(
         &plans.count_limits,
         None,
@@ -84,11 +97,57 @@ pub fn count(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, count: Co
             count.counted_seq.into(),
         ],
     )?;
-    match over_cap(&table.first(), 1, user_id)? {
-        Some(error) => Err(error),
-        None => Ok(()),
+    let requested = count.spent.max(Decimal::ZERO) + count.held.max(Decimal::ZERO);
+    let mut first: Option<OverCap> = None;
+    for row in table {
+        if !row.get::<bool>(6)?.unwrap_or(false) {
+            continue;
+        }
+        let scope = row.get::<String>(1)?.ok_or_else(|| BillingError::internal("limit scope is NULL"))?;
+        if first.as_ref().is_some_and(|f| f.scope <= scope) {
+            continue;
+        }
+        first = Some(OverCap {
+            scope,
+            cap: number(&row, 2, "cap")?,
+            spent: number(&row, 3, "spent")?,
+            held: number(&row, 4, "held")?,
+            requested,
+            period_end: row.get::<String>(5)?.unwrap_or_else(|| "never".to_owned()),
+        });
     }
+    Ok(first)
 }
+
+/// A numeric column of one of the rows count_limits.sql returns.
+fn number(row: &pgrx::spi::SpiHeapTupleData<'_>, column: usize, what: &str) -> BillingResult<Decimal> {
+    let value = row.get::<AnyNumeric>(column)?.ok_or_else(|| BillingError::internal(format!("limit {what} is NULL")))?;
+    crate::amounts::parse_stored(what, &value.to_string())
+}
+
+/// billing.count_limits(user_id, scopes, spent_delta, held_delta, counted_at, counted_seq)
+/// RETURNS text[]: [`count`] for the one-statement deduct and hold (a select-list item,
+/// shared/count_charge.sql) and for billing.return_due_holds, with the account locked.
+/// Returns the first limit the call takes above its cap as ARRAY[scope, cap, spent,
+/// held, requested, period_end] (what [`over_cap`] reads), or NULL.
+fn count_limits(args: &Args) -> Returned {
+    let user_id = args.key(0, "user_id")?;
+    let scopes: Vec<String> = args.text_array(1).unwrap_or_default().into_iter().flatten().collect();
+    let count = Count {
+        scopes: &scopes,
+        spent: args.number(2, "spent_delta")?,
+        held: args.number(3, "held_delta")?,
+        counted_at: args.timestamptz(4).map(Into::into),
+        counted_seq: args.optional_id(5),
+    };
+    let over = Spi::connect_mut(|client| {
+        let plans = statements::get(client)?;
+        first_over(client, plans, &user_id, &count)
+    })?;
+    // made here, after SPI is done: a datum made inside would be freed with SPI's memory
+    Ok(over.and_then(|o| o.parts().into_datum()))
+}
+sql_function!(pg_finfo_billing_count_limits, billing_count_limits => count_limits);
 
 /// A new charge of `movement` (`spent` now, or `held` while a hold is open), counted
 /// when the user has limits and the movement is a charge. Call with the account locked.
@@ -148,6 +207,18 @@ pub struct OverCap {
 }
 
 impl OverCap {
+    /// As billing.count_limits returns it: ARRAY[scope, cap, spent, held, requested, period_end].
+    fn parts(&self) -> Vec<String> {
+        vec![
+            self.scope.clone(),
+            self.cap.normalize().to_string(),
+            self.spent.normalize().to_string(),
+            self.held.normalize().to_string(),
+            self.requested.normalize().to_string(),
+            self.period_end.clone(),
+        ]
+    }
+
     /// PB008. The DETAIL is `key=value` pairs in this order, separated by one
     /// space: cap, spent, held, requested, period_end (docs/errors.md). A
     /// caller that may not execute billing_limits sees only requested.

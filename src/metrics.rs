@@ -42,6 +42,7 @@ pub const ENTRY_POINTS: &[(&str, &str)] = &[
     ("billing_add_options", "billing_add(jsonb)"),
     ("billing_deduct_options", "billing_deduct(jsonb)"),
     ("billing_deduct_uncounted", "billing.deduct_uncounted"),
+    ("billing_count_limits", "billing.count_limits"),
     ("billing_hold", "billing_hold"),
     ("billing_settle", "billing_settle"),
     ("billing_release", "billing_release"),
