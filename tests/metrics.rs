@@ -88,12 +88,15 @@ mod with_preload {
                 // billing_adjust's checks of its arguments
                 "billing_calls_total billing.check_amount +1",
                 "billing_calls_total billing.check_key +2",
+                // billing_adjust's debit, which counts against no spending limit
+                "billing_calls_total billing.deduct_uncounted +1",
                 "billing_calls_total billing_add +1",
-                "billing_calls_total billing_deduct +8",
+                "billing_calls_total billing_deduct +7",
                 "billing_calls_total billing_deduct(jsonb) +1",
+                "billing_errors_total billing.deduct_uncounted PB001 +1",
                 "billing_errors_total billing_deduct 22023 +1",
                 "billing_errors_total billing_deduct 55P03 +1",
-                "billing_errors_total billing_deduct PB001 +3",
+                "billing_errors_total billing_deduct PB001 +2",
                 "billing_errors_total billing_deduct PB003 +1",
                 "billing_errors_total billing_deduct(jsonb) 22023 +1",
             ]
