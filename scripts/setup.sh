@@ -38,8 +38,9 @@ need_pkgs=()
 # The system PostgreSQL 15 is needed for every major (its client tools and libpq).
 # python3-venv: make lint (pgspot). dpkg-dev (dpkg-shlibdeps), binutils (strip, objdump), file: make package and its test.
 # prometheus-postgres-exporter and curl: the exporter test (scripts/exporter-test.sh).
+# pgbouncer: the clients' tests through a transaction pooler (scripts/with-pgbouncer.sh).
 for pkg in postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-cron python3-pip libclang-dev clang sudo pkg-config libssl-dev python3-venv dpkg-dev binutils file \
-           prometheus-postgres-exporter curl; do
+           prometheus-postgres-exporter curl pgbouncer; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
