@@ -79,11 +79,12 @@ $$;
 COMMENT ON FUNCTION billing.limit_period(text, interval, text, timestamptz, timestamptz) IS
     'Internal: the period of a limit (its period, period_len, time_zone and anchor) that contains the time at';
 
--- Counting a charge against the user's limits, for the one-statement deduct and
--- hold (sql/statements/shared/count_charge.sql) and the sweep of lapsed holds
+-- Counting against the user's limits for the sweep of lapsed holds
 -- (billing.return_due_holds): the C entry point of src/limits.rs, which runs
--- sql/statements/count_limits.sql, the one statement that changes a limit's
--- counters. Called with the account row locked, before the charge checks power.
+-- sql/statements/count_limits.sql. Its UPDATE (shared/count_limits.sql) is the
+-- one place a limit's counters change; the one-statement deduct and hold run it
+-- as a CTE of their statement, and the Rust paths run count_limits.sql too.
+-- Called with the account row locked, before the charge checks power.
 -- scopes are the charge's own (checked and without '*'); the '*' limit always
 -- counts. A positive spent_delta or held_delta is a new charge or hold, counted
 -- now; a negative one gives back what was counted at counted_at (the hold's

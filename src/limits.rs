@@ -5,13 +5,14 @@
 //! A charge (billing_deduct, billing_hold, and the settle of a hold) counts
 //! against the user's limit of each scope it names and the user's '*' limit.
 //! The count runs under the account lock, before power is checked, so a charge
-//! that is capped reports PB008 even when power is short too. One statement
-//! changes the counters (sql/statements/count_limits.sql): [`count`] runs it for
-//! the Rust paths, and billing.count_limits, its C entry point, for the
-//! one-statement deduct and hold (a select-list item, shared/count_charge.sql)
-//! and for the PL/pgSQL sweep of lapsed holds.
+//! that is capped reports PB008 even when power is short too. One UPDATE
+//! changes the counters (sql/statements/shared/count_limits.sql): the
+//! one-statement deduct and hold run it as a CTE, and count_limits.sql runs it
+//! alone, for [`count`] (the Rust paths) and billing.count_limits, its C entry
+//! point (the PL/pgSQL sweep of lapsed holds). Each returns the first limit the
+//! call takes above its cap as shared/first_over.sql gives it, which
+//! [`over_cap`] turns into PB008.
 
-use pgrx::datum::AnyNumeric;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiTupleTable};
 use rust_decimal::Decimal;
@@ -76,15 +77,16 @@ pub struct Count<'s> {
 /// Counts a charge (or gives one back) against the user's limits, with the account
 /// locked; PB008 for the first limit it takes above its cap (the error undoes it).
 pub fn count(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, count: Count<'_>) -> BillingResult<()> {
-    match first_over(client, plans, user_id, &count)? {
-        Some(over) => Err(over.error(user_id)),
-        None => Ok(())
+    let table = run(client, plans, user_id, &count)?;
+    match over_cap(&table, 1, user_id)? {
+        Some(over) => Err(over),
+        None => Ok(()),
     }
 }
 
-/// Runs sql/statements/count_limits.sql, the one statement that changes a limit's
-/// counters; the first limit (in scope order, bytewise) the call takes above its cap.
-fn first_over(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, count: &Count<'_>) -> BillingResult<Option<OverCap>> {
+/// Runs sql/statements/count_limits.sql: one row, the first limit (in scope order,
+/// bytewise) the call takes above its cap as shared/first_over.sql gives it, or NULL.
+fn run<'c>(client: &mut SpiClient<'c>, plans: &Plans, user_id: &str, count: &Count<'_>) -> BillingResult<SpiTupleTable<'c>> {
     let table = client.update(
         &plans.count_limits,
         None,
@@ -97,39 +99,13 @@ fn first_over(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, count: &
             count.counted_seq.into(),
         ],
     )?;
-    let requested = count.spent.max(Decimal::ZERO) + count.held.max(Decimal::ZERO);
-    let mut first: Option<OverCap> = None;
-    for row in table {
-        if !row.get::<bool>(6)?.unwrap_or(false) {
-            continue;
-        }
-        let scope = row.get::<String>(1)?.ok_or_else(|| BillingError::internal("limit scope is NULL"))?;
-        if first.as_ref().is_some_and(|f| f.scope <= scope) {
-            continue;
-        }
-        first = Some(OverCap {
-            scope,
-            cap: number(&row, 2, "cap")?,
-            spent: number(&row, 3, "spent")?,
-            held: number(&row, 4, "held")?,
-            requested,
-            period_end: row.get::<String>(5)?.unwrap_or_else(|| "never".to_owned()),
-        });
-    }
-    Ok(first)
-}
-
-/// A numeric column of one of the rows count_limits.sql returns.
-fn number(row: &pgrx::spi::SpiHeapTupleData<'_>, column: usize, what: &str) -> BillingResult<Decimal> {
-    let value = row.get::<AnyNumeric>(column)?.ok_or_else(|| BillingError::internal(format!("limit {what} is NULL")))?;
-    crate::amounts::parse_stored(what, &value.to_string())
+    Ok(table.first())
 }
 
 /// billing.count_limits(user_id, scopes, spent_delta, held_delta, counted_at, counted_seq)
-/// RETURNS text[]: [`count`] for the one-statement deduct and hold (a select-list item,
-/// shared/count_charge.sql) and for billing.return_due_holds, with the account locked.
-/// Returns the first limit the call takes above its cap as ARRAY[scope, cap, spent,
-/// held, requested, period_end] (what [`over_cap`] reads), or NULL.
+/// RETURNS text[]: count_limits.sql for billing.return_due_holds, with the account
+/// locked. Returns the first limit the call takes above its cap as ARRAY[scope, cap,
+/// spent, held, requested, period_end] (what [`over_cap`] reads), or NULL.
 fn count_limits(args: &Args) -> Returned {
     let user_id = args.key(0, "user_id")?;
     let scopes: Vec<String> = args.text_array(1).unwrap_or_default().into_iter().flatten().collect();
@@ -140,12 +116,12 @@ fn count_limits(args: &Args) -> Returned {
         counted_at: args.timestamptz(4).map(Into::into),
         counted_seq: args.optional_id(5),
     };
-    let over = Spi::connect_mut(|client| {
+    let over = Spi::connect_mut(|client| -> BillingResult<Option<Vec<Option<String>>>> {
         let plans = statements::get(client)?;
-        first_over(client, plans, &user_id, &count)
+        Ok(run(client, plans, &user_id, &count)?.get::<Vec<Option<String>>>(1)?)
     })?;
     // made here, after SPI is done: a datum made inside would be freed with SPI's memory
-    Ok(over.and_then(|o| o.parts().into_datum()))
+    Ok(over.into_datum())
 }
 sql_function!(pg_finfo_billing_count_limits, billing_count_limits => count_limits);
 
@@ -167,17 +143,17 @@ pub fn count_new(
     }
 }
 
-/// PB008 from column `column` of the row: what billing.count_limits returns, the limit
-/// a charge takes above its cap as ARRAY[scope, cap, spent, held, requested,
-/// period_end]; None when it is NULL (no such limit).
+/// PB008 from column `column` of the row: the limit a charge takes above its cap, as
+/// shared/first_over.sql gives it (ARRAY[scope, cap, spent, held, requested,
+/// period_end]); None when it is NULL (no such limit).
 pub fn over_cap(row: &SpiTupleTable<'_>, column: usize, user_id: &str) -> BillingResult<Option<BillingError>> {
     let Some(parts) = row.get::<Vec<Option<String>>>(column)? else {
         return Ok(None);
     };
     let [Some(scope), Some(cap), Some(spent), Some(held), Some(requested), Some(period_end)] = <[Option<String>; 6]>::try_from(parts)
-        .map_err(|_| BillingError::internal("billing.count_limits returned an array of another length"))?
+        .map_err(|_| BillingError::internal("the first limit over its cap came as an array of another length"))?
     else {
-        return Err(BillingError::internal("billing.count_limits returned a NULL part"));
+        return Err(BillingError::internal("the first limit over its cap has a NULL part"));
     };
     let number = |what: &str, text: &str| crate::amounts::parse_stored(what, text);
     let over = OverCap {
@@ -207,18 +183,6 @@ pub struct OverCap {
 }
 
 impl OverCap {
-    /// As billing.count_limits returns it: ARRAY[scope, cap, spent, held, requested, period_end].
-    fn parts(&self) -> Vec<String> {
-        vec![
-            self.scope.clone(),
-            self.cap.normalize().to_string(),
-            self.spent.normalize().to_string(),
-            self.held.normalize().to_string(),
-            self.requested.normalize().to_string(),
-            self.period_end.clone(),
-        ]
-    }
-
     /// PB008. The DETAIL is `key=value` pairs in this order, separated by one
     /// space: cap, spent, held, requested, period_end (docs/errors.md). A
     /// caller that may not execute billing_limits sees only requested.

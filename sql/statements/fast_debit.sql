@@ -6,9 +6,11 @@
 -- lives there) and appends the ledger entry: the same work as the floor.
 -- Returns no row when those conditions do not hold; the caller then takes the
 -- general path. For a user with limits, a charge ($10 not NULL) is counted
--- against them after the account row is locked (billing.count_limits), and the
--- first limit it takes above its cap comes back in the last column: the caller
--- then raises PB008, which undoes the statement.
+-- against them in the same statement, after the account row is locked (the
+-- `counted` CTE, shared/count_limits.sql; for a user without limits its gate
+-- is false and it reads no limit row), and the first limit it takes above its
+-- cap comes back in the last column: the caller then raises PB008, which
+-- undoes the statement.
 -- kind: write
 -- $1 user_id text
 -- $2 amount numeric
@@ -41,7 +43,9 @@ SELECT account.user_id, account.last_seq, -1, $2, account.balance_after, $3, $4,
        $9, $10
   FROM account
 RETURNING l
+), counted AS (
+--@ include shared/count_limits.sql with gate = (SELECT account.limited AND $10 IS NOT NULL FROM account), user_id = $1, scopes = $10, spent = $2, held = 0::pg_catalog.numeric, counted_at = NULL::pg_catalog.timestamptz, counted_seq = NULL::pg_catalog.int8
 )
 SELECT logged.l, account.low_balance_at, account.balance_after,
---@ include shared/count_charge.sql with spent = $2, held = 0::pg_catalog.numeric, scopes = $10
+--@ include shared/first_over.sql with counted = counted, spent = $2, held = 0::pg_catalog.numeric
   FROM logged, account;

@@ -37,7 +37,9 @@ WITH account AS (
          pg_catalog.now() OPERATOR(pg_catalog.+) $3, $4, $5, $6, $7, $8, $9, $10, account.last_seq, $11
     FROM account
   RETURNING h
+), counted AS (
+--@ include shared/count_limits.sql with gate = (SELECT account.limited AND $11 IS NOT NULL FROM account), user_id = $1, scopes = $11, spent = 0::pg_catalog.numeric, held = $2, counted_at = NULL::pg_catalog.timestamptz, counted_seq = NULL::pg_catalog.int8
 )
 SELECT held.h, account.low_balance_at, account.available,
---@ include shared/count_charge.sql with spent = 0::pg_catalog.numeric, held = $2, scopes = $11
+--@ include shared/first_over.sql with counted = counted, spent = 0::pg_catalog.numeric, held = $2
   FROM held, account;
