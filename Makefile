@@ -1,7 +1,8 @@
 # billing: credit billing inside PostgreSQL (pgrx 0.18): 15, and 16 and 18 from PyPI wheels.
 #   make demo   install what is missing, build, and run the examples (examples/*.sql) in a throwaway cluster
 #   make test   every test on PostgreSQL 15, 16 and 18 (unit, #[pg_test], SQL regression, isolation,
-#               examples, client integration with upgrades; pgspot on 15), moving data 15 -> 16/18, the exporter, the packages
+#               examples, client integration with upgrades; pgspot and the Python, TypeScript and Rust clients on 15),
+#               moving data 15 -> 16/18, the exporter, the packages
 #
 # PG selects the PostgreSQL major for every target (default 15, the system's):
 #   make test PG=18 (that major's suites only)     make install PG=16     make setup PG=18
@@ -27,7 +28,7 @@ PGRX_TEST_DATA ?= /tmp/billing-pgrx-test-data
 PG_TEST_DATA := $(PGRX_TEST_DATA)$(if $(filter-out 15,$(PG)),-pg$(PG))
 VENV := $(CURDIR)/target/venv
 
-.PHONY: all setup setup-all setup-permissions install install-release test test-one test-pg-upgrade package package-test unit-and-pg-tests lint regress examples integration exporter test-upgrade test-model test-long demo bench clean
+.PHONY: all setup setup-all setup-permissions clients install install-release test test-one test-pg-upgrade package package-test unit-and-pg-tests lint regress examples integration exporter test-upgrade test-model test-long demo bench clean
 
 all: test
 
@@ -82,7 +83,7 @@ endif
 setup-all:
 	set -e; for v in 15 $(OTHER_MAJORS); do bash scripts/setup.sh $$v; done
 
-test-one: unit-and-pg-tests install lint regress examples integration exporter $(if $(filter 15,$(PG)),setup-permissions)
+test-one: unit-and-pg-tests install lint regress examples integration exporter $(if $(filter 15,$(PG)),setup-permissions clients)
 	@echo "make test-one: all suites passed on PostgreSQL $(PG)"
 
 # Moving a cluster holding billing data from 15 to 16 and to 18, both ways
@@ -106,6 +107,15 @@ package:
 # package when the build under test is the system's (see scripts/package-test.sh).
 package-test: package
 	scripts/package-test.sh $(PACKAGE_MAJORS)
+
+# The clients (clients/python, clients/node, clients/rust): each one's test.sh installs
+# its pinned dependencies, runs its static checks (mypy --strict, tsc --strict, clippy)
+# and its suite against a throwaway cluster, then its basic calls through pgbouncer in
+# transaction pooling (scripts/with-pgbouncer.sh). They call the SQL functions only,
+# so they run on 15 alone.
+CLIENTS ?= python node rust
+clients: install
+	set -e; for c in $(CLIENTS); do echo "== clients/$$c"; clients/$$c/test.sh; done
 
 # Setup as a user who is not root: a private server tree, and the system's
 # directories untouched (scripts/test-setup-permissions.sh).

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Checks that every relative link in README.md, CONTRIBUTING.md and docs/*.md
-resolves: the file exists and, for `#anchor`, a heading of that file has that
+"""Checks that every relative link in README.md, CONTRIBUTING.md, BENCHMARKS.md,
+docs/**/*.md and each client's README (clients/*/README.md) resolves: the file exists and, for `#anchor`, a heading of that file has that
 GitHub anchor. Run from the repository root: python3 scripts/check-links.py (make lint does)"""
 import glob, os, re, sys
 
@@ -25,7 +25,8 @@ def anchors(path):
             seen[base] = n + 1
     return out
 
-files = ['README.md', 'CONTRIBUTING.md'] + sorted(glob.glob('docs/*.md'))
+files = (['README.md', 'CONTRIBUTING.md', 'BENCHMARKS.md'] + sorted(glob.glob('docs/**/*.md', recursive=True))
+         + sorted(glob.glob('clients/*/README.md')))
 bad = checked = 0
 for f in files:
     text = open(f, encoding='utf-8').read()
