@@ -11,8 +11,19 @@ variables); and the variants that show where the cost lies. The variants
 run in turn, BENCH_ROUNDS rounds (default 3), each keeping its best run.
 Prints one line per variant and the target's ratio.
 
+Keeping the best of runs in turn favours whichever variant runs while the
+machine is least busy, and the order is the same every round (the first
+variant follows the floors, which leave the billing tables to autovacuum).
+BENCH_PAIRED=N measures the target without that bias: after the variants, the
+two sides of the target (and, as a control, the deduct naming key_a of a user
+without limits against the same reference) run N rounds in the order A B B A,
+so that drift within a round falls on both sides alike; each round gives one
+ratio (B1 + B2) / (A1 + A2), and the median of the rounds is the result.
+
     scripts/with-cluster.sh python3 bench/limits.py
+    BENCH_PAIRED=6 scripts/with-cluster.sh python3 bench/limits.py
 """
+import statistics
 import os
 import sys
 
@@ -20,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+PAIRED = int(os.environ.get("BENCH_PAIRED", "0"))
 
 
 def users(prefix):
@@ -77,6 +89,18 @@ def setup():
                  VACUUM ANALYZE;""")
 
 
+def paired(a, b, rounds):
+    """Rounds of A B B A; returns each round's ratio (B1 + B2) / (A1 + A2)."""
+    ratios = []
+    for _ in range(rounds):
+        a1 = run.pgbench(a, run.CLIENTS)["tps"]
+        b1 = run.pgbench(b, run.CLIENTS)["tps"]
+        b2 = run.pgbench(b, run.CLIENTS)["tps"]
+        a2 = run.pgbench(a, run.CLIENTS)["tps"]
+        ratios.append((b1 + b2) / (a1 + a2))
+    return ratios
+
+
 def main():
     setup()
     r = run.compare(VARIANTS, run.CLIENTS, rounds=ROUNDS)
@@ -90,6 +114,12 @@ def main():
     bound = r["floor with a counter row"]["tps"] / r["floor"]["tps"]
     print(f"bound: floor with a counter row / floor | {bound:.2f}x")
     print(f"deduct naming a limited scope / deduct without scopes, against that bound | {ratio / bound:.2f}")
+    if PAIRED:
+        for label, b in [("deduct naming key_a, limited (1 limit)", deduct("l", KEY)),
+                         ("control: deduct naming key_a, a user without limits", deduct("u", KEY))]:
+            ratios = paired(deduct("u"), b, PAIRED)
+            print(f"paired, A B B A x {PAIRED}: {label} / deduct without scopes | median {statistics.median(ratios):.2f}x | "
+                  + " ".join(f"{r:.2f}" for r in ratios))
     verify = run.psql("SELECT count(*) FROM billing_verify()")
     print(f"billing_verify after the run: {verify} findings")
 
