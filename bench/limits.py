@@ -89,18 +89,6 @@ def setup():
                  VACUUM ANALYZE;""")
 
 
-def paired(a, b, rounds):
-    """Rounds of A B B A; returns each round's ratio (B1 + B2) / (A1 + A2)."""
-    ratios = []
-    for _ in range(rounds):
-        a1 = run.pgbench(a, run.CLIENTS)["tps"]
-        b1 = run.pgbench(b, run.CLIENTS)["tps"]
-        b2 = run.pgbench(b, run.CLIENTS)["tps"]
-        a2 = run.pgbench(a, run.CLIENTS)["tps"]
-        ratios.append((b1 + b2) / (a1 + a2))
-    return ratios
-
-
 def main():
     setup()
     r = run.compare(VARIANTS, run.CLIENTS, rounds=ROUNDS)
@@ -117,7 +105,7 @@ def main():
     if PAIRED:
         for label, b in [("deduct naming key_a, limited (1 limit)", deduct("l", KEY)),
                          ("control: deduct naming key_a, a user without limits", deduct("u", KEY))]:
-            ratios = paired(deduct("u"), b, PAIRED)
+            ratios = run.paired(deduct("u"), b, run.CLIENTS, PAIRED)
             print(f"paired, A B B A x {PAIRED}: {label} / deduct without scopes | median {statistics.median(ratios):.2f}x | "
                   + " ".join(f"{r:.2f}" for r in ratios))
     verify = run.psql("SELECT count(*) FROM billing_verify()")

@@ -78,7 +78,10 @@ def best(script, clients, rounds=2, latencies=False):
 
 def compare(variants, clients, rounds=3, latencies=False):
     """Runs the variants in turn, `rounds` times over, and keeps each one's best run,
-    so that drift on the machine (autovacuum, checkpoints) falls on all of them."""
+    so that drift on the machine (autovacuum, checkpoints) falls on all of them.
+    The order is the same every round, so a variant that always follows quiet
+    ones can get the best runs (BENCHMARKS.md, issue 15's target): for the ratio
+    of two scripts, paired() is the fairer measure."""
     results = {}
     for _ in range(rounds):
         for name, script in variants:
@@ -86,6 +89,19 @@ def compare(variants, clients, rounds=3, latencies=False):
             if name not in results or r["tps"] > results[name]["tps"]:
                 results[name] = r
     return results
+
+
+def paired(a, b, clients, rounds):
+    """Rounds of A B B A, so that drift within a round falls on both scripts alike;
+    returns each round's ratio (B1 + B2) / (A1 + A2) (take the median)."""
+    ratios = []
+    for _ in range(rounds):
+        a1 = pgbench(a, clients)["tps"]
+        b1 = pgbench(b, clients)["tps"]
+        b2 = pgbench(b, clients)["tps"]
+        a2 = pgbench(a, clients)["tps"]
+        ratios.append((b1 + b2) / (a1 + a2))
+    return ratios
 
 
 USER = "\\set u random(1, %d)\n" % USERS
