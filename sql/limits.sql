@@ -111,29 +111,41 @@ COMMENT ON TYPE billing.spending_limit IS 'A spending limit as it stands now: sc
 -- A user's limits as they stand now: a limit whose stored period is over shows
 -- the current period, with nothing spent or held yet; a hold past its ttl that
 -- no write has swept yet holds nothing (as billing.balances counts its power
--- available again).
+-- available again). PL/pgSQL, limit by limit: Citus cannot plan the statement
+-- of a SQL function that takes parameters, nor push down a join of the limits
+-- with a subquery of the holds.
 CREATE FUNCTION billing.limits_now(user_id text)
     RETURNS SETOF billing.spending_limit
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
-SELECT l.scope, l.cap, l.period, l.time_zone,
-       CASE WHEN now() < l.period_end THEN l.period_start ELSE lower(p.now) END,
-       nullif(CASE WHEN now() < l.period_end THEN l.period_end ELSE upper(p.now) END, 'infinity'),
-       CASE WHEN now() < l.period_end THEN l.spent ELSE 0 END,
-       CASE WHEN now() < l.period_end THEN trim_scale(l.held - coalesce(lapsed.amount, 0)) ELSE 0 END,
-       trim_scale(greatest(l.cap - CASE WHEN now() < l.period_end
-                                        THEN l.spent + l.held - coalesce(lapsed.amount, 0) ELSE 0 END, 0))
-  FROM billing.limits AS l
-  LEFT JOIN LATERAL (SELECT billing.limit_period(l.period, l.period_len, l.time_zone, l.anchor, now()) AS now
-                      WHERE now() >= l.period_end) AS p ON true
-  LEFT JOIN LATERAL (SELECT sum(h.amount) AS amount
-                       FROM billing.holds AS h
-                      WHERE h.user_id = l.user_id AND h.status = 'held' AND h.expires_at <= now()
-                        AND (l.scope = '*' OR l.scope = ANY (h.scopes))
-                        AND h.created_at >= l.period_start AND h.created_at < l.period_end) AS lapsed ON true
- WHERE l.user_id = limits_now.user_id
- ORDER BY l.scope COLLATE pg_catalog."C"
+DECLARE
+    l billing.limits;
+    r billing.spending_limit;
+    p tstzrange;
+    lapsed numeric;
+BEGIN
+    FOR l IN SELECT lim.* FROM billing.limits AS lim
+              WHERE lim.user_id = limits_now.user_id ORDER BY lim.scope COLLATE pg_catalog."C" LOOP
+        IF now() < l.period_end THEN
+            SELECT sum(h.amount) INTO lapsed
+              FROM billing.holds AS h
+             WHERE h.user_id = l.user_id AND h.status = 'held' AND h.expires_at <= now()
+               AND (l.scope = '*' OR l.scope = ANY (h.scopes))
+               AND h.created_at >= l.period_start AND h.created_at < l.period_end;
+            SELECT l.scope, l.cap, l.period, l.time_zone, l.period_start, nullif(l.period_end, 'infinity'),
+                   l.spent, trim_scale(l.held - coalesce(lapsed, 0)),
+                   trim_scale(greatest(l.cap - (l.spent + l.held - coalesce(lapsed, 0)), 0))
+              INTO r;
+        ELSE
+            p := billing.limit_period(l.period, l.period_len, l.time_zone, l.anchor, now());
+            SELECT l.scope, l.cap, l.period, l.time_zone, lower(p), nullif(upper(p), 'infinity'),
+                   0::numeric, 0::numeric, trim_scale(greatest(l.cap, 0))
+              INTO r;
+        END IF;
+        RETURN NEXT r;
+    END LOOP;
+END
 $$;
 COMMENT ON FUNCTION billing.limits_now(text) IS
     'Internal: a user''s limits with the counters of the current period (what billing_limits returns)';
@@ -169,6 +181,7 @@ DECLARE
     holds_due boolean;
     old billing.limits;
     bounds tstzrange;
+    held_now numeric;
 BEGIN
     PERFORM billing.check_key('user_id', the_user);
     PERFORM billing.check_key('scope', the_scope);
@@ -240,20 +253,22 @@ BEGIN
     ELSE
         -- a new limit, or a new period: counting starts afresh, with the open holds made in the period
         bounds := billing.limit_period(the_period, len, the_zone, now(), now());
+        -- (the held sum and now() as values: Citus refuses a subquery in an INSERT
+        -- and a non-immutable function in its DO UPDATE)
+        SELECT coalesce(sum(h.amount), 0) INTO held_now FROM billing.holds AS h
+         WHERE h.user_id = the_user AND h.status = 'held'
+           AND (the_scope = '*' OR the_scope = ANY (h.scopes))
+           AND h.created_at >= lower(bounds) AND h.created_at < upper(bounds);
         INSERT INTO billing.limits AS l
                (user_id, scope, cap, period, period_len, time_zone, anchor, period_start, period_end,
-                spent, held, counted_after_seq)
+                spent, held, counted_after_seq, updated_at)
         VALUES (the_user, the_scope, the_cap, the_period, len, the_zone, now(), lower(bounds), upper(bounds), 0,
-                (SELECT coalesce(sum(h.amount), 0) FROM billing.holds AS h
-                  WHERE h.user_id = the_user AND h.status = 'held'
-                    AND (the_scope = '*' OR the_scope = ANY (h.scopes))
-                    AND h.created_at >= lower(bounds) AND h.created_at < upper(bounds)),
-                last_seq)
+                held_now, last_seq, now())
         ON CONFLICT ON CONSTRAINT limits_pkey DO UPDATE
            SET cap = EXCLUDED.cap, period = EXCLUDED.period, period_len = EXCLUDED.period_len,
                time_zone = EXCLUDED.time_zone, anchor = EXCLUDED.anchor, period_start = EXCLUDED.period_start,
                period_end = EXCLUDED.period_end, spent = EXCLUDED.spent, held = EXCLUDED.held,
-               counted_after_seq = EXCLUDED.counted_after_seq, updated_at = now();
+               counted_after_seq = EXCLUDED.counted_after_seq, updated_at = EXCLUDED.updated_at;
     END IF;
     UPDATE billing.accounts AS a SET limited = true WHERE a.user_id = the_user AND NOT a.limited;
     RETURN QUERY SELECT n.* FROM billing.limits_now(the_user) AS n WHERE n.scope = the_scope;

@@ -33,25 +33,31 @@ COMMENT ON INDEX billing.low_balance_events_by_time IS 'billing_expire: deleting
 -- functions (src/notify.rs) and the PL/pgSQL ones alike.
 CREATE FUNCTION billing.notify_low_balance(user_id text, threshold numeric, available numeric)
     RETURNS void
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
     INSERT INTO billing.low_balance_events (user_id, threshold, available)
-    VALUES (user_id, trim_scale(threshold), trim_scale(available));
-    SELECT pg_notify('billing_low_balance', '');
+    VALUES (notify_low_balance.user_id, trim_scale(notify_low_balance.threshold),
+            trim_scale(notify_low_balance.available));
+    PERFORM pg_notify('billing_low_balance', '');
+END
 $$;
 COMMENT ON FUNCTION billing.notify_low_balance(text, numeric, numeric) IS
     'Internal: records a low-balance event and sends NOTIFY billing_low_balance without a payload';
 
 CREATE FUNCTION @extschema@.billing_low_balance_events(after_id bigint DEFAULT 0)
     RETURNS TABLE (event_id bigint, user_id text, threshold numeric, available numeric, at timestamptz)
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     SELECT e.event_id, e.user_id, e.threshold, e.available, e.at
       FROM billing.low_balance_events AS e
-     WHERE e.event_id > coalesce(after_id, 0)
+     WHERE e.event_id > coalesce(billing_low_balance_events.after_id, 0)
      ORDER BY e.event_id;
+END
 $$;
 COMMENT ON FUNCTION @extschema@.billing_low_balance_events(bigint) IS
     'Low-balance events with an id above after_id, oldest first: event_id, user_id, threshold, available, at. Call it when NOTIFY billing_low_balance arrives (the notification has no payload).';

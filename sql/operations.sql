@@ -19,8 +19,10 @@ CREATE FUNCTION @extschema@.billing_expire(as_of timestamptz DEFAULT pg_catalog.
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    users text[];
-    expired bigint;
+    candidates text[];
+    users text[] := '{}';
+    one text;
+    expired bigint := 0;
     holds_ended bigint;
 BEGIN
     IF as_of IS NULL THEN
@@ -40,15 +42,23 @@ BEGIN
     -- Low-balance events are kept for 7 days (billing_low_balance_events).
     DELETE FROM billing.low_balance_events AS e WHERE e.at < as_of - interval '7 days';
 
-    -- Lock up to batch_size accounts with an expired grant or a lapsed hold. Rows
-    -- another transaction holds (a deduct, another billing_expire) are skipped, not
-    -- waited for: the next run takes them.
-    SELECT array_agg(a.user_id) INTO users
+    -- Lock up to batch_size accounts with an expired grant or a lapsed hold, one
+    -- at a time (a lock of rows of several users is one statement Citus cannot
+    -- route). Rows another transaction holds (a deduct, another billing_expire)
+    -- are skipped, not waited for: the next run takes them.
+    SELECT array_agg(a.user_id) INTO candidates
       FROM (SELECT a.user_id FROM billing.accounts AS a
              WHERE a.next_expiry <= as_of OR a.holds_due_at <= now()
-             LIMIT batch_size
-               FOR UPDATE SKIP LOCKED) AS a;
-    IF users IS NULL THEN
+             LIMIT batch_size) AS a;
+    FOREACH one IN ARRAY coalesce(candidates, '{}') LOOP
+        PERFORM FROM billing.accounts AS a
+         WHERE a.user_id = one AND (a.next_expiry <= as_of OR a.holds_due_at <= now())
+           FOR UPDATE SKIP LOCKED;
+        IF FOUND THEN
+            users := users || one;
+        END IF;
+    END LOOP;
+    IF cardinality(users) = 0 THEN
         RETURN 0;
     END IF;
     PERFORM billing.write_back_heads(users);
@@ -56,30 +66,33 @@ BEGIN
     -- Lapsed holds give back what they reserved (no ledger entry: nothing was charged).
     holds_ended := billing.return_due_holds(users);
 
-    -- One MEMBERSHIP_GIFT_EXPIRED entry per grant that expired with power left.
-    WITH gone AS (
-        SELECT g.user_id, g.id, g.remaining, g.expire_at, g.subscription_id,
-               row_number() OVER (PARTITION BY g.user_id ORDER BY g.expire_at, g.id) AS n
-          FROM billing.grant_store AS g
-         WHERE g.user_id = ANY (users) AND g.expire_at <= as_of AND g.remaining > 0
-    ), emptied AS (
-        UPDATE billing.grant_store AS g
-           SET remaining = 0
-          FROM gone
-         WHERE g.user_id = gone.user_id AND g.id = gone.id
-    ), logged AS (
-        INSERT INTO billing.account_log
-               (user_id, seq, direction, amount, balance_after, account_type, source_type, source,
-                remark, subscription_id, expire_at, detail)
-        SELECT gone.user_id, a.last_seq + gone.n, -1, gone.remaining, now_.available,
-               'MEMBERSHIP_GIFT_EXPIRED', 'MEMBERSHIP_GIFT', 'expiry', NULL, gone.subscription_id, gone.expire_at,
-               jsonb_build_object('grants', jsonb_build_array(jsonb_build_object('id', gone.id, 'amount', gone.remaining)))
-          FROM gone
-          JOIN billing.accounts AS a ON a.user_id = gone.user_id
-          JOIN billing.balances AS now_ ON now_.user_id = gone.user_id AND now_.user_id = ANY (users)
-        RETURNING 1
-    )
-    SELECT count(*) INTO expired FROM logged;
+    -- One MEMBERSHIP_GIFT_EXPIRED entry per grant that expired with power left,
+    -- user by user (each statement then touches one Citus shard group).
+    FOREACH one IN ARRAY users LOOP
+        WITH gone AS (
+            SELECT g.user_id, g.id, g.remaining, g.expire_at, g.subscription_id,
+                   row_number() OVER (ORDER BY g.expire_at, g.id) AS n
+              FROM billing.grant_store AS g
+             WHERE g.user_id = one AND g.expire_at <= as_of AND g.remaining > 0
+        ), emptied AS (
+            UPDATE billing.grant_store AS g
+               SET remaining = 0
+              FROM gone
+             WHERE g.user_id = one AND g.id = gone.id
+        ), logged AS (
+            INSERT INTO billing.account_log
+                   (user_id, seq, direction, amount, balance_after, account_type, source_type, source,
+                    remark, subscription_id, expire_at, detail)
+            SELECT one, a.last_seq + gone.n, -1, gone.remaining, now_.available,
+                   'MEMBERSHIP_GIFT_EXPIRED', 'MEMBERSHIP_GIFT', 'expiry', NULL, gone.subscription_id, gone.expire_at,
+                   jsonb_build_object('grants', jsonb_build_array(jsonb_build_object('id', gone.id, 'amount', gone.remaining)))
+              FROM gone
+              JOIN billing.accounts AS a ON a.user_id = one
+              JOIN billing.balances AS now_ ON now_.user_id = one
+            RETURNING 1
+        )
+        SELECT expired + count(*) INTO expired FROM logged;
+    END LOOP;
 
     PERFORM billing.refresh_accounts(users, 0::numeric, NULL::bigint);
     -- the lapsed holds count too, so that callers loop until nothing is left to do

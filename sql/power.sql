@@ -8,16 +8,27 @@
 -- (src/general_path.rs).
 
 -- Called with the accounts of users locked: writes each head grant's live
--- remaining back to grant_store, so that grant_store is exact.
+-- remaining back to grant_store, so that grant_store is exact. These helpers
+-- take an array of users but read and change one user and one table per
+-- statement: on Citus each statement then goes to the one shard that holds the
+-- user (Citus crashes planning some UPDATE ... FROM a subquery).
 CREATE FUNCTION billing.write_back_heads(users text[])
     RETURNS void
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
-    UPDATE billing.grant_store AS g
-       SET remaining = a.head_remaining
-      FROM billing.accounts AS a
-     WHERE a.user_id = ANY (users) AND g.user_id = a.user_id AND g.id = a.head_grant_id;
+DECLARE
+    one text;
+    head bigint;
+    head_left numeric;
+BEGIN
+    FOREACH one IN ARRAY users LOOP
+        SELECT a.head_grant_id, a.head_remaining INTO head, head_left FROM billing.accounts AS a WHERE a.user_id = one;
+        IF head IS NOT NULL THEN
+            UPDATE billing.grant_store AS g SET remaining = head_left WHERE g.user_id = one AND g.id = head;
+        END IF;
+    END LOOP;
+END
 $$;
 COMMENT ON FUNCTION billing.write_back_heads(text[]) IS
     'Internal: with the accounts locked, copies each head grant''s live remaining back to grant_store';
@@ -35,43 +46,43 @@ CREATE FUNCTION billing.return_due_holds(users text[])
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    ended bigint;
-    given bigint;
+    one text;
+    is_limited boolean;
+    due record;
+    part record;
+    ended bigint := 0;
+    users_ended text[] := '{}';
 BEGIN
-    WITH due AS (
-        UPDATE billing.holds AS h
-           SET status = 'expired', closed_at = now(), closed_after_seq = a.last_seq
-          FROM billing.accounts AS a
-         WHERE h.user_id = ANY (users) AND a.user_id = h.user_id
-           AND h.status = 'held' AND h.expires_at <= now()
-        RETURNING h.user_id, h.funding, h.amount, h.scopes, h.created_at
-    ), back AS (
-        SELECT due.user_id, (g ->> 'id')::bigint AS id, sum((g ->> 'amount')::numeric) AS amount
-          FROM due, jsonb_array_elements(coalesce(due.funding -> 'grants', '[]')) AS g
-         GROUP BY 1, 2
-    ), moved AS (
-        UPDATE billing.grant_store AS s
-           SET remaining = trim_scale(s.remaining + back.amount)
-          FROM back
-         WHERE s.user_id = back.user_id AND s.id = back.id
-    ), permanent AS (
-        SELECT due.user_id, sum(coalesce((due.funding ->> 'permanent')::numeric, 0)) AS amount, count(*) AS holds
-          FROM due GROUP BY due.user_id
-    ), credited AS (
-        UPDATE billing.accounts AS a
-           SET permanent = trim_scale(a.permanent + permanent.amount)
-          FROM permanent
-         WHERE a.user_id = permanent.user_id
-    ), given_back AS (
-        -- what the holds counted as held against the users' limits (a give-back is never over a cap)
-        SELECT billing.count_limits(due.user_id, due.scopes, 0::numeric, -due.amount, due.created_at, NULL::bigint)
-          FROM due JOIN billing.accounts AS a ON a.user_id = due.user_id AND a.limited
-    )
-    -- (given_back is read so that it runs)
-    SELECT coalesce(sum(permanent.holds), 0)::bigint, (SELECT count(*) FROM given_back)
-      INTO ended, given FROM permanent;
+    FOREACH one IN ARRAY users LOOP
+        SELECT a.limited INTO is_limited FROM billing.accounts AS a WHERE a.user_id = one;
+        FOR due IN
+            UPDATE billing.holds AS h
+               SET status = 'expired', closed_at = now(),
+                   closed_after_seq = (SELECT a.last_seq FROM billing.accounts AS a WHERE a.user_id = one)
+             WHERE h.user_id = one AND h.status = 'held' AND h.expires_at <= now()
+            RETURNING h.funding, h.amount, h.scopes, h.created_at
+        LOOP
+            FOR part IN SELECT (g ->> 'id')::bigint AS id, (g ->> 'amount')::numeric AS amount
+                          FROM jsonb_array_elements(coalesce(due.funding -> 'grants', '[]')) AS g LOOP
+                UPDATE billing.grant_store AS s
+                   SET remaining = trim_scale(s.remaining + part.amount)
+                 WHERE s.user_id = one AND s.id = part.id;
+            END LOOP;
+            UPDATE billing.accounts AS a
+               SET permanent = trim_scale(a.permanent + coalesce((due.funding ->> 'permanent')::numeric, 0))
+             WHERE a.user_id = one;
+            -- what the hold counted as held against the user's limits (a give-back is never over a cap)
+            IF is_limited THEN
+                PERFORM billing.count_limits(one, due.scopes, 0::numeric, -due.amount, due.created_at, NULL::bigint);
+            END IF;
+            ended := ended + 1;
+            IF NOT one = ANY (users_ended) THEN
+                users_ended := users_ended || one;
+            END IF;
+        END LOOP;
+    END LOOP;
     IF ended > 0 THEN
-        PERFORM billing.refresh_accounts(users, 0::numeric, NULL::bigint);
+        PERFORM billing.refresh_accounts(users_ended, 0::numeric, NULL::bigint);
     END IF;
     RETURN ended;
 END
@@ -93,29 +104,39 @@ CREATE FUNCTION billing.refresh_accounts(users text[], permanent_delta numeric, 
     SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
+DECLARE
+    one text;
+    s record;
+    ledger_seq bigint;
+    due_at timestamptz;
 BEGIN
-    RETURN QUERY
-    UPDATE billing.accounts AS a
-       SET permanent = trim_scale(a.permanent + refresh_accounts.permanent_delta),
-           last_seq = coalesce(a.last_seq + refresh_accounts.seq_delta,
-                               (SELECT max(l.seq) FROM billing.account_log AS l WHERE l.user_id = a.user_id), 0),
-           grants_total = s.total, next_expiry = s.next_expiry,
-           head_grant_id = s.head[1], head_remaining = s.head_remaining[1],
-           holds_due_at = (SELECT min(h.expires_at) FROM billing.holds AS h
-                            WHERE h.user_id = a.user_id AND h.status = 'held'),
-           updated_at = now()
-      FROM (SELECT u.user_id, coalesce(sum(g.remaining), 0) AS total,
-                   min(g.expire_at) FILTER (WHERE g.remaining > 0) AS next_expiry,
-                   coalesce(sum(g.remaining) FILTER (WHERE g.expire_at > now()), 0) AS live,
-                   array_agg(g.id ORDER BY g.expire_at, g.id)
-                     FILTER (WHERE g.remaining > 0 AND g.expire_at > now()) AS head,
-                   array_agg(g.remaining ORDER BY g.expire_at, g.id)
-                     FILTER (WHERE g.remaining > 0 AND g.expire_at > now()) AS head_remaining
-              FROM unnest(refresh_accounts.users) AS u(user_id)
-              LEFT JOIN billing.grant_store AS g ON g.user_id = u.user_id
-             GROUP BY u.user_id) AS s
-     WHERE a.user_id = s.user_id
-    RETURNING a.user_id, a.last_seq, a.permanent + s.live;
+    FOREACH one IN ARRAY users LOOP
+        SELECT coalesce(sum(g.remaining), 0) AS total,
+               min(g.expire_at) FILTER (WHERE g.remaining > 0) AS next_expiry,
+               coalesce(sum(g.remaining) FILTER (WHERE g.expire_at > now()), 0) AS live,
+               (array_agg(g.id ORDER BY g.expire_at, g.id)
+                  FILTER (WHERE g.remaining > 0 AND g.expire_at > now()))[1] AS head,
+               (array_agg(g.remaining ORDER BY g.expire_at, g.id)
+                  FILTER (WHERE g.remaining > 0 AND g.expire_at > now()))[1] AS head_remaining
+          INTO s
+          FROM billing.grant_store AS g
+         WHERE g.user_id = one;
+        ledger_seq := NULL;
+        IF refresh_accounts.seq_delta IS NULL THEN
+            SELECT max(l.seq) INTO ledger_seq FROM billing.account_log AS l WHERE l.user_id = one;
+        END IF;
+        SELECT min(h.expires_at) INTO due_at FROM billing.holds AS h WHERE h.user_id = one AND h.status = 'held';
+        RETURN QUERY
+        UPDATE billing.accounts AS a
+           SET permanent = trim_scale(a.permanent + refresh_accounts.permanent_delta),
+               last_seq = coalesce(a.last_seq + refresh_accounts.seq_delta, ledger_seq, 0),
+               grants_total = s.total, next_expiry = s.next_expiry,
+               head_grant_id = s.head, head_remaining = s.head_remaining,
+               holds_due_at = due_at,
+               updated_at = now()
+         WHERE a.user_id = one
+        RETURNING a.user_id, a.last_seq, a.permanent + s.live;
+    END LOOP;
 END
 $$;
 COMMENT ON FUNCTION billing.refresh_accounts(text[], numeric, bigint) IS
@@ -127,7 +148,8 @@ SELECT a.user_id,
        coalesce(live.remaining, 0) AS grants_live,
        coalesce(held.amount, 0) AS held,
        a.permanent OPERATOR(pg_catalog.+) coalesce(live.remaining, 0)
-                   OPERATOR(pg_catalog.+) coalesce(lapsed.amount, 0) AS available,
+                   OPERATOR(pg_catalog.+) coalesce(lapsed.permanent, 0)
+                   OPERATOR(pg_catalog.+) coalesce(lapsed_grants.amount, 0) AS available,
        live.next_expiry
   FROM billing.accounts AS a
   LEFT JOIN LATERAL (
@@ -145,20 +167,25 @@ SELECT a.user_id,
   LEFT JOIN LATERAL (
         -- holds past their ttl that no write has swept yet reserve nothing: what they
         -- took from the permanent balance and from live grants is available again
-        SELECT pg_catalog.sum(p.amount) AS amount
-          FROM billing.holds AS h,
-               LATERAL (SELECT (h.funding OPERATOR(pg_catalog.->>) 'permanent')::numeric AS amount
-                        UNION ALL
-                        SELECT (e.value OPERATOR(pg_catalog.->>) 'amount')::numeric
-                          FROM pg_catalog.jsonb_array_elements(
-                                 coalesce(h.funding OPERATOR(pg_catalog.->) 'grants', '[]'::pg_catalog.jsonb)) AS e
-                          JOIN billing.grant_store AS g
-                            ON g.user_id OPERATOR(pg_catalog.=) h.user_id
-                           AND g.id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 'id')::bigint
-                         WHERE g.expire_at OPERATOR(pg_catalog.>) pg_catalog.now()) AS p
+        -- (two subqueries, not one UNION ALL: Citus cannot route a union of a
+        -- subquery without FROM)
+        SELECT pg_catalog.sum((h.funding OPERATOR(pg_catalog.->>) 'permanent')::numeric) AS permanent
+          FROM billing.holds AS h
          WHERE h.user_id OPERATOR(pg_catalog.=) a.user_id
            AND h.status OPERATOR(pg_catalog.=) 'held'
-           AND h.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()) AS lapsed ON true;
+           AND h.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()) AS lapsed ON true
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.sum((e.value OPERATOR(pg_catalog.->>) 'amount')::numeric) AS amount
+          FROM billing.holds AS h
+         CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(
+                 coalesce(h.funding OPERATOR(pg_catalog.->) 'grants', '[]'::pg_catalog.jsonb)) AS e
+          JOIN billing.grant_store AS g
+            ON g.user_id OPERATOR(pg_catalog.=) h.user_id
+           AND g.id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 'id')::bigint
+         WHERE h.user_id OPERATOR(pg_catalog.=) a.user_id
+           AND h.status OPERATOR(pg_catalog.=) 'held'
+           AND h.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()
+           AND g.expire_at OPERATOR(pg_catalog.>) pg_catalog.now()) AS lapsed_grants ON true;
 COMMENT ON VIEW billing.balances IS 'Each user''s power as it stands: permanent balance, live grants, power held by open holds, and what can be spent now';
 COMMENT ON COLUMN billing.balances.user_id IS 'The user';
 COMMENT ON COLUMN billing.balances.permanent IS 'Power that never expires (negative while a debt is open)';

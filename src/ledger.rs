@@ -360,9 +360,13 @@ pub fn write_grant(
     whole_row(&table.first(), 1)
 }
 
-/// The common debit in one statement (see statements::FAST_DEBIT); None when it does not apply.
+/// The common debit in one statement (see statements::FAST_DEBIT); None when it does not apply,
+/// and always where Citus is installed (see crate::citus).
 pub fn fast_debit(client: &mut SpiClient<'_>, plans: &Plans, movement: &Movement) -> BillingResult<Option<pg_sys::Datum>> {
-    let args: [DatumWithOid<'_>; 10] = [
+    if crate::citus::installed() {
+        return Ok(None);
+    }
+    let args: [DatumWithOid<'_>; 11] = [
         movement.user_id.as_str().into(),
         numeric(movement.amount).into(),
         movement.account_type.as_str().into(),
@@ -373,6 +377,7 @@ pub fn fast_debit(client: &mut SpiClient<'_>, plans: &Plans, movement: &Movement
         movement.association_user_id.as_deref().into(),
         movement.idempotency_key.as_deref().into(),
         movement.scopes.clone().into(),
+        now(),
     ];
     let table = client.update(&plans.fast_debit, None, &args)?;
     if table.is_empty() {
@@ -412,6 +417,13 @@ pub fn timestamptz(value: Option<pg_sys::TimestampTz>) -> DatumWithOid<'static> 
     value
         .map(|t| TimestampWithTimeZone::try_from(t).expect("a stored timestamptz is valid"))
         .into()
+}
+
+/// now(), the transaction's start, for a statement that takes it as a parameter
+/// (`$N now timestamptz`): Citus refuses a non-immutable function inside a CASE
+/// of an UPDATE, so such a statement cannot call now() itself.
+pub fn now() -> DatumWithOid<'static> {
+    timestamptz(Some(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() }))
 }
 
 /// After a one-statement debit or hold (FAST_DEBIT, FAST_HOLD), whose row has the

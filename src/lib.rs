@@ -5,6 +5,7 @@
 //! - `errors`: SQLSTATEs and raising them;
 //! - `amounts`: parsing and bounding amounts (pure);
 //! - `drawdown`: which credits a debit spends (pure);
+//! - `citus`: whether Citus is installed (the one-statement paths then step aside);
 //! - `fmgr`: entry points and argument reading;
 //! - `statements`: the SQL each function runs (sql/statements/), prepared once per backend;
 //! - `ledger`: types, idempotency and writing ledger entries;
@@ -36,6 +37,7 @@ pub extern "C-unwind" fn _PG_init() {
 
 mod accounts;
 mod amounts;
+mod citus;
 mod drawdown;
 mod drop_guard;
 mod errors;
@@ -62,7 +64,7 @@ mod pgrx_tests;
 // of the functions implemented in Rust, billing_verify, the reports and pricing,
 // power (the balances view and the account-row cache helpers), low-balance
 // events, spending limits, the operations (expiry, revoking, adjusting), the
-// charging triggers, the metrics, then privileges and dump registration once
+// charging triggers, the metrics, billing_distribute (Citus), then privileges and dump registration once
 // everything exists.
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 pgrx::extension_sql_file!("../sql/holds.sql", name = "holds", requires = ["schema"]);
@@ -75,6 +77,7 @@ pgrx::extension_sql_file!("../sql/limits.sql", name = "limits", requires = ["low
 pgrx::extension_sql_file!("../sql/operations.sql", name = "operations", requires = ["limits"]);
 pgrx::extension_sql_file!("../sql/triggers.sql", name = "triggers", requires = ["operations"]);
 pgrx::extension_sql_file!("../sql/metrics.sql", name = "metrics", requires = ["triggers"]);
+pgrx::extension_sql_file!("../sql/distribute.sql", name = "distribute", requires = ["metrics"]);
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Required by `cargo pgrx test`.

@@ -9,7 +9,8 @@
 //! EXECUTE on them is the permission to read balances. Only when a grant has
 //! expired, or a hold has lapsed, and no write has swept it yet is the cached
 //! total stale: then they read the view billing.balances, the one statement of
-//! available power in SQL, as the extension's owner.
+//! available power in SQL, as the extension's owner. Where Citus is installed
+//! they always read the view: the rows are in shards that Citus routes to.
 
 use std::ffi::CStr;
 
@@ -38,6 +39,11 @@ sql_function!(pg_finfo_billing_has_power, billing_has_power => has_power);
 
 /// The user's available power as of the current snapshot; 0 for an unknown user.
 fn available(user_id: &str) -> BillingResult<AnyNumeric> {
+    // On Citus the local billing.accounts is the distributed table's empty shell
+    // (the rows live in shards, under other names): the view, which Citus routes.
+    if crate::citus::installed() {
+        return stated_available(user_id);
+    }
     const COLUMNS: [&CStr; 4] = [c"permanent", c"grants_total", c"next_expiry", c"holds_due_at"];
     let mut account = None;
     for_each_row(c"accounts", c"accounts_pkey", user_id, &COLUMNS, None, |row| {
@@ -75,7 +81,11 @@ fn stated_available(user_id: &str) -> BillingResult<AnyNumeric> {
         &[user_id.into()],
     );
     unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
-    Ok(read?.unwrap_or_else(|| AnyNumeric::from(0)))
+    match read {
+        // an unknown user has no row (reached here only on Citus)
+        Err(pgrx::spi::SpiError::InvalidPosition) => Ok(AnyNumeric::from(0)),
+        read => Ok(read?.unwrap_or_else(|| AnyNumeric::from(0))),
+    }
 }
 
 /// The owner of billing.accounts: the role the extension's write functions run as.

@@ -20,8 +20,12 @@
 -- $4 held_delta numeric
 -- $5 counted_at timestamptz
 -- $6 counted_seq bigint
-WITH counted AS (
---@ include shared/count_limits.sql with gate = true, user_id = $1, scopes = $2, spent = $3, held = $4, counted_at = $5, counted_seq = $6
+-- $7 now timestamptz
+-- (the piece joins a CTE `account`: here one empty row, for the caller holds the lock)
+WITH account AS MATERIALIZED (
+  SELECT
+), counted AS (
+--@ include shared/count_limits.sql with gate = true, user_id = $1, scopes = $2, spent = $3, held = $4, counted_at = $5, counted_seq = $6, now = $7
 )
 SELECT
 --@ include shared/first_over.sql with counted = counted, spent = $3, held = $4

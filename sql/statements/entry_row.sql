@@ -3,5 +3,7 @@
 -- kind: write
 -- $1 user_id text
 -- $2 log_id bigint
-SELECT l FROM billing.account_log AS l
+SELECT
+--@ include shared/log_row.sql with alias = l
+  FROM billing.account_log AS l
  WHERE l.user_id OPERATOR(pg_catalog.=) $1 AND l.id OPERATOR(pg_catalog.=) $2;

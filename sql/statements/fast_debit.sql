@@ -22,6 +22,7 @@
 -- $8 association_user_id text
 -- $9 idempotency_key text
 -- $10 scopes text[]
+-- $11 now timestamptz
 WITH account AS (
   UPDATE billing.accounts AS a
      SET
@@ -42,9 +43,11 @@ SELECT account.user_id, account.last_seq, -1, $2, account.balance_after, $3, $4,
        ,
        $9, $10
   FROM account
-RETURNING l
+RETURNING
+--@ include shared/log_row.sql with alias = l
+AS l
 ), counted AS (
---@ include shared/count_limits.sql with gate = (SELECT account.limited AND $10 IS NOT NULL FROM account), user_id = $1, scopes = $10, spent = $2, held = 0::pg_catalog.numeric, counted_at = NULL::pg_catalog.timestamptz, counted_seq = NULL::pg_catalog.int8
+--@ include shared/count_limits.sql with gate = account.limited AND $10 IS NOT NULL, user_id = $1, scopes = $10, spent = $2, held = 0::pg_catalog.numeric, counted_at = NULL::pg_catalog.timestamptz, counted_seq = NULL::pg_catalog.int8, now = $11
 )
 SELECT logged.l, account.low_balance_at, account.balance_after,
 --@ include shared/first_over.sql with counted = counted, spent = $2, held = 0::pg_catalog.numeric

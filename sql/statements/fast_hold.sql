@@ -16,6 +16,7 @@
 -- $9 association_user_id text
 -- $10 idempotency_key text
 -- $11 scopes text[]
+-- $12 now timestamptz
 WITH account AS (
   UPDATE billing.accounts AS a
      SET
@@ -36,9 +37,11 @@ WITH account AS (
        ,
          pg_catalog.now() OPERATOR(pg_catalog.+) $3, $4, $5, $6, $7, $8, $9, $10, account.last_seq, $11
     FROM account
-  RETURNING h
+  RETURNING
+--@ include shared/hold_row.sql with alias = h
+  AS h
 ), counted AS (
---@ include shared/count_limits.sql with gate = (SELECT account.limited AND $11 IS NOT NULL FROM account), user_id = $1, scopes = $11, spent = 0::pg_catalog.numeric, held = $2, counted_at = NULL::pg_catalog.timestamptz, counted_seq = NULL::pg_catalog.int8
+--@ include shared/count_limits.sql with gate = account.limited AND $11 IS NOT NULL, user_id = $1, scopes = $11, spent = 0::pg_catalog.numeric, held = $2, counted_at = NULL::pg_catalog.timestamptz, counted_seq = NULL::pg_catalog.int8, now = $12
 )
 SELECT held.h, account.low_balance_at, account.available,
 --@ include shared/first_over.sql with counted = counted, spent = 0::pg_catalog.numeric, held = $2

@@ -1,7 +1,8 @@
 -- fast_settle
 -- A settle that gives back nothing, or gives back only to the permanent balance
 -- and/or the head grant (whose live remaining is on the account row), in one
--- statement: the account row (already locked), the hold, and the entry.
+-- statement: the account row (already locked), the hold, and the entry. The
+-- entry's id is drawn in the CTE `ids` (Citus refuses nextval in an UPDATE's SET).
 -- kind: write
 -- $1 user_id text
 -- $2 hold_id bigint
@@ -15,7 +16,9 @@
 -- $10 association_no text
 -- $11 association_user_id text
 -- $12 detail text
-WITH account AS (
+WITH ids AS MATERIALIZED (
+  SELECT pg_catalog.nextval('billing.account_log_id_seq'::pg_catalog.regclass) AS log_id
+), account AS (
   UPDATE billing.accounts AS a
      SET permanent = a.permanent OPERATOR(pg_catalog.+) $4,
          grants_total = a.grants_total OPERATOR(pg_catalog.+) $5,
@@ -32,8 +35,8 @@ WITH account AS (
   UPDATE billing.holds AS h
      SET status = 'settled', settled_amount = $3, closed_at = pg_catalog.now(),
          closed_after_seq = account.last_seq,
-         log_id = pg_catalog.nextval('billing.account_log_id_seq'::pg_catalog.regclass)
-    FROM account
+         log_id = ids.log_id
+    FROM account, ids
    WHERE h.user_id OPERATOR(pg_catalog.=) $1 AND h.hold_id OPERATOR(pg_catalog.=) $2
   RETURNING h.log_id, h.scopes
 )
@@ -43,4 +46,6 @@ INSERT INTO billing.account_log AS l
 SELECT closed.log_id, account.user_id, account.last_seq, -1, $3, account.available, $6, $7, $8,
        $9, $10, $11, $12::pg_catalog.jsonb, coalesce(closed.scopes, '{}'::pg_catalog.text[])
   FROM account, closed
-RETURNING l;
+RETURNING
+--@ include shared/log_row.sql with alias = l
+;

@@ -26,4 +26,6 @@ INSERT INTO billing.account_log AS l
         refund_of, expire_at, scopes)
 VALUES (coalesce($17, pg_catalog.nextval('billing.account_log_id_seq'::pg_catalog.regclass)),
         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::pg_catalog.jsonb, $14, $15, $16, $18)
-RETURNING l, l.id;
+RETURNING
+--@ include shared/log_row.sql with alias = l
+, l.id;

@@ -18,4 +18,6 @@ INSERT INTO billing.holds AS h
        (user_id, amount, funding, expires_at, account_type, source_type, source, remark,
         association_no, association_user_id, idempotency_key, reserved_after_seq, scopes)
 VALUES ($1, $2, $3::pg_catalog.jsonb, pg_catalog.now() OPERATOR(pg_catalog.+) $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-RETURNING h;
+RETURNING
+--@ include shared/hold_row.sql with alias = h
+;

@@ -34,4 +34,6 @@ INSERT INTO billing.account_log AS l
        (user_id, seq, direction, amount, balance_after, account_type, source_type, source,
         remark, association_no, association_user_id, subscription_id, detail, idempotency_key, scopes)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::pg_catalog.jsonb, $14, $20)
-RETURNING l;
+RETURNING
+--@ include shared/log_row.sql with alias = l
+;

@@ -52,4 +52,6 @@ SELECT ids.log_id, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
          pg_catalog.jsonb_build_object('id', ids.grant_id, 'amount', $4))),
        $14
   FROM ids
-RETURNING l;
+RETURNING
+--@ include shared/log_row.sql with alias = l
+;

@@ -1,5 +1,6 @@
 -- A hold read after the lock: the row, its funding (shared/funding.sql), then its parts.
-h,
+--@ include shared/hold_row.sql with alias = h
+,
 --@ include shared/funding.sql with column = h.funding
 , h.status, h.amount,
 h.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now() AS lapsed, h.settled_amount, h.log_id,
