@@ -94,6 +94,41 @@ CREATE FUNCTION @extschema@.billing_refund(
 COMMENT ON FUNCTION @extschema@.billing_refund(bigint, numeric, text, text) IS
     'Gives back all (amount NULL) or part of an earlier debit to the grants and permanent balance it came from, in one REFUND_INC entry; never more than it took (PB005). Returns the ledger entry.';
 
+-- The user-keyed forms of settle, release and refund: the same functions with
+-- the user first. Citus sends a call to the node that holds the user only when
+-- the user is an argument, and a charging trigger on a shard may only work on
+-- its own node, so on Citus these are the fast forms (docs/citus.md). Their own
+-- names, not overloads of billing_settle and the others: an untyped call such
+-- as billing_settle($1, $2, $3) would otherwise resolve to the form with a text
+-- first argument.
+CREATE FUNCTION @extschema@.billing_user_settle(
+        user_id text, hold_id bigint, actual_amount numeric, remark text DEFAULT NULL,
+        allow_debt boolean DEFAULT false)
+    RETURNS billing.account_log
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'billing_user_settle';
+COMMENT ON FUNCTION @extschema@.billing_user_settle(text, bigint, numeric, text, boolean) IS
+    'billing_settle of a hold of user_id (22023 if the hold is not the user''s): on Citus it runs on the node that holds the user. Returns the ledger entry (NULL for 0).';
+
+CREATE FUNCTION @extschema@.billing_user_release(user_id text, hold_id bigint, reason text DEFAULT NULL)
+    RETURNS billing.holds
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'billing_user_release';
+COMMENT ON FUNCTION @extschema@.billing_user_release(text, bigint, text) IS
+    'billing_release of a hold of user_id (22023 if the hold is not the user''s): on Citus it runs on the node that holds the user. Returns the hold.';
+
+CREATE FUNCTION @extschema@.billing_user_refund(
+        user_id text, log_id bigint, amount numeric DEFAULT NULL, remark text DEFAULT NULL,
+        idempotency_key text DEFAULT NULL)
+    RETURNS billing.account_log
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'billing_user_refund';
+COMMENT ON FUNCTION @extschema@.billing_user_refund(text, bigint, numeric, text, text) IS
+    'billing_refund of an entry of user_id (22023 if the entry is not the user''s): on Citus it runs on the node that holds the user. Returns the ledger entry.';
+
 CREATE FUNCTION @extschema@.billing_add(options jsonb)
     RETURNS billing.account_log
     LANGUAGE c VOLATILE

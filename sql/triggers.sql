@@ -135,6 +135,37 @@ COMMENT ON COLUMN billing.trigger_charges.is_hold IS 'false: id is the billing_c
 COMMENT ON COLUMN billing.trigger_charges.id IS 'The ledger entry or hold the trigger made';
 COMMENT ON COLUMN billing.trigger_charges.table_name IS 'The table whose trigger made it, as schema.table quoted where needed (the name survives a dump and restore)';
 
+-- The name of the table a trigger fires on, as the application sees it: on a
+-- Citus cluster a distributed table's trigger fires on its shards, which are
+-- named table_SHARDID (cut short and hashed when that is too long), as is the
+-- trigger on each (the trigger functions take that suffix off); Citus's
+-- catalog pg_dist_shard says which table a shard belongs to. Keys derived from
+-- the name (and trigger_charges.table_name) then name the table, never a
+-- shard, so a row charged before the table was distributed is found after.
+CREATE FUNCTION billing.table_as_seen(table_oid oid, table_name name)
+    RETURNS name
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    shard text := substring(table_name FROM '_([0-9]+)$');
+    seen name;
+BEGIN
+    IF shard IS NULL OR to_regclass('pg_catalog.pg_dist_shard') IS NULL THEN
+        RETURN table_name;
+    END IF;
+    SELECT c.relname INTO seen
+      FROM pg_catalog.pg_dist_shard AS s JOIN pg_catalog.pg_class AS c ON c.oid = s.logicalrelid
+     WHERE s.shardid = shard::bigint AND c.relnamespace = (SELECT r.relnamespace FROM pg_catalog.pg_class AS r
+                                                          WHERE r.oid = table_oid)
+       AND c.oid <> table_oid
+       AND (c.relname || '_' || shard = table_name OR octet_length(c.relname || '_' || shard) > 63);
+    RETURN coalesce(seen, table_name);
+END
+$$;
+COMMENT ON FUNCTION billing.table_as_seen(oid, name) IS
+    'Internal: the name of the table a trigger fires on as the application sees it (on Citus, the distributed table a shard belongs to)';
+
 -- Raises 42501 unless the table's owner may execute function_name: a
 -- charging trigger does what its table's owner may do, checked as it fires.
 CREATE FUNCTION billing.trigger_privilege(table_oid oid, trigger_function text, function_name text)
@@ -165,18 +196,25 @@ COMMENT ON FUNCTION billing.trigger_privilege(oid, text, text) IS
 -- that a charging trigger on on_table made under the user and key, or NULL.
 CREATE FUNCTION billing.trigger_made(charged_user text, row_key text, on_table text, holding boolean)
     RETURNS bigint
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT t.id
-      FROM billing.trigger_charges AS t
-     WHERE t.user_id = charged_user AND t.is_hold = holding AND t.table_name = on_table
-       AND t.id = CASE WHEN holding
-                       THEN (SELECT h.hold_id FROM billing.holds AS h
-                              WHERE h.user_id = charged_user AND h.idempotency_key = row_key)
-                       ELSE (SELECT l.id FROM billing.account_log AS l
-                              WHERE l.user_id = charged_user AND l.idempotency_key = row_key)
-                  END
+DECLARE
+    made bigint;
+BEGIN
+    -- PL/pgSQL, one table per statement: Citus cannot plan a SQL function's
+    -- statement that takes parameters
+    IF holding THEN
+        SELECT h.hold_id INTO made FROM billing.holds AS h
+         WHERE h.user_id = charged_user AND h.idempotency_key = row_key;
+    ELSE
+        SELECT l.id INTO made FROM billing.account_log AS l
+         WHERE l.user_id = charged_user AND l.idempotency_key = row_key;
+    END IF;
+    PERFORM FROM billing.trigger_charges AS t
+     WHERE t.user_id = charged_user AND t.is_hold = holding AND t.table_name = on_table AND t.id = made;
+    RETURN CASE WHEN FOUND THEN made END;
+END
 $$;
 COMMENT ON FUNCTION billing.trigger_made(text, text, text, boolean) IS
     'The charge (account_log.id) or hold (holds.hold_id) that a charging trigger on the table made under this user and key, or NULL';
@@ -490,7 +528,7 @@ BEGIN
     IF given >= charged THEN
         RETURN;
     END IF;
-    PERFORM billing.billing_refund(charge_id::bigint, NULL::numeric, why::text, refund_key::text);
+    PERFORM billing.billing_user_refund(charged_user::text, charge_id::bigint, NULL::numeric, why::text, refund_key::text);
 END
 $$;
 COMMENT ON FUNCTION billing.trigger_refund(text, bigint, text) IS
@@ -502,8 +540,12 @@ CREATE FUNCTION @extschema@.billing_charge()
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    config jsonb := billing.trigger_config('billing_charge', TG_NAME, TG_WHEN, TG_LEVEL, TG_OP,
-                                           TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV);
+    seen_as name := billing.table_as_seen(TG_RELID, TG_TABLE_NAME);
+    -- on a shard Citus names the trigger as the shard, name_SHARDID: the application's name
+    trigger_seen_as name := CASE WHEN seen_as = TG_TABLE_NAME THEN TG_NAME
+                                 ELSE pg_catalog.regexp_replace(TG_NAME, '_[0-9]+$', '') END;
+    config jsonb := billing.trigger_config('billing_charge', trigger_seen_as, TG_WHEN, TG_LEVEL, TG_OP,
+                                           TG_TABLE_SCHEMA, seen_as, TG_ARGV);
     failed text := config ->> 'failed_status';
     why text;
     old_identity text[];
@@ -513,7 +555,7 @@ DECLARE
     own billing.trigger_charges;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, seen_as);
         PERFORM billing.trigger_require(config, new_identity);
         -- a row that is failed from the start is never charged
         IF billing.trigger_column(NEW, 'status_column', config ->> 'status_column') = failed THEN
@@ -525,7 +567,7 @@ BEGIN
         -- a key charges once: a row that comes back after this table's charge for it was refunded is refused
         IF charge_id IS NOT NULL
            AND charge_id = billing.trigger_made(new_identity[1], new_identity[2],
-                                                format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), false) THEN
+                                                format('%I.%I', TG_TABLE_SCHEMA, seen_as), false) THEN
             PERFORM FROM billing.account_log AS l WHERE l.user_id = new_identity[1] AND l.refund_of = charge_id;
             IF FOUND THEN
                 RAISE EXCEPTION 'idempotency key "%" of this row was charged and refunded already', new_identity[2]
@@ -543,14 +585,14 @@ BEGIN
             (config ->> 'account_type')::text, (config ->> 'source_type')::text, (config ->> 'source')::text,
             (config ->> 'remark')::text, new_identity[3]::text, NULL::text, new_identity[2]::text,
             billing.trigger_scopes(NEW, 'scope_column', config ->> 'scope_column')::text[]) AS d;
-        PERFORM billing.trigger_record(new_identity[1], false, made, charge_id IS NOT NULL, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        PERFORM billing.trigger_record(new_identity[1], false, made, charge_id IS NOT NULL, TG_TABLE_SCHEMA, seen_as);
         RETURN NULL;
     END IF;
 
-    old_identity := billing.trigger_identity(config, OLD, TG_TABLE_SCHEMA, TG_TABLE_NAME);
-    own := billing.trigger_find(config, OLD, TG_TABLE_SCHEMA, TG_TABLE_NAME, old_identity, false);
+    old_identity := billing.trigger_identity(config, OLD, TG_TABLE_SCHEMA, seen_as);
+    own := billing.trigger_find(config, OLD, TG_TABLE_SCHEMA, seen_as, old_identity, false);
     IF TG_OP = 'UPDATE' THEN
-        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, seen_as);
         IF old_identity[1:2] IS DISTINCT FROM new_identity[1:2] THEN
             PERFORM billing.trigger_keep_identity(config, old_identity, new_identity, own.id IS NOT NULL);
         END IF;
@@ -559,10 +601,10 @@ BEGIN
            OR billing.trigger_column(OLD, 'status_column', config ->> 'status_column') IS NOT DISTINCT FROM failed THEN
             RETURN NULL;
         END IF;
-        why := format('trigger %I on %I.%I: %s became %s', TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME,
+        why := format('trigger %I on %I.%I: %s became %s', trigger_seen_as, TG_TABLE_SCHEMA, seen_as,
                       config ->> 'status_column', failed);
     ELSE
-        why := format('trigger %I on %I.%I: row deleted', TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        why := format('trigger %I on %I.%I: row deleted', trigger_seen_as, TG_TABLE_SCHEMA, seen_as);
     END IF;
     IF own.id IS NOT NULL THEN
         PERFORM billing.trigger_privilege(TG_RELID, 'billing_charge', 'billing_refund');
@@ -580,8 +622,12 @@ CREATE FUNCTION @extschema@.billing_hold_charge()
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    config jsonb := billing.trigger_config('billing_hold_charge', TG_NAME, TG_WHEN, TG_LEVEL, TG_OP,
-                                           TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV);
+    seen_as name := billing.table_as_seen(TG_RELID, TG_TABLE_NAME);
+    -- on a shard Citus names the trigger as the shard, name_SHARDID: the application's name
+    trigger_seen_as name := CASE WHEN seen_as = TG_TABLE_NAME THEN TG_NAME
+                                 ELSE pg_catalog.regexp_replace(TG_NAME, '_[0-9]+$', '') END;
+    config jsonb := billing.trigger_config('billing_hold_charge', trigger_seen_as, TG_WHEN, TG_LEVEL, TG_OP,
+                                           TG_TABLE_SCHEMA, seen_as, TG_ARGV);
     failed text := config ->> 'failed_status';
     allow_debt boolean := coalesce((config ->> 'allow_debt')::boolean, false);
     actual_argument text := format('actual_column %I', config ->> 'actual_column');
@@ -595,7 +641,7 @@ DECLARE
     mine boolean;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, seen_as);
         PERFORM billing.trigger_require(config, new_identity);
         IF billing.trigger_column(NEW, 'status_column', config ->> 'status_column') = failed THEN
             RETURN NULL;
@@ -606,7 +652,7 @@ BEGIN
         -- this table's own earlier hold under the key (two rows sharing a key share it)
         mine := hold_row.hold_id IS NOT NULL
                 AND hold_row.hold_id = billing.trigger_made(new_identity[1], new_identity[2],
-                                                            format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), true);
+                                                            format('%I.%I', TG_TABLE_SCHEMA, seen_as), true);
         -- a key holds once: a row that comes back after this table's hold for it was closed is refused
         IF mine AND hold_row.status <> 'held' THEN
             RAISE EXCEPTION 'idempotency key "%" of this row was used by a hold that is % already', new_identity[2], hold_row.status
@@ -626,22 +672,23 @@ BEGIN
             new_identity[2]::text,
             billing.trigger_scopes(NEW, 'scope_column', config ->> 'scope_column')::text[]) AS h;
         mine := billing.trigger_record(new_identity[1], true, made, hold_row.hold_id IS NOT NULL,
-                                       TG_TABLE_SCHEMA, TG_TABLE_NAME)
+                                       TG_TABLE_SCHEMA, seen_as)
                 OR mine;
         -- the cost may be known already; a replayed hold that is not this table's is left alone
         actual := billing.trigger_column(NEW, 'actual_column', config ->> 'actual_column');
         IF actual IS NOT NULL AND mine THEN
             PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_settle');
-            PERFORM billing.billing_settle(made::bigint, billing.check_amount(actual_argument, actual, true)::numeric,
-                                           NULL::text, allow_debt::boolean);
+            PERFORM billing.billing_user_settle(new_identity[1]::text, made::bigint,
+                                                billing.check_amount(actual_argument, actual, true)::numeric,
+                                                NULL::text, allow_debt::boolean);
         END IF;
         RETURN NULL;
     END IF;
 
-    old_identity := billing.trigger_identity(config, OLD, TG_TABLE_SCHEMA, TG_TABLE_NAME);
-    own := billing.trigger_find(config, OLD, TG_TABLE_SCHEMA, TG_TABLE_NAME, old_identity, true);
+    old_identity := billing.trigger_identity(config, OLD, TG_TABLE_SCHEMA, seen_as);
+    own := billing.trigger_find(config, OLD, TG_TABLE_SCHEMA, seen_as, old_identity, true);
     IF TG_OP = 'UPDATE' THEN
-        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, seen_as);
         IF old_identity[1:2] IS DISTINCT FROM new_identity[1:2] THEN
             PERFORM billing.trigger_keep_identity(config, old_identity, new_identity, own.id IS NOT NULL);
         END IF;
@@ -653,7 +700,7 @@ BEGIN
             IF billing.trigger_column(OLD, 'status_column', config ->> 'status_column') IS NOT DISTINCT FROM failed THEN
                 RETURN NULL;
             END IF;
-            why := format('trigger %I on %I.%I: %s became %s', TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME,
+            why := format('trigger %I on %I.%I: %s became %s', trigger_seen_as, TG_TABLE_SCHEMA, seen_as,
                           config ->> 'status_column', failed);
         ELSE
             -- the actual cost was written (or changed): settle; a repeat of the same cost replays.
@@ -664,8 +711,9 @@ BEGIN
                 SELECT h.* INTO hold_row FROM billing.holds AS h WHERE h.user_id = own.user_id AND h.hold_id = own.id;
                 IF hold_row.status <> 'released' THEN
                     PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_settle');
-                    PERFORM billing.billing_settle(own.id::bigint, billing.check_amount(actual_argument, actual, true)::numeric,
-                                                   NULL::text, allow_debt::boolean);
+                    PERFORM billing.billing_user_settle(own.user_id::text, own.id::bigint,
+                                                        billing.check_amount(actual_argument, actual, true)::numeric,
+                                                        NULL::text, allow_debt::boolean);
                 END IF;
             END IF;
             RETURN NULL;
@@ -674,7 +722,7 @@ BEGIN
         IF own.id IS NULL THEN
             RETURN NULL;
         END IF;
-        why := format('trigger %I on %I.%I: row deleted', TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        why := format('trigger %I on %I.%I: row deleted', trigger_seen_as, TG_TABLE_SCHEMA, seen_as);
     END IF;
     -- failure: give back what is held, or refund what was charged. The account
     -- row is locked first and the hold read after, so a concurrent release or
@@ -683,7 +731,7 @@ BEGIN
     SELECT h.* INTO hold_row FROM billing.holds AS h WHERE h.user_id = own.user_id AND h.hold_id = own.id;
     IF hold_row.status = 'held' THEN
         PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_release');
-        PERFORM billing.billing_release(own.id::bigint, why::text);
+        PERFORM billing.billing_user_release(own.user_id::text, own.id::bigint, why::text);
     ELSIF hold_row.status = 'settled' AND hold_row.log_id IS NOT NULL THEN
         PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_refund');
         PERFORM billing.trigger_refund(own.user_id, hold_row.log_id, why);

@@ -108,12 +108,25 @@ fn hold_owner(client: &mut SpiClient<'_>, plans: &Plans, hold_id: i64) -> Billin
 }
 
 /// Locks the hold's account (giving back lapsed holds first) and reads the hold.
-fn lock_hold(client: &mut SpiClient<'_>, plans: &Plans, hold_id: i64) -> BillingResult<(Account, Hold)> {
-    let user_id = hold_owner(client, plans, hold_id)?;
-    let account = accounts::lock_current(client, plans, &user_id)?
-        .ok_or_else(|| BillingError::internal("a hold's account row is missing"))?;
-    let hold = read_hold(client, plans, &user_id, HoldBy::Id(hold_id))?
-        .ok_or_else(|| BillingError::internal("a hold vanished under the account lock"))?;
+/// `user_id` is the user the caller names (billing_user_settle and
+/// billing_user_release, which Citus runs on the node holding the user), or None
+/// to find the user by the hold's id (billing_settle and billing_release).
+fn lock_hold(client: &mut SpiClient<'_>, plans: &Plans, user_id: Option<String>, hold_id: i64) -> BillingResult<(Account, Hold)> {
+    let named = user_id.is_some();
+    let user_id = match user_id {
+        Some(user_id) => user_id,
+        None => hold_owner(client, plans, hold_id)?,
+    };
+    let not_theirs = || {
+        BillingError::invalid_argument("hold_id", format!("{hold_id} is not a hold of user {user_id:?}"))
+            .with_hint("Use the hold_id that billing_hold returned for this user.")
+    };
+    let Some(account) = accounts::lock_current(client, plans, &user_id)? else {
+        return Err(if named { not_theirs() } else { BillingError::internal("a hold's account row is missing") });
+    };
+    let Some(hold) = read_hold(client, plans, &user_id, HoldBy::Id(hold_id))? else {
+        return Err(if named { not_theirs() } else { BillingError::internal("a hold vanished under the account lock") });
+    };
     Ok((account, hold))
 }
 
@@ -222,13 +235,17 @@ fn hold(args: &Args) -> Returned {
 }
 sql_function!(pg_finfo_billing_hold, billing_hold => hold);
 
-/// The common hold in one statement (see statements::FAST_HOLD); None when it does not apply.
+/// The common hold in one statement (see statements::FAST_HOLD); None when it does not apply,
+/// and always where Citus is installed (see crate::citus).
 fn fast_hold(
     client: &mut SpiClient<'_>,
     plans: &Plans,
     movement: &Movement,
     ttl: &pgrx::datum::Interval,
 ) -> BillingResult<Option<pg_sys::Datum>> {
+    if crate::citus::installed() {
+        return Ok(None);
+    }
     let table = client.update(
         &plans.fast_hold,
         None,
@@ -244,6 +261,7 @@ fn fast_hold(
             movement.association_user_id.as_deref().into(),
             movement.idempotency_key.as_deref().into(),
             movement.scopes.clone().into(),
+            ledger::now(),
         ],
     )?;
     if table.is_empty() {
@@ -259,13 +277,27 @@ fn fast_hold(
 
 /// billing_settle(hold_id, actual_amount, remark, allow_debt)
 fn settle(args: &Args) -> Returned {
-    let hold_id = args.id(0, "hold_id")?;
-    let actual = args.cost(1, "actual_amount")?;
-    let remark = args.text(2, "remark", MAX_REMARK_CHARS)?;
-    let allow_debt = args.flag(3, "allow_debt")?;
+    settle_hold(None, args, 0)
+}
+sql_function!(pg_finfo_billing_settle, billing_settle => settle);
+
+/// billing_user_settle(user_id, hold_id, actual_amount, remark, allow_debt): the
+/// same, keyed by the user as well.
+fn user_settle(args: &Args) -> Returned {
+    settle_hold(Some(args.key(0, "user_id")?), args, 1)
+}
+sql_function!(pg_finfo_billing_user_settle, billing_user_settle => user_settle);
+
+/// Settles the hold whose arguments (hold_id, actual_amount, remark, allow_debt)
+/// begin at position `first`.
+fn settle_hold(user_id: Option<String>, args: &Args, first: usize) -> Returned {
+    let hold_id = args.id(first, "hold_id")?;
+    let actual = args.cost(first + 1, "actual_amount")?;
+    let remark = args.text(first + 2, "remark", MAX_REMARK_CHARS)?;
+    let allow_debt = args.flag(first + 3, "allow_debt")?;
     Spi::connect_mut(|client| {
         let plans = statements::get(client)?;
-        let (account, hold) = lock_hold(client, plans, hold_id)?;
+        let (account, hold) = lock_hold(client, plans, user_id, hold_id)?;
         let user_id = hold.charge.user_id.clone();
         match hold.status.as_str() {
             "held" if !hold.lapsed => {}
@@ -337,11 +369,10 @@ fn settle(args: &Args) -> Returned {
         Ok(Some(entry))
     })
 }
-sql_function!(pg_finfo_billing_settle, billing_settle => settle);
 
 /// A settle within the hold whose unused part goes back only to the permanent balance
 /// and/or the head grant, in one statement (see statements::FAST_SETTLE); None when it does
-/// not apply. Call with the account locked.
+/// not apply (always where Citus is installed: crate::citus). Call with the account locked.
 #[allow(clippy::too_many_arguments)]
 fn fast_settle(
     client: &mut SpiClient<'_>,
@@ -353,6 +384,9 @@ fn fast_settle(
     charged: &Drawdown,
     rest: &Drawdown,
 ) -> BillingResult<Option<pg_sys::Datum>> {
+    if crate::citus::installed() {
+        return Ok(None);
+    }
     let to_head = match rest.from_grants.as_slice() {
         [] => Decimal::ZERO,
         [(id, amount)] if account.head.is_some_and(|(head, _)| head == *id) => *amount,
@@ -438,11 +472,23 @@ fn below_debt_floor(hold: &Hold, actual: Decimal, held: Decimal, room: Decimal) 
 
 /// billing_release(hold_id, reason)
 fn release(args: &Args) -> Returned {
-    let hold_id = args.id(0, "hold_id")?;
-    let reason = args.text(1, "reason", MAX_REMARK_CHARS)?;
+    release_hold(None, args, 0)
+}
+sql_function!(pg_finfo_billing_release, billing_release => release);
+
+/// billing_user_release(user_id, hold_id, reason): the same, keyed by the user as well.
+fn user_release(args: &Args) -> Returned {
+    release_hold(Some(args.key(0, "user_id")?), args, 1)
+}
+sql_function!(pg_finfo_billing_user_release, billing_user_release => user_release);
+
+/// Releases the hold whose arguments (hold_id, reason) begin at position `first`.
+fn release_hold(user_id: Option<String>, args: &Args, first: usize) -> Returned {
+    let hold_id = args.id(first, "hold_id")?;
+    let reason = args.text(first + 1, "reason", MAX_REMARK_CHARS)?;
     Spi::connect_mut(|client| {
         let plans = statements::get(client)?;
-        let (account, hold) = lock_hold(client, plans, hold_id)?;
+        let (account, hold) = lock_hold(client, plans, user_id, hold_id)?;
         match hold.status.as_str() {
             "held" if !hold.lapsed => give_back(client, plans, &account, &hold, "released", reason).map(Some),
             "released" | "expired" => Ok(Some(hold.row)),
@@ -450,7 +496,6 @@ fn release(args: &Args) -> Returned {
         }
     })
 }
-sql_function!(pg_finfo_billing_release, billing_release => release);
 
 /// Gives everything an open hold reserved back to where it came from and closes it;
 /// returns the closed hold.

@@ -52,6 +52,11 @@ fn entry_owner(client: &mut SpiClient<'_>, plans: &Plans, log_id: i64) -> Billin
     table.first().get::<String>(1)?.ok_or_else(|| BillingError::internal("entry user_id is NULL"))
 }
 
+/// Whether the user has an entry of this id (read after the account lock).
+fn entry_exists(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, log_id: i64) -> BillingResult<bool> {
+    Ok(!client.update(&plans.entry_row, None, &[user_id.into(), log_id.into()])?.is_empty())
+}
+
 fn read_original(client: &mut SpiClient<'_>, plans: &Plans, user_id: &str, log_id: i64) -> BillingResult<Original> {
     let table = client.update(&plans.entry, None, &[user_id.into(), log_id.into()])?;
     if table.is_empty() {
@@ -127,16 +132,41 @@ fn replay(
 
 /// billing_refund(log_id, amount, remark, idempotency_key)
 fn refund(args: &Args) -> Returned {
-    let log_id = args.id(0, "log_id")?;
-    let amount = args.optional_amount(1, "amount")?;
-    let remark = args.text(2, "remark", MAX_REMARK_CHARS)?;
-    let idempotency_key = args.optional_key(3, "idempotency_key")?;
+    refund_entry(None, args, 0)
+}
+
+/// billing_user_refund(user_id, log_id, amount, remark, idempotency_key): the
+/// same, keyed by the user as well (Citus runs it on the node holding the user).
+fn user_refund(args: &Args) -> Returned {
+    refund_entry(Some(args.key(0, "user_id")?), args, 1)
+}
+sql_function!(pg_finfo_billing_user_refund, billing_user_refund => user_refund);
+
+/// Refunds the entry whose arguments (log_id, amount, remark, idempotency_key)
+/// begin at position `first`; `user_id` is the user the caller names, or None to
+/// find the user by the entry's id.
+fn refund_entry(user_id: Option<String>, args: &Args, first: usize) -> Returned {
+    let log_id = args.id(first, "log_id")?;
+    let amount = args.optional_amount(first + 1, "amount")?;
+    let remark = args.text(first + 2, "remark", MAX_REMARK_CHARS)?;
+    let idempotency_key = args.optional_key(first + 3, "idempotency_key")?;
     Spi::connect_mut(|client| {
         let plans = statements::get(client)?;
-        let user_id = entry_owner(client, plans, log_id)?;
-        let Some(account) = accounts::lock_current(client, plans, &user_id)? else {
-            return Err(BillingError::internal("an entry's account row is missing"));
+        let named = user_id.is_some();
+        let user_id = match user_id {
+            Some(user_id) => user_id,
+            None => entry_owner(client, plans, log_id)?,
         };
+        let not_theirs = || {
+            BillingError::invalid_argument("log_id", format!("{log_id} is not an entry of user {user_id:?}"))
+                .with_hint("Pass the id of one of this user's billing.account_log entries.")
+        };
+        let Some(account) = accounts::lock_current(client, plans, &user_id)? else {
+            return Err(if named { not_theirs() } else { BillingError::internal("an entry's account row is missing") });
+        };
+        if named && !entry_exists(client, plans, &user_id, log_id)? {
+            return Err(not_theirs());
+        }
         if let Some(key) = idempotency_key.as_deref() {
             if let Some(earlier) = replay(client, plans, &user_id, key, log_id, amount)? {
                 return Ok(Some(earlier));

@@ -47,6 +47,16 @@ const SCENARIO: &[&str] = &[
     "SELECT billing.billing_set_debt_limit('v', 10)",
     "SELECT hold_id, status, amount, funding FROM billing.billing_hold('v', 40, 'CHAT_DEC', 'CHAT', 'metered-3')",
     "SELECT seq, amount, balance_after, detail FROM billing.billing_settle(3, 50, NULL, true)",
+    // the user-keyed forms of settle, release and refund (holds 4 and 5 are x's)
+    "SELECT seq, amount FROM billing.billing_add('x', 20, 'RECHARGE_INC', 'RECHARGE', 'shop')",
+    "SELECT hold_id, status, amount, funding FROM billing.billing_hold('x', 5, 'CHAT_DEC', 'CHAT', 'metered-5')",
+    "SELECT seq, amount, balance_after, detail FROM billing.billing_user_settle('x', 4, 2)",
+    "SELECT hold_id, status, amount, funding FROM billing.billing_hold('x', 3, 'CHAT_DEC', 'CHAT', 'metered-6')",
+    "SELECT app.outcome('SELECT billing.billing_user_release(''u'', 5)')",
+    "SELECT hold_id, status, reason FROM billing.billing_user_release('x', 5, 'cancelled')",
+    "SELECT seq, amount, balance_after, detail, refund_of FROM billing.billing_user_refund('x', (SELECT pg_catalog.max(l.id) FROM billing.account_log AS l WHERE l.user_id OPERATOR(pg_catalog.=) 'x'), 1, 'partial')",
+    // Citus only: PB009 here, in both databases, with nothing planted run
+    "SELECT app.outcome('SELECT billing.billing_distribute()')",
     // the gauges (the ledger's estimate follows autovacuum, and the counters the cluster)
     "SELECT metric, kind, labels, value FROM billing.billing_metrics() WHERE kind OPERATOR(pg_catalog.=) 'gauge' AND metric OPERATOR(pg_catalog.<>) 'billing_ledger_rows_estimate'",
     // refused to the application (superusers only), by the extension and not a look-alike

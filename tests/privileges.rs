@@ -92,6 +92,10 @@ fn a_role_without_grants_can_do_nothing() {
         "SELECT billing_set_debt_limit('u', 1)",
         "SELECT * FROM billing_set_limit('u', 'key:a', 1)",
         "SELECT * FROM billing_limits('u')",
+        "SELECT * FROM billing_user_settle('u', 1, 1)",
+        "SELECT * FROM billing_user_release('u', 1)",
+        "SELECT * FROM billing_user_refund('u', 1)",
+        "SELECT * FROM billing_distribute()",
         "SELECT * FROM billing.limits",
         "SELECT * FROM billing.pricing_rules",
         "SELECT * FROM billing.account_log",
@@ -330,4 +334,57 @@ fn set_limit_sets_limits_and_billing_limits_reads_them() {
     assert_eq!(text(&mut setter, "SELECT count(*)::text FROM billing_set_limit('u', 'key:a', NULL)"), "0");
     app.batch_execute("SELECT billing_deduct('u', 2, 'CHAT_DEC', 'CHAT', 'x', scopes => ARRAY['key:a'])").unwrap();
     assert_eq!(ledger_disagreements(&mut admin), 0);
+}
+
+/// security.md: EXECUTE on billing_user_settle, billing_user_release and
+/// billing_user_refund allows what billing_settle, billing_release and
+/// billing_refund allow (any user's holds and entries), each on its own; the
+/// application's GRANTs do not include them.
+#[test]
+fn the_user_keyed_forms_each_need_their_own_grant() {
+    let db = fresh_database("user_forms");
+    let (app_role, _) = setup_roles(&db);
+    let mut admin = connect(&db);
+    admin
+        .batch_execute(
+            "SELECT billing_add('u', 50, 'RECHARGE_INC', 'RECHARGE', 'shop');
+             SELECT billing_hold('u', 10, 'CHAT_DEC', 'CHAT', 'gpt', idempotency_key => 'h1');
+             SELECT billing_hold('u', 5, 'CHAT_DEC', 'CHAT', 'gpt', idempotency_key => 'h2');",
+        )
+        .unwrap();
+    admin.batch_execute(&format!("GRANT SELECT ON billing.holds TO {app_role}")).unwrap();
+    let hold = |key: &str| format!("(SELECT hold_id FROM billing.holds WHERE idempotency_key = '{key}')");
+    let mut app = connect_as(&db, &app_role);
+    let settle = format!("SELECT id FROM billing_user_settle('u', {}, 4)", hold("h1"));
+    let release = format!("SELECT hold_id FROM billing_user_release('u', {})", hold("h2"));
+    let refund = "SELECT id FROM billing_user_refund('u', (SELECT max(id) FROM billing.account_log), 1)";
+    for statement in [&settle, &release, refund] {
+        assert_eq!(sqlstate(app.batch_execute(statement)), "42501", "{statement}");
+    }
+    admin.batch_execute(&format!("GRANT EXECUTE ON FUNCTION billing_user_settle(text, bigint, numeric, text, boolean) TO {app_role}")).unwrap();
+    assert_eq!(sqlstate(app.batch_execute(&settle)), "00000");
+    for statement in [&release, refund] {
+        assert_eq!(sqlstate(app.batch_execute(statement)), "42501", "{statement}");
+    }
+    admin.batch_execute(&format!("GRANT EXECUTE ON FUNCTION billing_user_release(text, bigint, text), billing_user_refund(text, bigint, numeric, text, text) TO {app_role}")).unwrap();
+    assert_eq!(sqlstate(app.batch_execute(&release)), "00000");
+    assert_eq!(sqlstate(app.batch_execute(refund)), "00000");
+    // the hold settled for 4, the other released, 1 of the 4 refunded
+    assert_eq!(power(&mut app, "u"), "47");
+    assert_eq!(ledger_disagreements(&mut admin), 0);
+}
+
+/// security.md: EXECUTE on billing_distribute lets a role distribute the
+/// extension's tables on Citus (it runs as the extension's owner); nobody has it
+/// unless granted, and without Citus it raises PB009 and changes nothing.
+#[test]
+fn billing_distribute_is_granted_to_nobody_and_needs_citus() {
+    let db = fresh_database("distribute");
+    let (app_role, _) = setup_roles(&db);
+    let mut app = connect_as(&db, &app_role);
+    assert_eq!(sqlstate(app.batch_execute("SELECT * FROM billing_distribute()")), "42501");
+    let mut admin = connect(&db);
+    admin.batch_execute("SELECT billing_add('u', 5, 'RECHARGE_INC', 'RECHARGE', 'shop')").unwrap();
+    assert_eq!(sqlstate(admin.batch_execute("SELECT * FROM billing_distribute()")), "PB009");
+    assert_eq!(text(&mut admin, "SELECT nextval('billing.account_log_id_seq')::text"), "2", "the id sequences did not move");
 }
