@@ -49,8 +49,8 @@ mod tests {
             "billing_has_power:false,billing_power:false"
         );
         // each in the extension's schema and, as its protected copy, in schema billing
-        assert_eq!(text("SELECT count(*)::text FROM pg_proc WHERE proname LIKE 'billing\\_%' AND pronamespace = 'public'::regnamespace"), "27");
-        assert_eq!(text("SELECT count(*)::text FROM pg_proc WHERE proname LIKE 'billing\\_%' AND pronamespace = 'billing'::regnamespace"), "27");
+        assert_eq!(text("SELECT count(*)::text FROM pg_proc WHERE proname LIKE 'billing\\_%' AND pronamespace = 'public'::regnamespace"), "31");
+        assert_eq!(text("SELECT count(*)::text FROM pg_proc WHERE proname LIKE 'billing\\_%' AND pronamespace = 'billing'::regnamespace"), "31");
     }
 
     #[pg_test]

@@ -44,25 +44,31 @@ COMMENT ON INDEX billing.low_balance_events_by_time IS 'billing_expire: deleting
 
 CREATE OR REPLACE FUNCTION billing.notify_low_balance(user_id text, threshold numeric, available numeric)
     RETURNS void
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
     INSERT INTO billing.low_balance_events (user_id, threshold, available)
-    VALUES (user_id, trim_scale(threshold), trim_scale(available));
-    SELECT pg_notify('billing_low_balance', '');
+    VALUES (notify_low_balance.user_id, trim_scale(notify_low_balance.threshold),
+            trim_scale(notify_low_balance.available));
+    PERFORM pg_notify('billing_low_balance', '');
+END
 $$;
 COMMENT ON FUNCTION billing.notify_low_balance(text, numeric, numeric) IS
     'Internal: records a low-balance event and sends NOTIFY billing_low_balance without a payload';
 
 CREATE FUNCTION @extschema@.billing_low_balance_events(after_id bigint DEFAULT 0)
     RETURNS TABLE (event_id bigint, user_id text, threshold numeric, available numeric, at timestamptz)
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     SELECT e.event_id, e.user_id, e.threshold, e.available, e.at
       FROM billing.low_balance_events AS e
-     WHERE e.event_id > coalesce(after_id, 0)
+     WHERE e.event_id > coalesce(billing_low_balance_events.after_id, 0)
      ORDER BY e.event_id;
+END
 $$;
 COMMENT ON FUNCTION @extschema@.billing_low_balance_events(bigint) IS
     'Low-balance events with an id above after_id, oldest first: event_id, user_id, threshold, available, at. Call it when NOTIFY billing_low_balance arrives (the notification has no payload).';
@@ -80,8 +86,10 @@ CREATE OR REPLACE FUNCTION @extschema@.billing_expire(as_of timestamptz DEFAULT 
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    users text[];
-    expired bigint;
+    candidates text[];
+    users text[] := '{}';
+    one text;
+    expired bigint := 0;
     holds_ended bigint;
 BEGIN
     IF as_of IS NULL THEN
@@ -101,15 +109,23 @@ BEGIN
     -- Low-balance events are kept for 7 days (billing_low_balance_events).
     DELETE FROM billing.low_balance_events AS e WHERE e.at < as_of - interval '7 days';
 
-    -- Lock up to batch_size accounts with an expired grant or a lapsed hold. Rows
-    -- another transaction holds (a deduct, another billing_expire) are skipped, not
-    -- waited for: the next run takes them.
-    SELECT array_agg(a.user_id) INTO users
+    -- Lock up to batch_size accounts with an expired grant or a lapsed hold, one
+    -- at a time (a lock of rows of several users is one statement Citus cannot
+    -- route). Rows another transaction holds (a deduct, another billing_expire)
+    -- are skipped, not waited for: the next run takes them.
+    SELECT array_agg(a.user_id) INTO candidates
       FROM (SELECT a.user_id FROM billing.accounts AS a
              WHERE a.next_expiry <= as_of OR a.holds_due_at <= now()
-             LIMIT batch_size
-               FOR UPDATE SKIP LOCKED) AS a;
-    IF users IS NULL THEN
+             LIMIT batch_size) AS a;
+    FOREACH one IN ARRAY coalesce(candidates, '{}') LOOP
+        PERFORM FROM billing.accounts AS a
+         WHERE a.user_id = one AND (a.next_expiry <= as_of OR a.holds_due_at <= now())
+           FOR UPDATE SKIP LOCKED;
+        IF FOUND THEN
+            users := users || one;
+        END IF;
+    END LOOP;
+    IF cardinality(users) = 0 THEN
         RETURN 0;
     END IF;
     PERFORM billing.write_back_heads(users);
@@ -117,30 +133,33 @@ BEGIN
     -- Lapsed holds give back what they reserved (no ledger entry: nothing was charged).
     holds_ended := billing.return_due_holds(users);
 
-    -- One MEMBERSHIP_GIFT_EXPIRED entry per grant that expired with power left.
-    WITH gone AS (
-        SELECT g.user_id, g.id, g.remaining, g.expire_at, g.subscription_id,
-               row_number() OVER (PARTITION BY g.user_id ORDER BY g.expire_at, g.id) AS n
-          FROM billing.grant_store AS g
-         WHERE g.user_id = ANY (users) AND g.expire_at <= as_of AND g.remaining > 0
-    ), emptied AS (
-        UPDATE billing.grant_store AS g
-           SET remaining = 0
-          FROM gone
-         WHERE g.user_id = gone.user_id AND g.id = gone.id
-    ), logged AS (
-        INSERT INTO billing.account_log
-               (user_id, seq, direction, amount, balance_after, account_type, source_type, source,
-                remark, subscription_id, expire_at, detail)
-        SELECT gone.user_id, a.last_seq + gone.n, -1, gone.remaining, now_.available,
-               'MEMBERSHIP_GIFT_EXPIRED', 'MEMBERSHIP_GIFT', 'expiry', NULL, gone.subscription_id, gone.expire_at,
-               jsonb_build_object('grants', jsonb_build_array(jsonb_build_object('id', gone.id, 'amount', gone.remaining)))
-          FROM gone
-          JOIN billing.accounts AS a ON a.user_id = gone.user_id
-          JOIN billing.balances AS now_ ON now_.user_id = gone.user_id AND now_.user_id = ANY (users)
-        RETURNING 1
-    )
-    SELECT count(*) INTO expired FROM logged;
+    -- One MEMBERSHIP_GIFT_EXPIRED entry per grant that expired with power left,
+    -- user by user (each statement then touches one Citus shard group).
+    FOREACH one IN ARRAY users LOOP
+        WITH gone AS (
+            SELECT g.user_id, g.id, g.remaining, g.expire_at, g.subscription_id,
+                   row_number() OVER (ORDER BY g.expire_at, g.id) AS n
+              FROM billing.grant_store AS g
+             WHERE g.user_id = one AND g.expire_at <= as_of AND g.remaining > 0
+        ), emptied AS (
+            UPDATE billing.grant_store AS g
+               SET remaining = 0
+              FROM gone
+             WHERE g.user_id = one AND g.id = gone.id
+        ), logged AS (
+            INSERT INTO billing.account_log
+                   (user_id, seq, direction, amount, balance_after, account_type, source_type, source,
+                    remark, subscription_id, expire_at, detail)
+            SELECT one, a.last_seq + gone.n, -1, gone.remaining, now_.available,
+                   'MEMBERSHIP_GIFT_EXPIRED', 'MEMBERSHIP_GIFT', 'expiry', NULL, gone.subscription_id, gone.expire_at,
+                   jsonb_build_object('grants', jsonb_build_array(jsonb_build_object('id', gone.id, 'amount', gone.remaining)))
+              FROM gone
+              JOIN billing.accounts AS a ON a.user_id = one
+              JOIN billing.balances AS now_ ON now_.user_id = one
+            RETURNING 1
+        )
+        SELECT expired + count(*) INTO expired FROM logged;
+    END LOOP;
 
     PERFORM billing.refresh_accounts(users, 0::numeric, NULL::bigint);
     -- the lapsed holds count too, so that callers loop until nothing is left to do
@@ -314,18 +333,25 @@ COMMENT ON FUNCTION billing.trigger_privilege(oid, text, text) IS
 
 CREATE FUNCTION billing.trigger_made(charged_user text, row_key text, on_table text, holding boolean)
     RETURNS bigint
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT t.id
-      FROM billing.trigger_charges AS t
-     WHERE t.user_id = charged_user AND t.is_hold = holding AND t.table_name = on_table
-       AND t.id = CASE WHEN holding
-                       THEN (SELECT h.hold_id FROM billing.holds AS h
-                              WHERE h.user_id = charged_user AND h.idempotency_key = row_key)
-                       ELSE (SELECT l.id FROM billing.account_log AS l
-                              WHERE l.user_id = charged_user AND l.idempotency_key = row_key)
-                  END
+DECLARE
+    made bigint;
+BEGIN
+    -- PL/pgSQL, one table per statement: Citus cannot plan a SQL function's
+    -- statement that takes parameters
+    IF holding THEN
+        SELECT h.hold_id INTO made FROM billing.holds AS h
+         WHERE h.user_id = charged_user AND h.idempotency_key = row_key;
+    ELSE
+        SELECT l.id INTO made FROM billing.account_log AS l
+         WHERE l.user_id = charged_user AND l.idempotency_key = row_key;
+    END IF;
+    PERFORM FROM billing.trigger_charges AS t
+     WHERE t.user_id = charged_user AND t.is_hold = holding AND t.table_name = on_table AND t.id = made;
+    RETURN CASE WHEN FOUND THEN made END;
+END
 $$;
 COMMENT ON FUNCTION billing.trigger_made(text, text, text, boolean) IS
     'The charge (account_log.id) or hold (holds.hold_id) that a charging trigger on the table made under this user and key, or NULL';
@@ -421,7 +447,7 @@ BEGIN
     IF given >= charged THEN
         RETURN;
     END IF;
-    PERFORM billing.billing_refund(charge_id::bigint, NULL::numeric, why::text, refund_key::text);
+    PERFORM billing.billing_user_refund(charged_user::text, charge_id::bigint, NULL::numeric, why::text, refund_key::text);
 END
 $$;
 COMMENT ON FUNCTION billing.trigger_refund(text, bigint, text) IS
@@ -433,8 +459,12 @@ CREATE OR REPLACE FUNCTION @extschema@.billing_charge()
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    config jsonb := billing.trigger_config('billing_charge', TG_NAME, TG_WHEN, TG_LEVEL, TG_OP,
-                                           TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV);
+    seen_as name := billing.table_as_seen(TG_RELID, TG_TABLE_NAME);
+    -- on a shard Citus names the trigger as the shard, name_SHARDID: the application's name
+    trigger_seen_as name := CASE WHEN seen_as = TG_TABLE_NAME THEN TG_NAME
+                                 ELSE pg_catalog.regexp_replace(TG_NAME, '_[0-9]+$', '') END;
+    config jsonb := billing.trigger_config('billing_charge', trigger_seen_as, TG_WHEN, TG_LEVEL, TG_OP,
+                                           TG_TABLE_SCHEMA, seen_as, TG_ARGV);
     failed text := config ->> 'failed_status';
     why text;
     old_identity text[];
@@ -444,7 +474,7 @@ DECLARE
     own billing.trigger_charges;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, seen_as);
         PERFORM billing.trigger_require(config, new_identity);
         -- a row that is failed from the start is never charged
         IF billing.trigger_column(NEW, 'status_column', config ->> 'status_column') = failed THEN
@@ -456,7 +486,7 @@ BEGIN
         -- a key charges once: a row that comes back after this table's charge for it was refunded is refused
         IF charge_id IS NOT NULL
            AND charge_id = billing.trigger_made(new_identity[1], new_identity[2],
-                                                format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), false) THEN
+                                                format('%I.%I', TG_TABLE_SCHEMA, seen_as), false) THEN
             PERFORM FROM billing.account_log AS l WHERE l.user_id = new_identity[1] AND l.refund_of = charge_id;
             IF FOUND THEN
                 RAISE EXCEPTION 'idempotency key "%" of this row was charged and refunded already', new_identity[2]
@@ -474,14 +504,14 @@ BEGIN
             (config ->> 'account_type')::text, (config ->> 'source_type')::text, (config ->> 'source')::text,
             (config ->> 'remark')::text, new_identity[3]::text, NULL::text, new_identity[2]::text,
             billing.trigger_scopes(NEW, 'scope_column', config ->> 'scope_column')::text[]) AS d;
-        PERFORM billing.trigger_record(new_identity[1], false, made, charge_id IS NOT NULL, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        PERFORM billing.trigger_record(new_identity[1], false, made, charge_id IS NOT NULL, TG_TABLE_SCHEMA, seen_as);
         RETURN NULL;
     END IF;
 
-    old_identity := billing.trigger_identity(config, OLD, TG_TABLE_SCHEMA, TG_TABLE_NAME);
-    own := billing.trigger_find(config, OLD, TG_TABLE_SCHEMA, TG_TABLE_NAME, old_identity, false);
+    old_identity := billing.trigger_identity(config, OLD, TG_TABLE_SCHEMA, seen_as);
+    own := billing.trigger_find(config, OLD, TG_TABLE_SCHEMA, seen_as, old_identity, false);
     IF TG_OP = 'UPDATE' THEN
-        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, seen_as);
         IF old_identity[1:2] IS DISTINCT FROM new_identity[1:2] THEN
             PERFORM billing.trigger_keep_identity(config, old_identity, new_identity, own.id IS NOT NULL);
         END IF;
@@ -490,10 +520,10 @@ BEGIN
            OR billing.trigger_column(OLD, 'status_column', config ->> 'status_column') IS NOT DISTINCT FROM failed THEN
             RETURN NULL;
         END IF;
-        why := format('trigger %I on %I.%I: %s became %s', TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME,
+        why := format('trigger %I on %I.%I: %s became %s', trigger_seen_as, TG_TABLE_SCHEMA, seen_as,
                       config ->> 'status_column', failed);
     ELSE
-        why := format('trigger %I on %I.%I: row deleted', TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        why := format('trigger %I on %I.%I: row deleted', trigger_seen_as, TG_TABLE_SCHEMA, seen_as);
     END IF;
     IF own.id IS NOT NULL THEN
         PERFORM billing.trigger_privilege(TG_RELID, 'billing_charge', 'billing_refund');
@@ -511,8 +541,12 @@ CREATE OR REPLACE FUNCTION @extschema@.billing_hold_charge()
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    config jsonb := billing.trigger_config('billing_hold_charge', TG_NAME, TG_WHEN, TG_LEVEL, TG_OP,
-                                           TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV);
+    seen_as name := billing.table_as_seen(TG_RELID, TG_TABLE_NAME);
+    -- on a shard Citus names the trigger as the shard, name_SHARDID: the application's name
+    trigger_seen_as name := CASE WHEN seen_as = TG_TABLE_NAME THEN TG_NAME
+                                 ELSE pg_catalog.regexp_replace(TG_NAME, '_[0-9]+$', '') END;
+    config jsonb := billing.trigger_config('billing_hold_charge', trigger_seen_as, TG_WHEN, TG_LEVEL, TG_OP,
+                                           TG_TABLE_SCHEMA, seen_as, TG_ARGV);
     failed text := config ->> 'failed_status';
     allow_debt boolean := coalesce((config ->> 'allow_debt')::boolean, false);
     actual_argument text := format('actual_column %I', config ->> 'actual_column');
@@ -526,7 +560,7 @@ DECLARE
     mine boolean;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, seen_as);
         PERFORM billing.trigger_require(config, new_identity);
         IF billing.trigger_column(NEW, 'status_column', config ->> 'status_column') = failed THEN
             RETURN NULL;
@@ -537,7 +571,7 @@ BEGIN
         -- this table's own earlier hold under the key (two rows sharing a key share it)
         mine := hold_row.hold_id IS NOT NULL
                 AND hold_row.hold_id = billing.trigger_made(new_identity[1], new_identity[2],
-                                                            format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), true);
+                                                            format('%I.%I', TG_TABLE_SCHEMA, seen_as), true);
         -- a key holds once: a row that comes back after this table's hold for it was closed is refused
         IF mine AND hold_row.status <> 'held' THEN
             RAISE EXCEPTION 'idempotency key "%" of this row was used by a hold that is % already', new_identity[2], hold_row.status
@@ -557,22 +591,23 @@ BEGIN
             new_identity[2]::text,
             billing.trigger_scopes(NEW, 'scope_column', config ->> 'scope_column')::text[]) AS h;
         mine := billing.trigger_record(new_identity[1], true, made, hold_row.hold_id IS NOT NULL,
-                                       TG_TABLE_SCHEMA, TG_TABLE_NAME)
+                                       TG_TABLE_SCHEMA, seen_as)
                 OR mine;
         -- the cost may be known already; a replayed hold that is not this table's is left alone
         actual := billing.trigger_column(NEW, 'actual_column', config ->> 'actual_column');
         IF actual IS NOT NULL AND mine THEN
             PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_settle');
-            PERFORM billing.billing_settle(made::bigint, billing.check_amount(actual_argument, actual, true)::numeric,
-                                           NULL::text, allow_debt::boolean);
+            PERFORM billing.billing_user_settle(new_identity[1]::text, made::bigint,
+                                                billing.check_amount(actual_argument, actual, true)::numeric,
+                                                NULL::text, allow_debt::boolean);
         END IF;
         RETURN NULL;
     END IF;
 
-    old_identity := billing.trigger_identity(config, OLD, TG_TABLE_SCHEMA, TG_TABLE_NAME);
-    own := billing.trigger_find(config, OLD, TG_TABLE_SCHEMA, TG_TABLE_NAME, old_identity, true);
+    old_identity := billing.trigger_identity(config, OLD, TG_TABLE_SCHEMA, seen_as);
+    own := billing.trigger_find(config, OLD, TG_TABLE_SCHEMA, seen_as, old_identity, true);
     IF TG_OP = 'UPDATE' THEN
-        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        new_identity := billing.trigger_identity(config, NEW, TG_TABLE_SCHEMA, seen_as);
         IF old_identity[1:2] IS DISTINCT FROM new_identity[1:2] THEN
             PERFORM billing.trigger_keep_identity(config, old_identity, new_identity, own.id IS NOT NULL);
         END IF;
@@ -584,7 +619,7 @@ BEGIN
             IF billing.trigger_column(OLD, 'status_column', config ->> 'status_column') IS NOT DISTINCT FROM failed THEN
                 RETURN NULL;
             END IF;
-            why := format('trigger %I on %I.%I: %s became %s', TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME,
+            why := format('trigger %I on %I.%I: %s became %s', trigger_seen_as, TG_TABLE_SCHEMA, seen_as,
                           config ->> 'status_column', failed);
         ELSE
             -- the actual cost was written (or changed): settle; a repeat of the same cost replays.
@@ -595,8 +630,9 @@ BEGIN
                 SELECT h.* INTO hold_row FROM billing.holds AS h WHERE h.user_id = own.user_id AND h.hold_id = own.id;
                 IF hold_row.status <> 'released' THEN
                     PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_settle');
-                    PERFORM billing.billing_settle(own.id::bigint, billing.check_amount(actual_argument, actual, true)::numeric,
-                                                   NULL::text, allow_debt::boolean);
+                    PERFORM billing.billing_user_settle(own.user_id::text, own.id::bigint,
+                                                        billing.check_amount(actual_argument, actual, true)::numeric,
+                                                        NULL::text, allow_debt::boolean);
                 END IF;
             END IF;
             RETURN NULL;
@@ -605,7 +641,7 @@ BEGIN
         IF own.id IS NULL THEN
             RETURN NULL;
         END IF;
-        why := format('trigger %I on %I.%I: row deleted', TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        why := format('trigger %I on %I.%I: row deleted', trigger_seen_as, TG_TABLE_SCHEMA, seen_as);
     END IF;
     -- failure: give back what is held, or refund what was charged. The account
     -- row is locked first and the hold read after, so a concurrent release or
@@ -614,7 +650,7 @@ BEGIN
     SELECT h.* INTO hold_row FROM billing.holds AS h WHERE h.user_id = own.user_id AND h.hold_id = own.id;
     IF hold_row.status = 'held' THEN
         PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_release');
-        PERFORM billing.billing_release(own.id::bigint, why::text);
+        PERFORM billing.billing_user_release(own.user_id::text, own.id::bigint, why::text);
     ELSIF hold_row.status = 'settled' AND hold_row.log_id IS NOT NULL THEN
         PERFORM billing.trigger_privilege(TG_RELID, 'billing_hold_charge', 'billing_refund');
         PERFORM billing.trigger_refund(own.user_id, hold_row.log_id, why);
@@ -1110,29 +1146,39 @@ CREATE FUNCTION billing.refresh_accounts(users text[], permanent_delta numeric, 
     SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
+DECLARE
+    one text;
+    s record;
+    ledger_seq bigint;
+    due_at timestamptz;
 BEGIN
-    RETURN QUERY
-    UPDATE billing.accounts AS a
-       SET permanent = trim_scale(a.permanent + refresh_accounts.permanent_delta),
-           last_seq = coalesce(a.last_seq + refresh_accounts.seq_delta,
-                               (SELECT max(l.seq) FROM billing.account_log AS l WHERE l.user_id = a.user_id), 0),
-           grants_total = s.total, next_expiry = s.next_expiry,
-           head_grant_id = s.head[1], head_remaining = s.head_remaining[1],
-           holds_due_at = (SELECT min(h.expires_at) FROM billing.holds AS h
-                            WHERE h.user_id = a.user_id AND h.status = 'held'),
-           updated_at = now()
-      FROM (SELECT u.user_id, coalesce(sum(g.remaining), 0) AS total,
-                   min(g.expire_at) FILTER (WHERE g.remaining > 0) AS next_expiry,
-                   coalesce(sum(g.remaining) FILTER (WHERE g.expire_at > now()), 0) AS live,
-                   array_agg(g.id ORDER BY g.expire_at, g.id)
-                     FILTER (WHERE g.remaining > 0 AND g.expire_at > now()) AS head,
-                   array_agg(g.remaining ORDER BY g.expire_at, g.id)
-                     FILTER (WHERE g.remaining > 0 AND g.expire_at > now()) AS head_remaining
-              FROM unnest(refresh_accounts.users) AS u(user_id)
-              LEFT JOIN billing.grant_store AS g ON g.user_id = u.user_id
-             GROUP BY u.user_id) AS s
-     WHERE a.user_id = s.user_id
-    RETURNING a.user_id, a.last_seq, a.permanent + s.live;
+    FOREACH one IN ARRAY users LOOP
+        SELECT coalesce(sum(g.remaining), 0) AS total,
+               min(g.expire_at) FILTER (WHERE g.remaining > 0) AS next_expiry,
+               coalesce(sum(g.remaining) FILTER (WHERE g.expire_at > now()), 0) AS live,
+               (array_agg(g.id ORDER BY g.expire_at, g.id)
+                  FILTER (WHERE g.remaining > 0 AND g.expire_at > now()))[1] AS head,
+               (array_agg(g.remaining ORDER BY g.expire_at, g.id)
+                  FILTER (WHERE g.remaining > 0 AND g.expire_at > now()))[1] AS head_remaining
+          INTO s
+          FROM billing.grant_store AS g
+         WHERE g.user_id = one;
+        ledger_seq := NULL;
+        IF refresh_accounts.seq_delta IS NULL THEN
+            SELECT max(l.seq) INTO ledger_seq FROM billing.account_log AS l WHERE l.user_id = one;
+        END IF;
+        SELECT min(h.expires_at) INTO due_at FROM billing.holds AS h WHERE h.user_id = one AND h.status = 'held';
+        RETURN QUERY
+        UPDATE billing.accounts AS a
+           SET permanent = trim_scale(a.permanent + refresh_accounts.permanent_delta),
+               last_seq = coalesce(a.last_seq + refresh_accounts.seq_delta, ledger_seq, 0),
+               grants_total = s.total, next_expiry = s.next_expiry,
+               head_grant_id = s.head, head_remaining = s.head_remaining,
+               holds_due_at = due_at,
+               updated_at = now()
+         WHERE a.user_id = one
+        RETURNING a.user_id, a.last_seq, a.permanent + s.live;
+    END LOOP;
 END
 $$;
 COMMENT ON FUNCTION billing.refresh_accounts(text[], numeric, bigint) IS
@@ -1144,43 +1190,43 @@ CREATE OR REPLACE FUNCTION billing.return_due_holds(users text[])
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    ended bigint;
-    given bigint;
+    one text;
+    is_limited boolean;
+    due record;
+    part record;
+    ended bigint := 0;
+    users_ended text[] := '{}';
 BEGIN
-    WITH due AS (
-        UPDATE billing.holds AS h
-           SET status = 'expired', closed_at = now(), closed_after_seq = a.last_seq
-          FROM billing.accounts AS a
-         WHERE h.user_id = ANY (users) AND a.user_id = h.user_id
-           AND h.status = 'held' AND h.expires_at <= now()
-        RETURNING h.user_id, h.funding, h.amount, h.scopes, h.created_at
-    ), back AS (
-        SELECT due.user_id, (g ->> 'id')::bigint AS id, sum((g ->> 'amount')::numeric) AS amount
-          FROM due, jsonb_array_elements(coalesce(due.funding -> 'grants', '[]')) AS g
-         GROUP BY 1, 2
-    ), moved AS (
-        UPDATE billing.grant_store AS s
-           SET remaining = trim_scale(s.remaining + back.amount)
-          FROM back
-         WHERE s.user_id = back.user_id AND s.id = back.id
-    ), permanent AS (
-        SELECT due.user_id, sum(coalesce((due.funding ->> 'permanent')::numeric, 0)) AS amount, count(*) AS holds
-          FROM due GROUP BY due.user_id
-    ), credited AS (
-        UPDATE billing.accounts AS a
-           SET permanent = trim_scale(a.permanent + permanent.amount)
-          FROM permanent
-         WHERE a.user_id = permanent.user_id
-    ), given_back AS (
-        -- what the holds counted as held against the users' limits (a give-back is never over a cap)
-        SELECT billing.count_limits(due.user_id, due.scopes, 0::numeric, -due.amount, due.created_at, NULL::bigint)
-          FROM due JOIN billing.accounts AS a ON a.user_id = due.user_id AND a.limited
-    )
-    -- (given_back is read so that it runs)
-    SELECT coalesce(sum(permanent.holds), 0)::bigint, (SELECT count(*) FROM given_back)
-      INTO ended, given FROM permanent;
+    FOREACH one IN ARRAY users LOOP
+        SELECT a.limited INTO is_limited FROM billing.accounts AS a WHERE a.user_id = one;
+        FOR due IN
+            UPDATE billing.holds AS h
+               SET status = 'expired', closed_at = now(),
+                   closed_after_seq = (SELECT a.last_seq FROM billing.accounts AS a WHERE a.user_id = one)
+             WHERE h.user_id = one AND h.status = 'held' AND h.expires_at <= now()
+            RETURNING h.funding, h.amount, h.scopes, h.created_at
+        LOOP
+            FOR part IN SELECT (g ->> 'id')::bigint AS id, (g ->> 'amount')::numeric AS amount
+                          FROM jsonb_array_elements(coalesce(due.funding -> 'grants', '[]')) AS g LOOP
+                UPDATE billing.grant_store AS s
+                   SET remaining = trim_scale(s.remaining + part.amount)
+                 WHERE s.user_id = one AND s.id = part.id;
+            END LOOP;
+            UPDATE billing.accounts AS a
+               SET permanent = trim_scale(a.permanent + coalesce((due.funding ->> 'permanent')::numeric, 0))
+             WHERE a.user_id = one;
+            -- what the hold counted as held against the user's limits (a give-back is never over a cap)
+            IF is_limited THEN
+                PERFORM billing.count_limits(one, due.scopes, 0::numeric, -due.amount, due.created_at, NULL::bigint);
+            END IF;
+            ended := ended + 1;
+            IF NOT one = ANY (users_ended) THEN
+                users_ended := users_ended || one;
+            END IF;
+        END LOOP;
+    END LOOP;
     IF ended > 0 THEN
-        PERFORM billing.refresh_accounts(users, 0::numeric, NULL::bigint);
+        PERFORM billing.refresh_accounts(users_ended, 0::numeric, NULL::bigint);
     END IF;
     RETURN ended;
 END
@@ -1425,26 +1471,36 @@ CREATE TYPE billing.spending_limit AS (
 COMMENT ON TYPE billing.spending_limit IS 'A spending limit as it stands now: scope, cap, period and time_zone as set, the current period''s start and end (NULL end: a lifetime cap), spent and held in it, and what remains (cap - spent - held, at least 0)';
 CREATE FUNCTION billing.limits_now(user_id text)
     RETURNS SETOF billing.spending_limit
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
-SELECT l.scope, l.cap, l.period, l.time_zone,
-       CASE WHEN now() < l.period_end THEN l.period_start ELSE lower(p.now) END,
-       nullif(CASE WHEN now() < l.period_end THEN l.period_end ELSE upper(p.now) END, 'infinity'),
-       CASE WHEN now() < l.period_end THEN l.spent ELSE 0 END,
-       CASE WHEN now() < l.period_end THEN trim_scale(l.held - coalesce(lapsed.amount, 0)) ELSE 0 END,
-       trim_scale(greatest(l.cap - CASE WHEN now() < l.period_end
-                                        THEN l.spent + l.held - coalesce(lapsed.amount, 0) ELSE 0 END, 0))
-  FROM billing.limits AS l
-  LEFT JOIN LATERAL (SELECT billing.limit_period(l.period, l.period_len, l.time_zone, l.anchor, now()) AS now
-                      WHERE now() >= l.period_end) AS p ON true
-  LEFT JOIN LATERAL (SELECT sum(h.amount) AS amount
-                       FROM billing.holds AS h
-                      WHERE h.user_id = l.user_id AND h.status = 'held' AND h.expires_at <= now()
-                        AND (l.scope = '*' OR l.scope = ANY (h.scopes))
-                        AND h.created_at >= l.period_start AND h.created_at < l.period_end) AS lapsed ON true
- WHERE l.user_id = limits_now.user_id
- ORDER BY l.scope COLLATE pg_catalog."C"
+DECLARE
+    l billing.limits;
+    r billing.spending_limit;
+    p tstzrange;
+    lapsed numeric;
+BEGIN
+    FOR l IN SELECT lim.* FROM billing.limits AS lim
+              WHERE lim.user_id = limits_now.user_id ORDER BY lim.scope COLLATE pg_catalog."C" LOOP
+        IF now() < l.period_end THEN
+            SELECT sum(h.amount) INTO lapsed
+              FROM billing.holds AS h
+             WHERE h.user_id = l.user_id AND h.status = 'held' AND h.expires_at <= now()
+               AND (l.scope = '*' OR l.scope = ANY (h.scopes))
+               AND h.created_at >= l.period_start AND h.created_at < l.period_end;
+            SELECT l.scope, l.cap, l.period, l.time_zone, l.period_start, nullif(l.period_end, 'infinity'),
+                   l.spent, trim_scale(l.held - coalesce(lapsed, 0)),
+                   trim_scale(greatest(l.cap - (l.spent + l.held - coalesce(lapsed, 0)), 0))
+              INTO r;
+        ELSE
+            p := billing.limit_period(l.period, l.period_len, l.time_zone, l.anchor, now());
+            SELECT l.scope, l.cap, l.period, l.time_zone, lower(p), nullif(upper(p), 'infinity'),
+                   0::numeric, 0::numeric, trim_scale(greatest(l.cap, 0))
+              INTO r;
+        END IF;
+        RETURN NEXT r;
+    END LOOP;
+END
 $$;
 COMMENT ON FUNCTION billing.limits_now(text) IS
     'Internal: a user''s limits with the counters of the current period (what billing_limits returns)';
@@ -1478,6 +1534,7 @@ DECLARE
     holds_due boolean;
     old billing.limits;
     bounds tstzrange;
+    held_now numeric;
 BEGIN
     PERFORM billing.check_key('user_id', the_user);
     PERFORM billing.check_key('scope', the_scope);
@@ -1549,20 +1606,22 @@ BEGIN
     ELSE
         -- a new limit, or a new period: counting starts afresh, with the open holds made in the period
         bounds := billing.limit_period(the_period, len, the_zone, now(), now());
+        -- (the held sum and now() as values: Citus refuses a subquery in an INSERT
+        -- and a non-immutable function in its DO UPDATE)
+        SELECT coalesce(sum(h.amount), 0) INTO held_now FROM billing.holds AS h
+         WHERE h.user_id = the_user AND h.status = 'held'
+           AND (the_scope = '*' OR the_scope = ANY (h.scopes))
+           AND h.created_at >= lower(bounds) AND h.created_at < upper(bounds);
         INSERT INTO billing.limits AS l
                (user_id, scope, cap, period, period_len, time_zone, anchor, period_start, period_end,
-                spent, held, counted_after_seq)
+                spent, held, counted_after_seq, updated_at)
         VALUES (the_user, the_scope, the_cap, the_period, len, the_zone, now(), lower(bounds), upper(bounds), 0,
-                (SELECT coalesce(sum(h.amount), 0) FROM billing.holds AS h
-                  WHERE h.user_id = the_user AND h.status = 'held'
-                    AND (the_scope = '*' OR the_scope = ANY (h.scopes))
-                    AND h.created_at >= lower(bounds) AND h.created_at < upper(bounds)),
-                last_seq)
+                held_now, last_seq, now())
         ON CONFLICT ON CONSTRAINT limits_pkey DO UPDATE
            SET cap = EXCLUDED.cap, period = EXCLUDED.period, period_len = EXCLUDED.period_len,
                time_zone = EXCLUDED.time_zone, anchor = EXCLUDED.anchor, period_start = EXCLUDED.period_start,
                period_end = EXCLUDED.period_end, spent = EXCLUDED.spent, held = EXCLUDED.held,
-               counted_after_seq = EXCLUDED.counted_after_seq, updated_at = now();
+               counted_after_seq = EXCLUDED.counted_after_seq, updated_at = EXCLUDED.updated_at;
     END IF;
     UPDATE billing.accounts AS a SET limited = true WHERE a.user_id = the_user AND NOT a.limited;
     RETURN QUERY SELECT n.* FROM billing.limits_now(the_user) AS n WHERE n.scope = the_scope;
@@ -1662,6 +1721,294 @@ COMMENT ON FUNCTION @extschema@.billing_deduct(jsonb) IS
     'billing_deduct with the options object services pass: {"userId", "amount", "accountType", "source": {"type", "source"}, "remark", "associationNo", "associationUserId", "idempotencyKey", "scopes"}. Returns the ledger entry.';
 
 -- (sections of the other 0.3.0 changes go here, above the protected names)
+
+-- == Citus (issue 13): every function works through a Citus coordinator ==
+-- Statements change one table of one user each (Citus routes those to the
+-- user's shard), SQL functions that read tables became PL/pgSQL, the view of
+-- available power has no UNION of a subquery without FROM, and the charging
+-- triggers name the table as the application sees it (never a shard).
+CREATE OR REPLACE VIEW billing.balances AS
+SELECT a.user_id,
+       a.permanent,
+       coalesce(live.remaining, 0) AS grants_live,
+       coalesce(held.amount, 0) AS held,
+       a.permanent OPERATOR(pg_catalog.+) coalesce(live.remaining, 0)
+                   OPERATOR(pg_catalog.+) coalesce(lapsed.permanent, 0)
+                   OPERATOR(pg_catalog.+) coalesce(lapsed_grants.amount, 0) AS available,
+       live.next_expiry
+  FROM billing.accounts AS a
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.sum(g.remaining) AS remaining,
+               pg_catalog.min(g.expire_at) FILTER (WHERE g.remaining OPERATOR(pg_catalog.>) 0) AS next_expiry
+          FROM billing.grants AS g
+         WHERE g.user_id OPERATOR(pg_catalog.=) a.user_id
+           AND g.expire_at OPERATOR(pg_catalog.>) pg_catalog.now()) AS live ON true
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.sum(h.amount) AS amount
+          FROM billing.holds AS h
+         WHERE h.user_id OPERATOR(pg_catalog.=) a.user_id
+           AND h.status OPERATOR(pg_catalog.=) 'held'
+           AND h.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()) AS held ON true
+  LEFT JOIN LATERAL (
+        -- holds past their ttl that no write has swept yet reserve nothing: what they
+        -- took from the permanent balance and from live grants is available again
+        -- (two subqueries, not one UNION ALL: Citus cannot route a union of a
+        -- subquery without FROM)
+        SELECT pg_catalog.sum((h.funding OPERATOR(pg_catalog.->>) 'permanent')::numeric) AS permanent
+          FROM billing.holds AS h
+         WHERE h.user_id OPERATOR(pg_catalog.=) a.user_id
+           AND h.status OPERATOR(pg_catalog.=) 'held'
+           AND h.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()) AS lapsed ON true
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.sum((e.value OPERATOR(pg_catalog.->>) 'amount')::numeric) AS amount
+          FROM billing.holds AS h
+         CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(
+                 coalesce(h.funding OPERATOR(pg_catalog.->) 'grants', '[]'::pg_catalog.jsonb)) AS e
+          JOIN billing.grant_store AS g
+            ON g.user_id OPERATOR(pg_catalog.=) h.user_id
+           AND g.id OPERATOR(pg_catalog.=) (e.value OPERATOR(pg_catalog.->>) 'id')::bigint
+         WHERE h.user_id OPERATOR(pg_catalog.=) a.user_id
+           AND h.status OPERATOR(pg_catalog.=) 'held'
+           AND h.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()
+           AND g.expire_at OPERATOR(pg_catalog.>) pg_catalog.now()) AS lapsed_grants ON true;
+CREATE OR REPLACE FUNCTION billing.write_back_heads(users text[])
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    one text;
+    head bigint;
+    head_left numeric;
+BEGIN
+    FOREACH one IN ARRAY users LOOP
+        SELECT a.head_grant_id, a.head_remaining INTO head, head_left FROM billing.accounts AS a WHERE a.user_id = one;
+        IF head IS NOT NULL THEN
+            UPDATE billing.grant_store AS g SET remaining = head_left WHERE g.user_id = one AND g.id = head;
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION billing.write_back_heads(text[]) IS
+    'Internal: with the accounts locked, copies each head grant''s live remaining back to grant_store';
+CREATE FUNCTION billing.table_as_seen(table_oid oid, table_name name)
+    RETURNS name
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    shard text := substring(table_name FROM '_([0-9]+)$');
+    seen name;
+BEGIN
+    IF shard IS NULL OR to_regclass('pg_catalog.pg_dist_shard') IS NULL THEN
+        RETURN table_name;
+    END IF;
+    SELECT c.relname INTO seen
+      FROM pg_catalog.pg_dist_shard AS s JOIN pg_catalog.pg_class AS c ON c.oid = s.logicalrelid
+     WHERE s.shardid = shard::bigint AND c.relnamespace = (SELECT r.relnamespace FROM pg_catalog.pg_class AS r
+                                                          WHERE r.oid = table_oid)
+       AND c.oid <> table_oid
+       AND (c.relname || '_' || shard = table_name OR octet_length(c.relname || '_' || shard) > 63);
+    RETURN coalesce(seen, table_name);
+END
+$$;
+COMMENT ON FUNCTION billing.table_as_seen(oid, name) IS
+    'Internal: the name of the table a trigger fires on as the application sees it (on Citus, the distributed table a shard belongs to)';
+REVOKE ALL ON FUNCTION billing.table_as_seen(oid, name) FROM PUBLIC;
+
+-- The user-keyed forms of settle, release and refund
+CREATE FUNCTION @extschema@.billing_user_settle(
+        user_id text, hold_id bigint, actual_amount numeric, remark text DEFAULT NULL,
+        allow_debt boolean DEFAULT false)
+    RETURNS billing.account_log
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'billing_user_settle';
+COMMENT ON FUNCTION @extschema@.billing_user_settle(text, bigint, numeric, text, boolean) IS
+    'billing_settle of a hold of user_id (22023 if the hold is not the user''s): on Citus it runs on the node that holds the user. Returns the ledger entry (NULL for 0).';
+CREATE FUNCTION @extschema@.billing_user_release(user_id text, hold_id bigint, reason text DEFAULT NULL)
+    RETURNS billing.holds
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'billing_user_release';
+COMMENT ON FUNCTION @extschema@.billing_user_release(text, bigint, text) IS
+    'billing_release of a hold of user_id (22023 if the hold is not the user''s): on Citus it runs on the node that holds the user. Returns the hold.';
+CREATE FUNCTION @extschema@.billing_user_refund(
+        user_id text, log_id bigint, amount numeric DEFAULT NULL, remark text DEFAULT NULL,
+        idempotency_key text DEFAULT NULL)
+    RETURNS billing.account_log
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'billing_user_refund';
+COMMENT ON FUNCTION @extschema@.billing_user_refund(text, bigint, numeric, text, text) IS
+    'billing_refund of an entry of user_id (22023 if the entry is not the user''s): on Citus it runs on the node that holds the user. Returns the ledger entry.';
+REVOKE ALL ON FUNCTION @extschema@.billing_user_settle(text, bigint, numeric, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_user_release(text, bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_user_refund(text, bigint, numeric, text, text) FROM PUBLIC;
+
+-- billing_distribute() and the ranges of ids per node
+CREATE FUNCTION billing.claim_id_range(group_id integer)
+    RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    floor bigint := group_id::bigint * (2::bigint ^ 48)::bigint;
+    seq regclass;
+    moved integer := 0;
+BEGIN
+    IF group_id IS NULL OR group_id < 0 OR group_id >= 32767 THEN
+        RAISE EXCEPTION 'group_id must be a Citus node group id (0 to 32766), not %', group_id
+            USING ERRCODE = '22023';
+    END IF;
+    FOREACH seq IN ARRAY ARRAY['billing.account_log_id_seq', 'billing.grants_id_seq', 'billing.holds_id_seq',
+                               'billing.low_balance_events_id_seq']::regclass[] LOOP
+        -- a sequence below its node's range starts at the range's floor
+        IF group_id > 0 AND coalesce(pg_catalog.pg_sequence_last_value(seq), 0) < floor THEN
+            PERFORM pg_catalog.setval(seq, floor);
+            moved := moved + 1;
+        END IF;
+    END LOOP;
+    RETURN moved;
+END
+$$;
+COMMENT ON FUNCTION billing.claim_id_range(integer) IS
+    'Internal (Citus): moves the id sequences of this node (group group_id) up to its range, group_id * 2^48 and up, so that ids are unique across the cluster; returns how many it moved';
+CREATE FUNCTION @extschema@.billing_distribute(delegate boolean DEFAULT false)
+    RETURNS TABLE (object text, distribution text)
+    LANGUAGE plpgsql
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    billing_oid oid := (SELECT e.oid FROM pg_catalog.pg_extension AS e WHERE e.extname = 'billing');
+    table_oid regclass;
+    has_user boolean;
+    fn regprocedure;
+    delegated boolean;
+    replica_role text;
+BEGIN
+    IF delegate IS NULL THEN
+        RAISE EXCEPTION 'delegate must not be NULL' USING ERRCODE = '22004',
+            HINT = 'delegate => true sends the calls to the users'' nodes; false (the default) does not.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'citus') THEN
+        RAISE EXCEPTION 'billing_distribute needs Citus, and the citus extension is not installed in this database'
+            USING ERRCODE = 'PB009',
+                  HINT = 'Install Citus''s packages, add citus to shared_preload_libraries, CREATE EXTENSION citus, add the workers, then call billing_distribute() on the coordinator.';
+    END IF;
+    IF NOT pg_catalog.citus_is_coordinator() THEN
+        RAISE EXCEPTION 'billing_distribute runs on the Citus coordinator, and this node is a worker'
+            USING ERRCODE = 'PB009', HINT = 'Connect to the coordinator and call it there.';
+    END IF;
+
+    -- Citus may distribute a table that has triggers (the ledger's append-only
+    -- guard, the type tables' guard) only with this setting; for this transaction.
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+
+    -- the tables: without a user_id column a reference table; billing.accounts
+    -- first, then the others with a user_id co-located with it
+    FOR table_oid, has_user IN
+        SELECT c.oid::regclass,
+               EXISTS (SELECT FROM pg_catalog.pg_attribute AS a
+                        WHERE a.attrelid = c.oid AND a.attname = 'user_id' AND NOT a.attisdropped)
+          FROM pg_catalog.pg_depend AS d
+          JOIN pg_catalog.pg_class AS c ON c.oid = d.objid
+         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype = 'e'
+           AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.refobjid = billing_oid
+           AND c.relkind = 'r'
+         ORDER BY c.relname <> 'accounts', c.relname
+    LOOP
+        object := table_oid::text;
+        IF EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS p WHERE p.logicalrelid = table_oid) THEN
+            distribution := CASE WHEN has_user THEN 'distributed by user_id' ELSE 'reference table' END
+                            || ' (already)';
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        IF NOT has_user THEN
+            PERFORM pg_catalog.create_reference_table(table_oid);
+            distribution := 'reference table';
+        ELSIF table_oid = 'billing.accounts'::pg_catalog.regclass THEN
+            PERFORM pg_catalog.create_distributed_table(table_oid, 'user_id');
+            distribution := 'distributed by user_id';
+        ELSE
+            PERFORM pg_catalog.create_distributed_table(table_oid, 'user_id',
+                                                        colocate_with => 'billing.accounts');
+            distribution := 'distributed by user_id';
+        END IF;
+        -- Citus copied the rows into the shards and left them in the local
+        -- table, where nothing reads them any more but billing_power's direct
+        -- index read would: empty it. The ledger refuses TRUNCATE to everyone
+        -- (its append-only trigger), so triggers are off for this one step.
+        replica_role := pg_catalog.current_setting('session_replication_role');
+        PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+        PERFORM pg_catalog.truncate_local_data_after_distributing_table(table_oid);
+        PERFORM pg_catalog.set_config('session_replication_role', replica_role, true);
+        RETURN NEXT;
+    END LOOP;
+
+    -- ids unique across the cluster: each worker draws from its own range
+    PERFORM billing.claim_id_range(0);
+    PERFORM FROM pg_catalog.run_command_on_workers(
+        'SELECT billing.claim_id_range(l.groupid) FROM pg_catalog.pg_dist_local_group AS l') AS r
+     WHERE NOT r.success OR r.result IS NULL;
+    IF FOUND THEN
+        RAISE EXCEPTION 'billing_distribute could not give every worker its range of ids'
+            USING ERRCODE = 'PB009',
+                  DETAIL = (SELECT string_agg(r.nodename || ':' || r.nodeport || ': ' || r.result, '; ')
+                              FROM pg_catalog.run_command_on_workers(
+                                   'SELECT billing.claim_id_range(l.groupid) FROM pg_catalog.pg_dist_local_group AS l') AS r
+                             WHERE NOT r.success),
+                  HINT = 'Check that every worker is reachable and has the billing extension, then call billing_distribute() again.';
+    END IF;
+    object := 'id sequences';
+    distribution := 'a range of ids per node (group id * 2^48 and up)';
+    RETURN NEXT;
+
+    -- the per-user functions: those whose first argument is a required user_id.
+    -- Delegated (delegate => true), Citus sends each call to the user's node;
+    -- otherwise they run where they are called and Citus routes each statement.
+    -- Off by default: Citus 13.2 crashes the coordinator planning a query that
+    -- wraps a call of a delegated function in a subquery (docs/citus.md). Once
+    -- on it stays on: Citus refuses to keep an extension's function distributed
+    -- without its distribution argument.
+    FOR fn IN
+        SELECT p.oid::regprocedure
+          FROM pg_catalog.pg_depend AS d
+          JOIN pg_catalog.pg_proc AS p ON p.oid = d.objid
+         WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.deptype = 'e'
+           AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.refobjid = billing_oid
+           AND p.prokind = 'f' AND p.proname LIKE 'billing\_%' AND p.pronargs > 0
+           AND p.proargtypes[0] = 'pg_catalog.text'::pg_catalog.regtype
+           AND p.proargnames[1] = 'user_id'
+           AND p.pronargs - p.pronargdefaults > 0
+         ORDER BY p.proname, p.oid
+    LOOP
+        object := fn::text;
+        delegated := EXISTS (SELECT FROM pg_catalog.pg_dist_object AS o
+                              WHERE o.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND o.objid = fn
+                                AND o.distribution_argument_index = 0 AND o.force_delegation);
+        IF delegate AND delegated THEN
+            distribution := 'delegated by user_id (already)';
+        ELSIF delegate THEN
+            PERFORM pg_catalog.create_distributed_function(fn, 'user_id', colocate_with => 'billing.accounts',
+                                                           force_delegation => true);
+            distribution := 'delegated by user_id';
+        ELSIF delegated THEN
+            -- Citus keeps it so: it refuses an extension's function without a distribution argument
+            distribution := 'delegated by user_id (already; Citus cannot turn delegation off)';
+        ELSE
+            distribution := 'not delegated: runs where called, each statement routed (already)';
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.billing_distribute(boolean) IS
+    'Citus, on the coordinator: distributes the billing tables by user_id (co-located with billing.accounts) and the type and pricing tables as reference tables, gives each node its own range of ids, and with delegate true sends the calls of the functions whose first argument is user_id to the node holding the user (once on, it stays on); harmless to run again (after adding a worker, run it again); PB009 without Citus';
+REVOKE ALL ON FUNCTION billing.claim_id_range(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_distribute(boolean) FROM PUBLIC;
 
 -- == The protected names: a copy of every function in schema billing (last) ==
 CREATE FUNCTION billing.copy_protected_names()

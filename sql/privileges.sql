@@ -64,6 +64,9 @@ REVOKE ALL ON FUNCTION @extschema@.billing_hold(text, numeric, text, text, text,
 REVOKE ALL ON FUNCTION @extschema@.billing_settle(bigint, numeric, text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_release(bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_refund(bigint, numeric, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_user_settle(text, bigint, numeric, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_user_release(text, bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_user_refund(text, bigint, numeric, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_verify(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.check_key(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.check_amount(text, text, boolean) FROM PUBLIC;
@@ -101,11 +104,14 @@ REVOKE ALL ON FUNCTION billing.trigger_made(text, text, text, boolean) FROM PUBL
 REVOKE ALL ON FUNCTION billing.trigger_find(jsonb, record, name, name, text[], boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.trigger_record(text, boolean, bigint, boolean, name, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.trigger_refund(text, bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.table_as_seen(oid, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_charge() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_hold_charge() FROM PUBLIC;
 REVOKE ALL ON FUNCTION billing.metric_counters() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_metrics() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.billing_metrics_reset() FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.claim_id_range(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.billing_distribute(boolean) FROM PUBLIC;
 
 -- pg_dump keeps balances, grants, the ledger, the sequences, any type a DBA
 -- added, the pricing rules, which charges the charging triggers made, and the
