@@ -97,6 +97,7 @@ fn run<'c>(client: &mut SpiClient<'c>, plans: &Plans, user_id: &str, count: &Cou
             crate::ledger::numeric(count.held).into(),
             crate::ledger::timestamptz(count.counted_at),
             count.counted_seq.into(),
+            crate::ledger::now(),
         ],
     )?;
     Ok(table.first())
