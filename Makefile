@@ -28,7 +28,7 @@ PGRX_TEST_DATA ?= /tmp/billing-pgrx-test-data
 PG_TEST_DATA := $(PGRX_TEST_DATA)$(if $(filter-out 15,$(PG)),-pg$(PG))
 VENV := $(CURDIR)/target/venv
 
-.PHONY: all setup setup-all setup-permissions clients install install-release test test-one test-pg-upgrade package package-test unit-and-pg-tests lint regress examples integration exporter test-upgrade test-model test-long demo bench clean
+.PHONY: all setup setup-all setup-permissions clients citus install install-release test test-one test-pg-upgrade package package-test unit-and-pg-tests lint regress examples integration exporter test-upgrade test-model test-long demo bench clean
 
 all: test
 
@@ -83,7 +83,7 @@ endif
 setup-all:
 	set -e; for v in 15 $(OTHER_MAJORS); do bash scripts/setup.sh $$v; done
 
-test-one: unit-and-pg-tests install lint regress examples integration exporter $(if $(filter 15,$(PG)),setup-permissions clients)
+test-one: unit-and-pg-tests install lint regress examples integration exporter $(if $(filter 15,$(PG)),setup-permissions clients citus)
 	@echo "make test-one: all suites passed on PostgreSQL $(PG)"
 
 # Moving a cluster holding billing data from 15 to 16 and to 18, both ways
@@ -116,6 +116,20 @@ package-test: package
 CLIENTS ?= python node rust
 clients: install
 	set -e; for c in $(CLIENTS); do echo "== clients/$$c"; clients/$$c/test.sh; done
+
+# The Citus suite (tests/citus.rs): a coordinator and two workers on 127.0.0.1
+# (scripts/with-citus.sh), the extension distributed by billing_distribute().
+# Citus is not in Debian: with CITUS_TARBALL naming a Citus release source
+# tarball (.ci/run sets it from ../shared/vendor), scripts/setup-citus.sh builds
+# and installs it first; without Citus installed the suite is skipped, saying so.
+# Citus 13.2 supports PostgreSQL 15 to 17, so it runs on 15.
+citus: install
+	$(if $(CITUS_TARBALL),CITUS_TARBALL="$(CITUS_TARBALL)" scripts/setup-citus.sh $(PG))
+	@if [ -f "$$($(PG_CONFIG) --pkglibdir)/citus.so" ]; then \
+	  scripts/with-citus.sh cargo test --manifest-path tests/Cargo.toml --test citus -- --test-threads=2; \
+	else \
+	  echo "citus: SKIPPING the Citus suite: Citus is not installed into $$($(PG_CONFIG) --version) (set CITUS_TARBALL to a Citus release source tarball, e.g. ../shared/vendor/citus-13.2.2.tar.gz, to build it)"; \
+	fi
 
 # Setup as a user who is not root: a private server tree, and the system's
 # directories untouched (scripts/test-setup-permissions.sh).
@@ -185,7 +199,7 @@ endif
 integration: install
 	$(if $(INTEGRATION_SKIP),@echo "integration: SKIPPING pg_cron_runs_billing_expire_on_a_schedule: the PostgreSQL $(PG) wheel has no pg_cron")
 	BILLING_PG_OPTS="$(INTEGRATION_PG_OPTS)" scripts/with-cluster.sh \
-	  cargo test --manifest-path tests/Cargo.toml --no-fail-fast -- --test-threads=2 --skip with_preload:: $(INTEGRATION_SKIP)
+	  cargo test --manifest-path tests/Cargo.toml --no-fail-fast -- --test-threads=2 --skip with_preload:: --skip citus:: $(INTEGRATION_SKIP)
 	BILLING_PG_OPTS="$(PRELOADED_PG_OPTS)" scripts/with-cluster.sh \
 	  cargo test --manifest-path tests/Cargo.toml --no-fail-fast --test metrics --test drop_guard -- --test-threads=1 --skip without_preload::
 

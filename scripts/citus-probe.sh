@@ -4,11 +4,8 @@
 #
 #   scripts/with-citus.sh scripts/citus-probe.sh [> /tmp/citus-probe.out 2>&1]
 #
-# It creates the billing extension on the coordinator, distributes its tables by
-# hand as issue 13 describes (billing.accounts by user_id, every other table of
-# schema billing that has a user_id column co-located with it, the others as
-# reference tables; citus.enable_unsafe_triggers = on only around the tables
-# that have triggers), then calls every function of docs/functions.md once in a
+# It creates the billing extension on the coordinator, distributes it with
+# billing_distribute() (twice: the second must be harmless), then calls every function of docs/functions.md once in a
 # small scenario, plus the views, the trigger guards and a charging trigger on
 # a distributed tasks table. Each step prints its label, the statement, its
 # result, then OK or the error as the server sent it (a step that must fail
@@ -62,44 +59,14 @@ expect_error() {
         "\\set summary :summary '  UNEXP $label: SQLSTATE ' :probe_state '\\n'" '\endif'
 }
 
-# The tables of schema billing: name, has a user_id column, has triggers.
-tables=$("$PSQL" -X -At -F ' ' -v ON_ERROR_STOP=1 -c "
-    SELECT c.relname,
-           EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'user_id' AND NOT a.attisdropped),
-           EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal)
-      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname = 'billing' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-     ORDER BY c.relname")
-
-distribute() {  # table user_id? triggers?
-    local t=$1 sql
-    if [ "$2" = t ]; then
-        if [ "$t" = accounts ]; then
-            sql="SELECT create_distributed_table('billing.accounts', 'user_id');"
-        else
-            sql="SELECT create_distributed_table('billing.$t', 'user_id', colocate_with => 'billing.accounts');"
-        fi
-    else
-        sql="SELECT create_reference_table('billing.$t');"
-    fi
-    if [ "$3" = t ]; then
-        echo "SET citus.enable_unsafe_triggers = on;"
-        step "${sql#SELECT } (unsafe triggers on)" "$sql"
-        echo "RESET citus.enable_unsafe_triggers;"
-    else
-        step "${sql#SELECT }" "$sql"
-    fi
-}
-
 {
     echo '\set summary'
     echo '\pset footer off'
     echo '\pset null (null)'
     echo '\set ECHO queries'
-    echo "\\echo '#### distribution: reference tables, then billing.accounts, then the other tables with user_id'"
-    while read -r t u g; do if [ "$u" = f ]; then distribute "$t" "$u" "$g"; fi; done <<<"$tables"
-    while read -r t u g; do if [ "$t" = accounts ]; then distribute "$t" "$u" "$g"; fi; done <<<"$tables"
-    while read -r t u g; do if [ "$u" = t ] && [ "$t" != accounts ]; then distribute "$t" "$u" "$g"; fi; done <<<"$tables"
+    echo "\\echo '#### distribution: billing_distribute()'"
+    step "billing_distribute()" "SELECT * FROM billing_distribute();"
+    step "billing_distribute() again (harmless)" "SELECT count(*) FROM billing_distribute();"
     step "the distribution as Citus sees it" \
         "SELECT logicalrelid, partmethod, colocationid, (SELECT count(*) FROM pg_dist_shard s WHERE s.logicalrelid = p.logicalrelid) AS shards FROM pg_dist_partition p WHERE logicalrelid::text LIKE 'billing.%' ORDER BY 1::text;"
     step "a pricing rule (INSERT into billing.pricing_rules)" \

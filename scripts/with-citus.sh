@@ -9,7 +9,11 @@
 # refuses to run as root) and its own port: BILLING_CITUS_PORT (default 5701)
 # for the coordinator, +1 and +2 for the workers. They listen on 127.0.0.1
 # only (Citus nodes talk to each other over TCP) and on a Unix socket in their
-# directory, with trust authentication for those two only. Every node preloads
+# directory (mode 700: the postgres user's alone), which trusts its local
+# users; on 127.0.0.1 a connection needs the superuser's password
+# (scram-sha-256), a random one for each run, which the nodes (for their
+# connections to each other) and COMMAND read from a password file in the
+# temporary directory (PGPASSFILE). Every node preloads
 # citus (prepended to any shared_preload_libraries of BILLING_PG_OPTS, which
 # adds settings to every node: "-c name=value ..."), with max_connections and
 # max_prepared_transactions of 300 (a storm of connections through the
@@ -20,7 +24,7 @@
 # billing extension: that is for COMMAND (on the coordinator; Citus propagates
 # it to the workers).
 #
-# COMMAND sees PGHOST=127.0.0.1, PGPORT (the coordinator), PGUSER, PGDATABASE,
+# COMMAND sees PGHOST=127.0.0.1, PGPORT (the coordinator), PGUSER, PGDATABASE, PGPASSFILE,
 # BILLING_CITUS_WORKERS ("127.0.0.1:5702 127.0.0.1:5703"), BILLING_CITUS_DIR
 # (the temporary directory: coordinator/, worker1/, worker2/, each with data/,
 # server.log and start-server.sh), BILLING_PG_BINDIR, and BILLING_START_SERVER,
@@ -58,6 +62,12 @@ else
     as_pg() { "$@"; }
     PGUSER_NAME=$(id -un)
 fi
+# the superuser's password for this run, in a file only its owner reads
+PASSWORD=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+printf '%s\n' "$PASSWORD" | as_pg tee "$DIR/pwfile" >/dev/null
+printf '127.0.0.1:*:*:%s:%s\n' "$PGUSER_NAME" "$PASSWORD" | as_pg tee "$DIR/pgpass" >/dev/null
+as_pg chmod 600 "$DIR/pwfile" "$DIR/pgpass"
+export PGPASSFILE=$DIR/pgpass
 
 stop_cluster() {
     local node
@@ -99,21 +109,23 @@ fail() {
 for node in "${NODES[@]}"; do
     nd=$DIR/$node
     as_pg mkdir -m 700 "$nd"
-    as_pg "$BINDIR/initdb" -D "$nd/data" -U "$PGUSER_NAME" --auth=trust -E UTF8 --locale=C.UTF-8 >"$nd/initdb.log" 2>&1 ||
+    as_pg "$BINDIR/initdb" -D "$nd/data" -U "$PGUSER_NAME" --auth-local=trust --auth-host=scram-sha-256 \
+        --pwfile="$DIR/pwfile" -E UTF8 --locale=C.UTF-8 >"$nd/initdb.log" 2>&1 ||
         fail "$node" "initdb failed"
-    # trust on the node's own socket and 127.0.0.1 only (no ::1, no other address)
+    # the node's own socket (its directory is the postgres user's alone) and
+    # 127.0.0.1 with the password only (no ::1, no other address)
     as_pg tee "$nd/data/pg_hba.conf" >/dev/null <<'HBA'
 # TYPE  DATABASE     USER  ADDRESS        METHOD
 local   all          all                  trust
-host    all          all   127.0.0.1/32   trust
+host    all          all   127.0.0.1/32   scram-sha-256
 local   replication  all                  trust
-host    replication  all   127.0.0.1/32   trust
+host    replication  all   127.0.0.1/32   scram-sha-256
 HBA
     # As in with-cluster.sh: the server must not inherit RUST_BACKTRACE (pgrx
     # would append a backtrace to the DETAIL of every error passing through it).
     cat >"$nd/start-server.sh" <<START
 #!/usr/bin/env bash
-exec $( [ "$(id -u)" -eq 0 ] && echo "runuser -u postgres --" ) env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE \\
+exec $( [ "$(id -u)" -eq 0 ] && echo "runuser -u postgres --" ) env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE PGPASSFILE="$DIR/pgpass" \\
     "$BINDIR/pg_ctl" -D "$nd/data" -l "$nd/server.log" -w \\
     -o "-p ${PORT[$node]} -k $nd -c listen_addresses=127.0.0.1 -c max_connections=300 -c max_prepared_transactions=300 -c wal_level=logical -c max_worker_processes=20 $OPTS" start
 START
