@@ -5,6 +5,7 @@
 // Adding a function is one spec in FN and one method that calls it.
 import type { Decimal } from "decimal.js";
 import {
+  DISTRIBUTED_OBJECT,
   HOLD,
   LEDGER_ENTRY,
   LOW_BALANCE_EVENT,
@@ -22,7 +23,7 @@ import {
   type FnSpec,
   type Queryable,
 } from "./sql.js";
-import type { Hold, LedgerEntry, LowBalanceEvent, Metric, SpendingLimit, StatementRow, Violation } from "./types.js";
+import type { DistributedObject, Hold, LedgerEntry, LowBalanceEvent, Metric, SpendingLimit, StatementRow, Violation } from "./types.js";
 import {
   amountParam,
   boolParam,
@@ -208,6 +209,33 @@ export const FN = {
     ],
     result: { kind: "row", columns: LEDGER_ENTRY },
   },
+  userSettle: {
+    name: "billing_user_settle",
+    args: [
+      req("userId", "user_id", "text", keyParam),
+      req("holdId", "hold_id", "bigint", idParam),
+      req("actualAmount", "actual_amount", "numeric", amountParam),
+      opt("remark", "remark", "text", textParam),
+      opt("allowDebt", "allow_debt", "boolean", boolParam),
+    ],
+    result: { kind: "row", columns: LEDGER_ENTRY },
+  },
+  userRelease: {
+    name: "billing_user_release",
+    args: [req("userId", "user_id", "text", keyParam), req("holdId", "hold_id", "bigint", idParam), opt("reason", "reason", "text", textParam)],
+    result: { kind: "row", columns: HOLD },
+  },
+  userRefund: {
+    name: "billing_user_refund",
+    args: [
+      req("userId", "user_id", "text", keyParam),
+      req("logId", "log_id", "bigint", idParam),
+      opt("amount", "amount", "numeric", amountParam),
+      opt("remark", "remark", "text", textParam),
+      opt("idempotencyKey", "idempotency_key", "text", textParam),
+    ],
+    result: { kind: "row", columns: LEDGER_ENTRY },
+  },
   addWithOptions: { name: "billing_add", args: [req("options", "options", "jsonb", jsonbParam)], result: { kind: "row", columns: LEDGER_ENTRY } },
   deductWithOptions: { name: "billing_deduct", args: [req("options", "options", "jsonb", jsonbParam)], result: { kind: "row", columns: LEDGER_ENTRY } },
   verify: { name: "billing_verify", args: [opt("userId", "user_id", "text", keyParam)], result: { kind: "rows", columns: VIOLATION } },
@@ -284,6 +312,7 @@ export const FN = {
   limits: { name: "billing_limits", args: [req("userId", "user_id", "text", keyParam)], result: { kind: "rows", columns: SPENDING_LIMIT } },
   metrics: { name: "billing_metrics", args: [], result: { kind: "rows", columns: METRIC } },
   metricsReset: { name: "billing_metrics_reset", args: [], result: { kind: "void" } },
+  distribute: { name: "billing_distribute", args: [], result: { kind: "rows", columns: DISTRIBUTED_OBJECT } },
 } as const satisfies Record<string, FnSpec>;
 
 /**
@@ -332,6 +361,27 @@ export class Billing {
   /** billing_refund: gives back all (amount omitted) or part of a debit entry. */
   refund(logId: Id, options: RefundOptions = {}): Promise<LedgerEntry> {
     return this.run(FN.refund, { ...options, logId });
+  }
+  /**
+   * billing_user_settle: {@link Billing.settle} of a hold of `userId`, keyed by the user as well (on Citus
+   * the call runs on the node that holds the user); null for 0. A hold of another user is 22023 (InvalidArgument).
+   */
+  userSettle(userId: Key, holdId: Id, actualAmount: Amount, options: SettleOptions = {}): Promise<LedgerEntry | null> {
+    return this.run(FN.userSettle, { ...options, userId, holdId, actualAmount });
+  }
+  /**
+   * billing_user_release: {@link Billing.release} of a hold of `userId`, keyed by the user as well (on Citus
+   * the call runs on the node that holds the user). A hold of another user is 22023 (InvalidArgument).
+   */
+  userRelease(userId: Key, holdId: Id, options: ReleaseOptions = {}): Promise<Hold> {
+    return this.run(FN.userRelease, { ...options, userId, holdId });
+  }
+  /**
+   * billing_user_refund: {@link Billing.refund} of an entry of `userId`, keyed by the user as well (on Citus
+   * the call runs on the node that holds the user). An entry of another user is 22023 (InvalidArgument).
+   */
+  userRefund(userId: Key, logId: Id, options: RefundOptions = {}): Promise<LedgerEntry> {
+    return this.run(FN.userRefund, { ...options, userId, logId });
   }
   /** billing_add(options jsonb): the options-object form (the server checks the keys). */
   addWithOptions(options: OptionsObject): Promise<LedgerEntry> {
@@ -400,5 +450,14 @@ export class Billing {
   /** billing_metrics_reset: zeroes the counters (superusers only: 42501 otherwise). */
   metricsReset(): Promise<void> {
     return this.run(FN.metricsReset, {});
+  }
+  /**
+   * billing_distribute: on the Citus coordinator, as the extension's owner, distributes the extension's
+   * tables by user_id and its per-user functions; one row per object, saying what became of it. Without
+   * the citus extension (or on a worker) CitusUnavailable (PB009), with nothing distributed; PUBLIC may not
+   * execute it (42501).
+   */
+  distribute(): Promise<DistributedObject[]> {
+    return this.run(FN.distribute, {});
   }
 }

@@ -113,6 +113,13 @@ export class LimitExceeded extends BillingError {
   }
 }
 
+/**
+ * PB009: billing_distribute in a database without the citus extension, on a Citus worker rather than the
+ * coordinator, or when a worker could not be given its range of ids (the DETAIL names the worker).
+ * Nothing is distributed.
+ */
+export class CitusUnavailable extends BillingError {}
+
 /** 22023: an argument has a value the function does not accept; the message starts with its name. */
 export class InvalidArgument extends BillingError {}
 /** 22004: a required argument is NULL. */
@@ -151,6 +158,7 @@ export const ERROR_CLASSES: Readonly<Record<string, ErrorClass>> = Object.freeze
   PB006: LedgerAppendOnly,
   PB007: TypeCodeFixed,
   PB008: LimitExceeded,
+  PB009: CitusUnavailable,
   "22023": InvalidArgument,
   "22004": NullArgument,
   "22003": OutOfRange,

@@ -20,6 +20,7 @@ export { BillingService } from "./service.js";
 export type { AddUserPowerOptions, DeductUserPowerOptions, PowerChangeOptions } from "./service.js";
 export {
   BillingError,
+  CitusUnavailable,
   DeadlockDetected,
   DependentObjects,
   ERROR_CLASSES,
@@ -48,7 +49,7 @@ export type { RetryOptions } from "./retry.js";
 export { holding, HoldHandle } from "./holding.js";
 export type { HoldingOptions, HoldingResult } from "./holding.js";
 export type { Queryable } from "./sql.js";
-export type { Funding, Hold, HoldStatus, LedgerEntry, LowBalanceEvent, Metric, SpendingLimit, StatementRow, Violation } from "./types.js";
+export type { DistributedObject, Funding, Hold, HoldStatus, LedgerEntry, LowBalanceEvent, Metric, SpendingLimit, StatementRow, Violation } from "./types.js";
 export type { JsonValue } from "./json.js";
 export type { Amount, Id, Key, Timestamp } from "./values.js";
 export { Decimal } from "decimal.js";

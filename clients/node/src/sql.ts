@@ -259,3 +259,9 @@ export const METRIC: readonly Column[] = [
   ["labels", asText("labels"), json],
   ["value", asText("value"), decimal],
 ];
+
+/** billing_distribute's rows. */
+export const DISTRIBUTED_OBJECT: readonly Column[] = [
+  ["object", "r.object", text],
+  ["distribution", "r.distribution", text],
+];

@@ -16,7 +16,7 @@ export interface Funding {
   [key: string]: unknown;
 }
 
-/** A row of billing.account_log: what billing_add, billing_deduct, billing_settle, billing_refund, billing_adjust and the reports return. */
+/** A row of billing.account_log: what billing_add, billing_deduct, billing_settle, billing_refund, billing_user_settle, billing_user_refund, billing_adjust and the reports return. */
 export interface LedgerEntry {
   id: string;
   userId: string;
@@ -45,7 +45,7 @@ export interface LedgerEntry {
 
 export type HoldStatus = "held" | "settled" | "released" | "expired";
 
-/** A row of billing.holds: what billing_hold and billing_release return. */
+/** A row of billing.holds: what billing_hold, billing_release and billing_user_release return. */
 export interface Hold {
   userId: string;
   holdId: string;
@@ -120,4 +120,15 @@ export interface Metric {
   kind: "counter" | "gauge";
   labels: { [key: string]: JsonValue };
   value: Decimal;
+}
+
+/** One row of billing_distribute: a table, the id sequences or a function, and what became of it. */
+export interface DistributedObject {
+  /** The table or function (as regclass / regprocedure text), or "id sequences". */
+  object: string;
+  /**
+   * "distributed by user_id", "reference table", "delegated by user_id" (a function) or the sequences'
+   * range, with " (already)" when the call found it so.
+   */
+  distribution: string;
 }

@@ -6,6 +6,7 @@ import pg from "pg";
 import {
   Billing,
   BillingError,
+  CitusUnavailable,
   DeadlockDetected,
   DependentObjects,
   HoldStateError,
@@ -180,6 +181,63 @@ test("PB008 LimitExceeded with the scope and the DETAIL parsed", async () => {
   assert.equal(hidden.spent, undefined);
   assert.equal(hidden.periodEnd, undefined);
   assert.equal(hidden.scope, "*");
+});
+
+test("PB009 CitusUnavailable: billing_distribute without the citus extension changes nothing", async () => {
+  // what billing_distribute would change: extensions, the billing relations and their kinds, the id sequences
+  const state = async () =>
+    (
+      await pool.query(`
+        SELECT (SELECT pg_catalog.json_agg(e.extname ORDER BY e.extname) FROM pg_catalog.pg_extension AS e)::text AS extensions,
+               (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(c.relname, c.relkind, c.relpersistence) ORDER BY c.relname)
+                  FROM pg_catalog.pg_class AS c WHERE c.relnamespace = 'billing'::pg_catalog.regnamespace)::text AS relations,
+               (SELECT pg_catalog.json_agg(s ORDER BY s.sequencename) FROM pg_catalog.pg_sequences AS s
+                 WHERE s.schemaname = 'billing')::text AS sequences,
+               (SELECT pg_catalog.count(*) FROM billing.account_log)::text AS entries`)
+    ).rows[0];
+  const before = await state();
+  assert.doesNotMatch(before.extensions, /"citus"/, "this database has no citus extension");
+  const err = check(await thrown(() => b.distribute()), CitusUnavailable, "PB009");
+  assert.equal(err.message, "billing_distribute needs Citus, and the citus extension is not installed in this database");
+  assert.match(err.hint ?? "", /CREATE EXTENSION citus/);
+  assert.equal(err.retryable, false);
+  assert.deepEqual(await state(), before, "nothing was distributed, no sequence moved");
+  // and PUBLIC may not execute it
+  check(await asRole("pgb_nothing", (a) => a.distribute()), InsufficientPrivilege, "42501");
+});
+
+test("22023 InvalidArgument: the user forms given another user's hold or entry change nothing", async () => {
+  await b.add({ userId: "holder", amount: "50", ...recharge, source: "o" });
+  await b.add({ userId: "stranger", amount: "50", ...recharge, source: "o" });
+  const h = await b.hold({ userId: "holder", amount: "20", ...chat, source: "s" });
+  const e = await b.deduct({ userId: "holder", amount: "5", ...chat, source: "s" });
+  const state = async () =>
+    (
+      await pool.query(`
+        SELECT (SELECT pg_catalog.json_agg(a ORDER BY a.user_id) FROM billing.accounts AS a WHERE a.user_id IN ('holder', 'stranger'))::text AS accounts,
+               (SELECT pg_catalog.json_agg(h ORDER BY h.hold_id) FROM billing.holds AS h WHERE h.user_id IN ('holder', 'stranger'))::text AS holds,
+               (SELECT pg_catalog.json_agg(l ORDER BY l.id) FROM billing.account_log AS l WHERE l.user_id IN ('holder', 'stranger'))::text AS ledger`)
+    ).rows[0];
+  const before = await state();
+  const notHold = `hold_id ${h.holdId} is not a hold of user "stranger"`;
+  const notEntry = `log_id ${e.id} is not an entry of user "stranger"`;
+  assert.equal(check(await thrown(() => b.userSettle("stranger", h.holdId, "10")), InvalidArgument, "22023").message, notHold);
+  assert.equal(check(await thrown(() => b.userSettle("stranger", h.holdId, "0")), InvalidArgument, "22023").message, notHold);
+  assert.equal(check(await thrown(() => b.userSettle("stranger", h.holdId, "30", { allowDebt: true })), InvalidArgument, "22023").message, notHold);
+  assert.equal(check(await thrown(() => b.userRelease("stranger", h.holdId, { reason: "r" })), InvalidArgument, "22023").message, notHold);
+  assert.equal(check(await thrown(() => b.userRefund("stranger", e.id)), InvalidArgument, "22023").message, notEntry);
+  assert.equal(check(await thrown(() => b.userRefund("stranger", e.id, { amount: "1", idempotencyKey: "k" })), InvalidArgument, "22023").message, notEntry);
+  assert.deepEqual(await state(), before, "no account, hold or ledger row changed");
+  eqDec(await b.power("holder"), "25");
+  eqDec(await b.power("stranger"), "50");
+  // the hold is still open and the entry still whole: their user's own calls take them
+  const released = await b.userRelease("holder", h.holdId);
+  assert.equal(released.status, "released");
+  assert.equal(released.reason, null);
+  eqDec((await b.userRefund("holder", e.id)).amount, "5");
+  eqDec(await b.power("holder"), "50");
+  assert.deepEqual(await b.verify("holder"), []);
+  assert.deepEqual(await b.verify("stranger"), []);
 });
 
 test("22023 InvalidArgument", async () => {

@@ -155,6 +155,73 @@ test("settle above the hold into debt with allowDebt, under a debt limit", async
   eqDec(inDebt?.value, "1");
 });
 
+test("userSettle, userRelease, userRefund: what the id-only forms give, keyed by the user", async () => {
+  await b.add({ userId: "ursula", amount: "100", ...recharge, source: "o" });
+  const h = await b.hold({ userId: "ursula", amount: "30", ...chat, source: "s", associationNo: "job-u" });
+  eqDec(await b.power("ursula"), "70");
+  const settled = await b.userSettle("ursula", h.holdId, "12.5", { remark: "metered" });
+  assert.ok(settled);
+  assert.equal(settled.userId, "ursula");
+  assert.equal(settled.direction, -1);
+  eqDec(settled.amount, "12.5");
+  eqDec(settled.balanceAfter, "87.5");
+  eqDec(settled.detail.permanent, "12.5");
+  assert.equal(settled.detail.hold, h.holdId);
+  assert.equal(settled.remark, "metered");
+  assert.equal(settled.associationNo, "job-u");
+  assert.equal(settled.accountType, "CHAT_DEC");
+  eqDec(await b.power("ursula"), "87.5");
+  assert.deepEqual(await b.settle(h.holdId, "12.5", { remark: "metered" }), settled, "the id-only form's repeat returns the same entry");
+  assert.deepEqual(await b.userSettle("ursula", BigInt(h.holdId), new Decimal("12.5")), settled, "and so does the user form's");
+
+  const zero = await b.hold({ userId: "ursula", amount: "5", ...chat, source: "s" });
+  eqDec(await b.power("ursula"), "82.5");
+  assert.equal(await b.userSettle("ursula", zero.holdId, "0"), null, "0 is a release, as for settle");
+  eqDec(await b.power("ursula"), "87.5");
+  assert.equal((await b.release(zero.holdId)).status, "released");
+
+  const h2 = await b.hold({ userId: "ursula", amount: "20", ...chat, source: "s" });
+  eqDec(await b.power("ursula"), "67.5");
+  const released = await b.userRelease("ursula", h2.holdId, { reason: "upstream timeout" });
+  assert.equal(released.status, "released");
+  assert.equal(released.holdId, h2.holdId);
+  assert.equal(released.userId, "ursula");
+  assert.equal(released.reason, "upstream timeout");
+  eqDec(released.amount, "20");
+  eqDec(await b.power("ursula"), "87.5");
+  assert.deepEqual(await b.release(h2.holdId), released, "the id-only form's repeat returns the same hold");
+  assert.deepEqual(await b.userRelease("ursula", h2.holdId), released, "and so does the user form's");
+
+  const spent = await b.deduct({ userId: "ursula", amount: "7.5", ...chat, source: "s" });
+  eqDec(await b.power("ursula"), "80");
+  const part = await b.userRefund("ursula", settled.id, { amount: "2.5", remark: "partial failure", idempotencyKey: "urf-1" });
+  assert.equal(part.refundOf, settled.id);
+  assert.equal(part.accountType, "REFUND_INC");
+  assert.equal(part.direction, 1);
+  eqDec(part.amount, "2.5");
+  assert.equal(part.remark, "partial failure");
+  assert.equal(part.associationNo, "job-u", "the refund carries the original's association");
+  eqDec(await b.power("ursula"), "82.5");
+  assert.deepEqual(await b.refund(settled.id, { amount: "2.5", remark: "partial failure", idempotencyKey: "urf-1" }), part, "the id-only form's replay");
+  const all = await b.userRefund("ursula", Number(spent.id), { idempotencyKey: "urf-2" });
+  eqDec(all.amount, "7.5", "amount omitted: all of it");
+  eqDec(all.balanceAfter, "90");
+  assert.deepEqual(await b.refund(spent.id, { idempotencyKey: "urf-2" }), all, "the id-only form's replay");
+  eqDec(await b.power("ursula"), "90");
+
+  // allowDebt and an integer user id go through as for settle
+  await b.add({ userId: 4711, amount: "10", ...recharge, source: "o" });
+  const deep = await b.hold({ userId: 4711, amount: "10", ...chat, source: "s" });
+  const debt = await b.userSettle(4711, deep.holdId, "15", { allowDebt: true });
+  assert.equal(debt?.userId, "4711");
+  eqDec(debt?.amount, "15");
+  eqDec(await b.power("4711"), "-5");
+  assert.deepEqual(await b.settle(deep.holdId, "15", { allowDebt: true }), debt);
+
+  assert.deepEqual(await b.verify("ursula"), []);
+  assert.deepEqual(await b.verify("4711"), []);
+});
+
 test("the options-object forms: addWithOptions and deductWithOptions", async () => {
   const added = await b.addWithOptions({ userId: 7, amount: new Decimal("12.5"), accountType: "RECHARGE_INC", source: { type: "RECHARGE", source: "o-1" } });
   assert.equal(added.userId, "7");
@@ -308,6 +375,8 @@ test("amounts are exact both ways; JS numbers are refused before any SQL", async
     () => b.hasPower("exact", 0.5 as unknown as string),
     () => b.settle("1", 2 as unknown as string),
     () => b.refund("1", { amount: 0.1 as unknown as string }),
+    () => b.userSettle("exact", "1", 2 as unknown as string),
+    () => b.userRefund("exact", "1", { amount: 0.1 as unknown as string }),
     () => b.addWithOptions({ userId: "exact", amount: 5 as unknown as string, accountType: "RECHARGE_INC", source: { type: "RECHARGE", source: "o" } }),
   ]) {
     await assert.rejects(call, (err: unknown) => err instanceof TypeError && /not a JS number/.test(err.message));

@@ -57,6 +57,38 @@ def test_async_calls(database: str, user: str) -> None:
     asyncio.run(main())
 
 
+def test_async_user_forms_and_distribute(database: str, user: str) -> None:
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(conninfo(database), autocommit=True) as conn:
+            billing = AsyncBilling(conn)
+            other = f"{user}-other"
+            await billing.add(user, 100, "RECHARGE_INC", "RECHARGE", "order-1")
+            hold = await billing.hold(user, 50, "CHAT_DEC", "CHAT", "gpt-4")
+            with pytest.raises(pgbilling.InvalidArgument) as raised:
+                await billing.user_settle(other, hold.hold_id, 12)
+            assert raised.value.message == f'hold_id {hold.hold_id} is not a hold of user "{other}"'
+            with pytest.raises(pgbilling.InvalidArgument):
+                await billing.user_release(other, hold.hold_id)
+            assert await billing.power(user) == 50
+            entry = await billing.user_settle(user, hold.hold_id, D("12.5"), remark="metered")
+            assert entry is not None and (entry.amount, entry.balance_after, entry.remark) == (D("12.5"), D("87.5"), "metered")
+            assert entry.detail.hold == hold.hold_id
+            second = await billing.hold(user, 5, "CHAT_DEC", "CHAT", "x")
+            released = await billing.user_release(user, second.hold_id, reason="timeout")
+            assert (released.status, released.reason) == ("released", "timeout")
+            with pytest.raises(pgbilling.InvalidArgument) as raised:
+                await billing.user_refund(other, entry.id)
+            assert raised.value.message == f'log_id {entry.id} is not an entry of user "{other}"'
+            refund = await billing.user_refund(user, entry.id, amount=D("2.5"))
+            assert (refund.amount, refund.refund_of, refund.balance_after) == (D("2.5"), entry.id, D(90))
+            assert await billing.power(user) == 90
+            with pytest.raises(pgbilling.CitusUnavailable):
+                await billing.distribute()
+            assert await billing.power(user) == 90
+
+    asyncio.run(main())
+
+
 def test_async_never_commits(database: str, user: str) -> None:
     async def main() -> None:
         async with await psycopg.AsyncConnection.connect(conninfo(database)) as conn:

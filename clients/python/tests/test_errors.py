@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import IsolationLevel
+from psycopg import IsolationLevel, sql
 
 import pgbilling
 from pgbilling import Billing, BillingError
@@ -144,6 +144,47 @@ def test_pb008_shows_only_requested_to_a_role_that_may_not_read_limits(connect_t
     assert (e.detail, e.requested, e.cap, e.spent, e.held, e.period_end, e.scope) == (
         "requested=6", D(6), None, None, None, None, "key:a"
     )
+
+
+ID_SEQUENCES = ["billing.account_log_id_seq", "billing.grants_id_seq", "billing.holds_id_seq",
+                "billing.low_balance_events_id_seq"]
+
+
+def distribution_state(conn: psycopg.Connection[Any]) -> Any:
+    """What billing_distribute would change: the extensions, the id sequences (a range per
+    node) and the billing tables' rows (it empties the local tables it distributes)."""
+    extensions = conn.execute("SELECT extname, extversion FROM pg_extension ORDER BY extname").fetchall()
+    sequences = conn.execute(
+        "SELECT s, pg_sequence_last_value(s::regclass) FROM unnest(%s::text[]) AS s ORDER BY s", (ID_SEQUENCES,)
+    ).fetchall()
+    names = conn.execute(
+        "SELECT relname FROM pg_class WHERE relnamespace = 'billing'::regnamespace AND relkind = 'r' ORDER BY 1"
+    ).fetchall()
+    tables = [
+        (name, conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("billing", name))).fetchall())
+        for (name,) in names
+    ]
+    return extensions, sequences, tables
+
+
+def test_pb009_citus_unavailable(conn: psycopg.Connection[Any], connect_to: Any, user: str) -> None:
+    billing = funded(conn, user)
+    billing.hold(user, 5, "CHAT_DEC", "CHAT", "x")
+    before = distribution_state(conn)
+    assert not any(name == "citus" for name, _ in before[0])
+    with pytest.raises(pgbilling.CitusUnavailable) as raised:
+        billing.distribute()
+    check(raised.value, pgbilling.CitusUnavailable, "PB009")
+    assert raised.value.message == (
+        "billing_distribute needs Citus, and the citus extension is not installed in this database"
+    )
+    assert raised.value.hint and "CREATE EXTENSION citus" in raised.value.hint
+    assert distribution_state(conn) == before, "nothing is distributed"
+    assert billing.power(user) == 95 and billing.deduct(user, 1, "CHAT_DEC", "CHAT", "x").balance_after == 94
+    # PUBLIC may not execute it: other roles get 42501, not PB009
+    for role in (APP_ROLE, NOBODY_ROLE):
+        with pytest.raises(pgbilling.InsufficientPrivilege):
+            Billing(connect_to(autocommit=True, user=role)).distribute()
 
 
 def test_2bp01_dependent_objects(conn: psycopg.Connection[Any], user: str) -> None:

@@ -13,7 +13,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row, namedtuple_row
 
 import pgbilling
-from pgbilling import AccountLog, Billing, Funding, GrantAmount
+from pgbilling import AccountLog, Billing, Distribution, Funding, GrantAmount
 
 D = Decimal
 
@@ -144,6 +144,142 @@ def test_refund_all_and_part(conn: psycopg.Connection[Any], user: str) -> None:
     assert billing.power(user) == 100
 
 
+def settled_or_refunded(entry: AccountLog | None) -> tuple[Any, ...]:
+    """What an entry says, without what differs between two users' runs of the same calls
+    (the ids, the user, the times, the key's text)."""
+    assert entry is not None
+    return (
+        entry.seq, entry.direction, entry.amount, entry.balance_after, entry.account_type, entry.source_type,
+        entry.source, entry.remark, entry.association_no, entry.detail.permanent,
+        tuple(g.amount for g in entry.detail.grants), entry.detail.hold is None, entry.refund_of is None,
+        entry.idempotency_key is None, entry.scopes,
+    )
+
+
+def test_user_settle_is_settle_keyed_by_the_user(conn: psycopg.Connection[Any], user: str) -> None:
+    billing = Billing(conn)
+    by_id, by_user = f"{user}-id", f"{user}-user"
+    holds = {}
+    for u in (by_id, by_user):
+        billing.add(u, 100, "RECHARGE_INC", "RECHARGE", "order-1")
+        holds[u] = billing.hold(u, 50, "CHAT_DEC", "CHAT", "gpt-4", association_no="task-7", scopes=["model:gpt-4"])
+    expected = billing.settle(holds[by_id].hold_id, D("12.5"), remark="metered")
+    entry = billing.user_settle(by_user, holds[by_user].hold_id, D("12.5"), remark="metered")
+    assert isinstance(entry, AccountLog)
+    assert (entry.user_id, entry.amount, entry.balance_after, entry.remark, entry.association_no) == (
+        by_user, D("12.5"), D("87.5"), "metered", "task-7"
+    )
+    assert entry.detail == Funding(permanent=D("12.5"), hold=holds[by_user].hold_id)
+    assert settled_or_refunded(entry) == settled_or_refunded(expected)
+    assert billing.power(by_user) == billing.power(by_id) == D("87.5")
+    # settling again for the same amount returns the same entry
+    again = billing.user_settle(by_user, holds[by_user].hold_id, D("12.5"))
+    assert again is not None and again.id == entry.id
+    # a settle for 0 is a release and returns None
+    other = billing.hold(by_user, 10, "CHAT_DEC", "CHAT", "x")
+    assert billing.user_settle(by_user, other.hold_id, 0) is None
+    assert billing.user_release(by_user, other.hold_id).status == "released"
+    assert billing.power(by_user) == D("87.5")
+    # above the hold: PB001 leaves the hold open; allow_debt takes the rest into debt
+    big = billing.hold(by_user, 10, "CHAT_DEC", "CHAT", "x")
+    with pytest.raises(pgbilling.InsufficientPower) as raised:
+        billing.user_settle(by_user, big.hold_id, 100)
+    assert (raised.value.held, raised.value.requested, raised.value.available) == (D(10), D(90), D("77.5"))
+    debt = billing.user_settle(by_user, big.hold_id, 100, allow_debt=True)
+    assert debt is not None and (debt.amount, debt.balance_after) == (D(100), D("-12.5"))
+    assert billing.power(by_user) == D("-12.5")
+
+
+def test_user_release_is_release_keyed_by_the_user(conn: psycopg.Connection[Any], user: str) -> None:
+    billing = Billing(conn)
+    by_id, by_user = f"{user}-id", f"{user}-user"
+    holds = {}
+    for u in (by_id, by_user):
+        billing.add(u, 100, "RECHARGE_INC", "RECHARGE", "order-1")
+        holds[u] = billing.hold(u, 30, "CHAT_DEC", "CHAT", "gpt-4")
+        assert billing.power(u) == 70
+    expected = billing.release(holds[by_id].hold_id, reason="upstream timeout")
+    released = billing.user_release(by_user, holds[by_user].hold_id, reason="upstream timeout")
+    assert (released.user_id, released.hold_id, released.status, released.reason, released.amount) == (
+        by_user, holds[by_user].hold_id, "released", "upstream timeout", D(30)
+    )
+    assert (released.funding, released.settled_amount, released.log_id) == (
+        expected.funding, expected.settled_amount, expected.log_id
+    ) == (Funding(permanent=D(30)), None, None)
+    assert billing.power(by_user) == billing.power(by_id) == 100
+    # repeating a release returns the hold; settling it after raises PB004
+    assert billing.user_release(by_user, holds[by_user].hold_id).status == "released"
+    with pytest.raises(pgbilling.HoldStateError):
+        billing.user_settle(by_user, holds[by_user].hold_id, 1)
+    assert [e.account_type for e in billing.history(by_user)] == ["RECHARGE_INC"], "a release writes no entry"
+
+
+def test_user_refund_is_refund_keyed_by_the_user(conn: psycopg.Connection[Any], user: str) -> None:
+    billing = Billing(conn)
+    by_id, by_user = f"{user}-id", f"{user}-user"
+    spent = {}
+    for u in (by_id, by_user):
+        billing.add(u, 100, "RECHARGE_INC", "RECHARGE", "order-1")
+        spent[u] = billing.deduct(u, 40, "CHAT_DEC", "CHAT", "chat-7", association_no="task-7")
+    expected = billing.refund(spent[by_id].id, amount=D("2.5"), remark="partial failure", idempotency_key="rf-1")
+    part = billing.user_refund(by_user, spent[by_user].id, amount=D("2.5"), remark="partial failure", idempotency_key="rf-1")
+    assert (part.user_id, part.account_type, part.amount, part.refund_of, part.remark, part.balance_after) == (
+        by_user, "REFUND_INC", D("2.5"), spent[by_user].id, "partial failure", D("62.5")
+    )
+    assert (part.source_type, part.source, part.association_no) == ("CHAT", "chat-7", "task-7")
+    assert settled_or_refunded(part) == settled_or_refunded(expected)
+    # the same key returns the same refund
+    assert billing.user_refund(by_user, spent[by_user].id, amount=D("2.5"), idempotency_key="rf-1").id == part.id
+    rest = billing.user_refund(by_user, spent[by_user].id)
+    assert (rest.amount, rest.balance_after, rest.refund_of) == (D("37.5"), D(100), spent[by_user].id)
+    with pytest.raises(pgbilling.OverRefund):
+        billing.user_refund(by_user, spent[by_user].id, amount=1)
+    assert billing.power(by_user) == 100
+
+
+def user_state(conn: psycopg.Connection[Any], billing: Billing, users: list[str], hold_id: int) -> Any:
+    """Everything a user form could have changed: the users' accounts (is there one), power and
+    ledger, and the hold."""
+    accounts = conn.execute(
+        "SELECT user_id FROM billing.accounts WHERE user_id = ANY(%s) ORDER BY user_id", (users,)
+    ).fetchall()
+    hold = conn.execute(
+        "SELECT status, settled_amount::text, log_id, reason, closed_at FROM billing.holds WHERE hold_id = %s",
+        (hold_id,),
+    ).fetchall()
+    return accounts, hold, [(billing.power(u), billing.history(u)) for u in users]
+
+
+def test_user_forms_refuse_a_hold_or_entry_of_another_user(conn: psycopg.Connection[Any], user: str) -> None:
+    billing = Billing(conn)
+    owner, other, stranger = f"{user}-owner", f"{user}-other", f"{user}-none"  # stranger has no account
+    billing.add(owner, 100, "RECHARGE_INC", "RECHARGE", "order-1")
+    billing.add(other, 100, "RECHARGE_INC", "RECHARGE", "order-1")
+    hold = billing.hold(owner, 30, "CHAT_DEC", "CHAT", "gpt-4")
+    spent = billing.deduct(owner, 10, "CHAT_DEC", "CHAT", "chat-7")
+    before = user_state(conn, billing, [owner, other, stranger], hold.hold_id)
+    assert len(before[0]) == 2 and before[1][0][0] == "held"
+    for u in (other, stranger):
+        for settle_amount, allow_debt in ((D(5), None), (D(0), None), (D(500), True)):
+            with pytest.raises(pgbilling.InvalidArgument) as raised:
+                billing.user_settle(u, hold.hold_id, settle_amount, allow_debt=allow_debt)
+            assert raised.value.sqlstate == "22023"
+            assert raised.value.message == f'hold_id {hold.hold_id} is not a hold of user "{u}"'
+        with pytest.raises(pgbilling.InvalidArgument) as raised:
+            billing.user_release(u, hold.hold_id, reason="not mine")
+        assert raised.value.message == f'hold_id {hold.hold_id} is not a hold of user "{u}"'
+        for refund_amount in (D(1), None):
+            with pytest.raises(pgbilling.InvalidArgument) as raised:
+                billing.user_refund(u, spent.id, amount=refund_amount, idempotency_key="rf-1")
+            assert raised.value.message == f'log_id {spent.id} is not an entry of user "{u}"'
+    assert user_state(conn, billing, [owner, other, stranger], hold.hold_id) == before
+    # the hold and the entry are the owner's, untouched: settled and refunded in full
+    entry = billing.user_settle(owner, hold.hold_id, 30)
+    assert entry is not None and entry.amount == 30
+    assert billing.user_refund(owner, spent.id, idempotency_key="rf-1").amount == 10
+    assert billing.power(owner) == 70
+
+
 def test_options_object_forms(conn: psycopg.Connection[Any], user: str) -> None:
     billing = Billing(conn)
     added = billing.add_with_options({
@@ -268,6 +404,18 @@ def test_metrics(conn: psycopg.Connection[Any], user: str) -> None:
     assert by_name["billing_counters_active"].value in (0, 1)
     assert type(by_name["billing_holds_open"].value) is Decimal and by_name["billing_holds_open"].value >= 1
     assert billing.metrics_reset() is None
+
+
+def test_distribute_rows_are_typed() -> None:
+    # billing_distribute needs a Citus coordinator (without Citus: test_errors.py's PB009 test);
+    # here the statement and the decoding of its rows, without a server
+    call = pgbilling._calls.distribute()
+    assert (call.sql, call.params) == ('SELECT r."object", r."distribution" FROM billing_distribute() AS r', ())
+    rows = call.decode([("billing.accounts", "distributed by user_id"), ("billing.account_types", "reference table")])
+    assert rows == [
+        Distribution("billing.accounts", "distributed by user_id"),
+        Distribution(object="billing.account_types", distribution="reference table"),
+    ]
 
 
 def test_methods_never_commit(database: str, connect_to: Any, user: str) -> None:

@@ -59,4 +59,4 @@ def test_every_sql_function_has_a_method_with_its_arguments(conn: psycopg.Connec
         assert all(params[a].default is None for a in args[required:]), method
         assert hasattr(Billing, method) and hasattr(AsyncBilling, method)
     assert covered == set(BUILDERS), f"methods without a SQL function: {set(BUILDERS) - covered}"
-    assert len(functions) == len(BUILDERS) == 25
+    assert len(functions) == len(BUILDERS) == 29

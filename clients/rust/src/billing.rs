@@ -10,7 +10,9 @@ use tokio_postgres::types::Type;
 
 use crate::call::{Call, Interval};
 use crate::error::BillingError;
-use crate::types::{AccountLog, Hold, LowBalanceEvent, Metric, SpendingLimit, StatementRow, Violation};
+use crate::types::{
+    AccountLog, DistributedObject, Hold, LowBalanceEvent, Metric, SpendingLimit, StatementRow, Violation,
+};
 
 /// The result of every method.
 pub type Result<T, E = BillingError> = std::result::Result<T, E>;
@@ -251,6 +253,54 @@ impl<'a, C: GenericClient + Sync> Billing<'a, C> {
             .await
     }
 
+    /// `billing_user_settle(user_id, hold_id, actual_amount, ...)`: [`Billing::settle`]
+    /// of a hold of `user_id` (22023, [`BillingError::InvalidArgument`], if it is
+    /// not the user's). On Citus the call runs on the node that holds the user;
+    /// on one node it is the same as `settle`. `None` when `actual_amount` is 0.
+    pub async fn user_settle(
+        &self,
+        user_id: &str,
+        hold_id: i64,
+        actual_amount: Decimal,
+        options: &SettleOptions<'_>,
+    ) -> Result<Option<AccountLog>> {
+        let allow_debt = options.allow_debt.then_some(true);
+        Call::new("billing_user_settle")
+            .arg("user_id", &user_id, Type::TEXT)
+            .arg("hold_id", &hold_id, Type::INT8)
+            .arg("actual_amount", &actual_amount, Type::NUMERIC)
+            .opt("remark", &options.remark, Type::TEXT)
+            .opt("allow_debt", &allow_debt, Type::BOOL)
+            .opt_row(self.client, "id")
+            .await
+    }
+
+    /// `billing_user_release(user_id, hold_id, reason)`: [`Billing::release`] of a
+    /// hold of `user_id` (22023 if it is not the user's); on Citus it runs on the
+    /// node that holds the user.
+    pub async fn user_release(&self, user_id: &str, hold_id: i64, reason: Option<&str>) -> Result<Hold> {
+        Call::new("billing_user_release")
+            .arg("user_id", &user_id, Type::TEXT)
+            .arg("hold_id", &hold_id, Type::INT8)
+            .opt("reason", &reason, Type::TEXT)
+            .one(self.client)
+            .await
+    }
+
+    /// `billing_user_refund(user_id, log_id, ...)`: [`Billing::refund`] of an entry
+    /// of `user_id` (22023 if it is not the user's); on Citus it runs on the node
+    /// that holds the user.
+    pub async fn user_refund(&self, user_id: &str, log_id: i64, options: &RefundOptions<'_>) -> Result<AccountLog> {
+        Call::new("billing_user_refund")
+            .arg("user_id", &user_id, Type::TEXT)
+            .arg("log_id", &log_id, Type::INT8)
+            .opt("amount", &options.amount, Type::NUMERIC)
+            .opt("remark", &options.remark, Type::TEXT)
+            .opt("idempotency_key", &options.idempotency_key, Type::TEXT)
+            .one(self.client)
+            .await
+    }
+
     /// `billing_verify(user_id)`: disagreements between the stored state and a
     /// replay of the ledger (empty: healthy). `None`: every user.
     pub async fn verify(&self, user_id: Option<&str>) -> Result<Vec<Violation>> {
@@ -387,6 +437,15 @@ impl<'a, C: GenericClient + Sync> Billing<'a, C> {
     /// `billing_limits(user_id)`: the user's spending limits as they stand now.
     pub async fn limits(&self, user_id: &str) -> Result<Vec<SpendingLimit>> {
         Call::new("billing_limits").arg("user_id", &user_id, Type::TEXT).all(self.client).await
+    }
+
+    /// `billing_distribute()`: on a Citus coordinator, as the extension's owner,
+    /// distributes the tables by user_id, gives each node its range of ids and
+    /// delegates the per-user functions; one row per object it handled. Harmless
+    /// to run again. Without Citus: PB009, [`BillingError::CitusUnavailable`]
+    /// (nothing is changed); 42501 for roles not granted EXECUTE.
+    pub async fn distribute(&self) -> Result<Vec<DistributedObject>> {
+        Call::new("billing_distribute").all(self.client).await
     }
 
     /// `billing_metrics()`: counters and gauges for monitoring.

@@ -107,6 +107,11 @@ pub enum BillingError {
         requested: Option<Decimal>,
         period_end: Option<PeriodEnd>,
     },
+    /// PB009: `billing_distribute` without Citus (no `citus` extension in the
+    /// database), on a Citus worker, or when a worker could not be given its
+    /// range of ids (the DETAIL names it). Nothing is distributed.
+    #[error("{0}")]
+    CitusUnavailable(ServerError),
     /// 22023: an argument has a value the function does not accept.
     #[error("{0}")]
     InvalidArgument(ServerError),
@@ -153,6 +158,7 @@ impl BillingError {
             | OverRefund(e)
             | LedgerAppendOnly(e)
             | TypeCodeFixed(e)
+            | CitusUnavailable(e)
             | InvalidArgument(e)
             | NullArgument(e)
             | OutOfRange(e)
@@ -242,6 +248,7 @@ impl From<tokio_postgres::Error> for BillingError {
                     error: e,
                 }
             },
+            "PB009" => BillingError::CitusUnavailable,
             "22023" => BillingError::InvalidArgument,
             "22004" => BillingError::NullArgument,
             "22003" => BillingError::OutOfRange,

@@ -30,8 +30,8 @@ pub use error::{BillingError, PeriodEnd, ServerError};
 pub use hold::{Held, HoldHandle, HoldRequest, HoldingError, holding};
 pub use retry::{BoxFuture, RetryOptions, Retryable, Tx, retry_transaction};
 pub use types::{
-    AccountLog, Funding, Hold, HoldStatus, LowBalanceEvent, Metric, SpendingLimit, StatementRow, Violation,
-    json_decimal,
+    AccountLog, DistributedObject, Funding, Hold, HoldStatus, LowBalanceEvent, Metric, SpendingLimit, StatementRow,
+    Violation, json_decimal,
 };
 
 /// For [`RetryOptions::isolation_level`].

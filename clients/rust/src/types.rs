@@ -153,6 +153,17 @@ pub struct Metric {
     pub value: Decimal,
 }
 
+/// A row of `billing_distribute`: an object of the extension and what Citus
+/// made of it (`distributed by user_id`, `reference table`, `delegated by
+/// user_id`, ... with ` (already)` when an earlier run did it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DistributedObject {
+    /// A table, `id sequences`, or a function's signature.
+    pub object: String,
+    pub distribution: String,
+}
+
 /// A ledger `detail` (or a hold's `funding`) read into exact amounts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -333,5 +344,11 @@ impl FromRow for Metric {
             labels: r.try_get("labels")?,
             value: r.try_get("value")?,
         })
+    }
+}
+
+impl FromRow for DistributedObject {
+    fn from_row(r: &Row) -> Decoded<Self> {
+        Ok(DistributedObject { object: r.try_get("object")?, distribution: r.try_get("distribution")? })
     }
 }

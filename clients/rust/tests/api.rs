@@ -171,6 +171,61 @@ async fn hold_settle_release_refund() {
 }
 
 #[tokio::test]
+async fn user_forms_of_settle_release_refund() {
+    let db = fresh_database("user_forms").await;
+    let client = connect(&db).await;
+    let b = Billing::new(&client);
+    b.add("alice", dec("100"), "RECHARGE_INC", "RECHARGE", "order-1", &Default::default()).await.unwrap();
+
+    // each user form returns exactly what the id-only form returns for the same call
+    let remark = HoldOptions { remark: Some("agent run"), ..Default::default() };
+    let hold = b.hold("alice", dec("50"), "AGENT_CHAT_DEC", "AGENT_CHAT", "gpt-4", &remark).await.unwrap();
+    assert_eq!(b.power("alice").await.unwrap(), dec("50"));
+    let entry = b.user_settle("alice", hold.hold_id, dec("12.5"), &SettleOptions::default()).await.unwrap().unwrap();
+    assert_eq!((entry.user_id.as_str(), entry.amount, entry.balance_after), ("alice", dec("12.5"), dec("87.5")));
+    assert_eq!((entry.funding().hold, entry.remark.as_deref()), (Some(hold.hold_id), Some("agent run")));
+    let by_id = b.settle(hold.hold_id, dec("12.5"), &SettleOptions::default()).await.unwrap().unwrap();
+    assert_eq!(by_id, entry, "settle of the same hold returns the same entry");
+    assert_eq!(b.power("alice").await.unwrap(), dec("87.5"));
+
+    let zero = b.hold("alice", dec("5"), "CHAT_DEC", "CHAT", "c", &Default::default()).await.unwrap();
+    assert_eq!(b.power("alice").await.unwrap(), dec("82.5"));
+    assert_eq!(b.user_settle("alice", zero.hold_id, dec("0"), &SettleOptions::default()).await.unwrap(), None);
+    assert_eq!(b.settle(zero.hold_id, dec("0"), &SettleOptions::default()).await.unwrap(), None, "0 releases");
+    assert_eq!(b.power("alice").await.unwrap(), dec("87.5"));
+
+    let held = b.hold("alice", dec("20"), "CHAT_DEC", "CHAT", "c", &Default::default()).await.unwrap();
+    assert_eq!(b.power("alice").await.unwrap(), dec("67.5"));
+    let released = b.user_release("alice", held.hold_id, Some("upstream timeout")).await.unwrap();
+    assert_eq!((released.status.clone(), released.reason.as_deref()), (HoldStatus::Released, Some("upstream timeout")));
+    assert_eq!((released.hold_id, released.user_id.as_str()), (held.hold_id, "alice"));
+    assert_eq!(b.release(held.hold_id, Some("upstream timeout")).await.unwrap(), released, "the same hold");
+    assert_eq!(b.user_release("alice", held.hold_id, None).await.unwrap(), released, "a repeat returns the hold");
+    assert_eq!(b.power("alice").await.unwrap(), dec("87.5"));
+
+    let part = RefundOptions { amount: Some(dec("2.5")), remark: Some("partial"), idempotency_key: Some("rf-1") };
+    let refunded = b.user_refund("alice", entry.id, &part).await.unwrap();
+    assert_eq!(
+        (refunded.amount, refunded.refund_of, refunded.account_type.as_str()),
+        (dec("2.5"), Some(entry.id), "REFUND_INC")
+    );
+    assert_eq!((refunded.balance_after, refunded.remark.as_deref()), (dec("90"), Some("partial")));
+    assert_eq!(b.refund(entry.id, &part).await.unwrap(), refunded, "the keyed refund by id returns the same entry");
+    let rest = b.user_refund("alice", entry.id, &RefundOptions::default()).await.unwrap();
+    assert_eq!((rest.amount, rest.balance_after), (dec("10"), dec("100")));
+    assert_eq!(b.power("alice").await.unwrap(), dec("100"));
+
+    // settling above the hold with allow_debt and a remark
+    let small = b.hold("alice", dec("1"), "CHAT_DEC", "CHAT", "c", &Default::default()).await.unwrap();
+    let debt_options = SettleOptions { remark: Some("overrun"), allow_debt: true };
+    let debt = b.user_settle("alice", small.hold_id, dec("101"), &debt_options).await.unwrap().unwrap();
+    assert_eq!((debt.amount, debt.balance_after, debt.remark.as_deref()), (dec("101"), dec("-1"), Some("overrun")));
+    assert_eq!(b.settle(small.hold_id, dec("101"), &debt_options).await.unwrap().unwrap(), debt);
+    assert_eq!(b.power("alice").await.unwrap(), dec("-1"));
+    assert!(b.verify(Some("alice")).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn reports_verify_price_and_adjust() {
     let db = fresh_database("reports").await;
     let client = connect(&db).await;

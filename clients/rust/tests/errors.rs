@@ -168,6 +168,84 @@ async fn invalid_null_and_out_of_range_arguments() {
     assert_eq!(err.sqlstate(), Some("22003"));
 }
 
+/// What a refused call must leave as it was: the users' power, the ledger, the holds.
+async fn billing_state(client: &pgbilling::tokio_postgres::Client) -> String {
+    text(
+        client,
+        "SELECT (SELECT string_agg(user_id || '=' || billing_power(user_id), ' ' ORDER BY user_id) FROM billing.accounts)
+             || ' | ' || (SELECT count(*) || ' entries, last ' || coalesce(max(id), 0) FROM billing.account_log)
+             || ' | ' || (SELECT coalesce(string_agg(hold_id || ':' || status || ':' || amount, ' ' ORDER BY hold_id), '')
+                            FROM billing.holds)",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn user_forms_refuse_another_users_hold_or_entry_22023() {
+    let db = fresh_database("user_forms").await;
+    let client = connect(&db).await;
+    let b = Billing::new(&client);
+    b.add("alice", dec("100"), "RECHARGE_INC", "RECHARGE", "o-1", &Default::default()).await.unwrap();
+    b.add("bob", dec("10"), "RECHARGE_INC", "RECHARGE", "o-2", &Default::default()).await.unwrap();
+    let hold = b.hold("alice", dec("30"), "CHAT_DEC", "CHAT", "c", &Default::default()).await.unwrap();
+    let entry = b.deduct("alice", dec("5"), "CHAT_DEC", "CHAT", "c", &Default::default()).await.unwrap();
+    let before = billing_state(&client).await;
+    assert!(before.starts_with("alice=65 bob=10 | "), "{before}");
+
+    let debt = SettleOptions { allow_debt: true, ..Default::default() };
+    let not_bobs = format!("hold_id {} is not a hold of user \"bob\"", hold.hold_id);
+    for err in [
+        b.user_settle("bob", hold.hold_id, dec("10"), &SettleOptions::default()).await.unwrap_err(),
+        b.user_settle("bob", hold.hold_id, dec("0"), &debt).await.unwrap_err(),
+        b.user_release("bob", hold.hold_id, Some("not mine")).await.unwrap_err(),
+    ] {
+        assert!(matches!(err, BillingError::InvalidArgument(ref e) if e.message == not_bobs), "{err:?}");
+        assert_eq!(err.sqlstate(), Some("22023"));
+    }
+    let err = b.user_refund("bob", entry.id, &RefundOptions::default()).await.unwrap_err();
+    assert!(matches!(err, BillingError::InvalidArgument(ref e) if e.message.starts_with("log_id")), "{err:?}");
+    let err = b.user_settle("nobody", hold.hold_id, dec("1"), &SettleOptions::default()).await.unwrap_err();
+    assert!(matches!(err, BillingError::InvalidArgument(_)), "an unknown user: {err:?}");
+    assert_eq!(billing_state(&client).await, before, "nothing changed");
+
+    // the hold and the entry are still the owner's to close and refund
+    let settled = b.user_settle("alice", hold.hold_id, dec("10"), &SettleOptions::default()).await.unwrap();
+    assert_eq!(settled.unwrap().balance_after, dec("85"));
+    assert_eq!(b.user_refund("alice", entry.id, &RefundOptions::default()).await.unwrap().balance_after, dec("90"));
+}
+
+#[tokio::test]
+async fn pb009_citus_unavailable_without_citus() {
+    let db = fresh_database("pb009").await;
+    let client = connect(&db).await;
+    let b = Billing::new(&client);
+    b.add("alice", dec("10"), "RECHARGE_INC", "RECHARGE", "o", &Default::default()).await.unwrap();
+    b.hold("alice", dec("4"), "CHAT_DEC", "CHAT", "c", &Default::default()).await.unwrap();
+    // the id sequences, which billing_distribute moves on Citus
+    let sequences = "SELECT string_agg(sequencename || '=' || coalesce(last_value::text, '-'), ' ')
+                       FROM (SELECT * FROM pg_sequences WHERE schemaname = 'billing' ORDER BY sequencename) AS s";
+    let before = (billing_state(&client).await, text(&client, sequences).await);
+
+    let err = b.distribute().await.unwrap_err();
+    let BillingError::CitusUnavailable(ref error) = err else { panic!("expected CitusUnavailable, got {err:?}") };
+    assert_eq!(
+        error.message,
+        "billing_distribute needs Citus, and the citus extension is not installed in this database"
+    );
+    assert!(error.hint.as_deref().is_some_and(|h| h.contains("CREATE EXTENSION citus")), "{:?}", error.hint);
+    assert_eq!(err.sqlstate(), Some("PB009"));
+    assert!(!err.is_retryable());
+    assert_eq!((billing_state(&client).await, text(&client, sequences).await), before, "nothing changed");
+    assert_eq!(text(&client, "SELECT count(*)::text FROM pg_extension WHERE extname = 'citus'").await, "0");
+
+    // PUBLIC may not execute it
+    let role = format!("{db}_stranger");
+    client.batch_execute(&format!("CREATE ROLE {role} LOGIN")).await.unwrap();
+    let stranger = connect_as(&db, &role).await;
+    let err = Billing::new(&stranger).distribute().await.unwrap_err();
+    assert!(matches!(err, BillingError::InsufficientPrivilege(_)), "{err:?}");
+}
+
 #[tokio::test]
 async fn charging_trigger_misuse_42703_and_39p01() {
     let db = fresh_database("triggers").await;

@@ -13,6 +13,7 @@ from ._client import AsyncBilling, Billing
 from .errors import (
     RETRYABLE_SQLSTATES,
     BillingError,
+    CitusUnavailable,
     DeadlockDetected,
     DependentObjects,
     HoldStateError,
@@ -39,6 +40,7 @@ from .holding import HoldHandle, holding, holding_async
 from .retry import retry_transaction, retry_transaction_async
 from .types import (
     AccountLog,
+    Distribution,
     Funding,
     GrantAmount,
     Hold,
@@ -59,9 +61,11 @@ __all__ = [
     "Billing",
     "BillingError",
     "Call",
+    "CitusUnavailable",
     "DeadlockDetected",
     "DeductOptions",
     "DependentObjects",
+    "Distribution",
     "Funding",
     "GrantAmount",
     "Hold",

@@ -28,6 +28,7 @@ from typing import Any, Generic, Required, TypedDict, TypeVar
 
 from .types import (
     AccountLog,
+    Distribution,
     Hold,
     LowBalanceEvent,
     Metric,
@@ -372,6 +373,60 @@ def refund(
     return _record("billing_refund", args, AccountLog)
 
 
+def user_settle(
+    user_id: str,
+    hold_id: int,
+    actual_amount: Amount,
+    *,
+    remark: str | None = None,
+    allow_debt: bool | None = None,
+) -> Call[AccountLog | None]:
+    """billing_user_settle: billing_settle of a hold of user_id (22023 if it is not the user's hold),
+    which Citus runs on the node holding the user; None for 0 (a release)."""
+    args = (
+        _Args()
+        .required("user_id", "text", user_id)
+        .required("hold_id", "bigint", hold_id)
+        .required("actual_amount", "numeric", _amount("actual_amount", actual_amount))
+        .optional("remark", "text", remark)
+        .optional("allow_debt", "boolean", allow_debt)
+    )
+    return _record_or_none("billing_user_settle", args, AccountLog)
+
+
+def user_release(user_id: str, hold_id: int, *, reason: str | None = None) -> Call[Hold]:
+    """billing_user_release: billing_release of a hold of user_id (22023 if it is not the user's hold),
+    which Citus runs on the node holding the user; returns the hold."""
+    args = (
+        _Args()
+        .required("user_id", "text", user_id)
+        .required("hold_id", "bigint", hold_id)
+        .optional("reason", "text", reason)
+    )
+    return _record("billing_user_release", args, Hold)
+
+
+def user_refund(
+    user_id: str,
+    log_id: int,
+    *,
+    amount: Amount | None = None,
+    remark: str | None = None,
+    idempotency_key: str | None = None,
+) -> Call[AccountLog]:
+    """billing_user_refund: billing_refund of an entry of user_id (22023 if it is not the user's entry),
+    which Citus runs on the node holding the user; returns the refund's entry."""
+    args = (
+        _Args()
+        .required("user_id", "text", user_id)
+        .required("log_id", "bigint", log_id)
+        .optional("amount", "numeric", _amount("amount", amount))
+        .optional("remark", "text", remark)
+        .optional("idempotency_key", "text", idempotency_key)
+    )
+    return _record("billing_user_refund", args, AccountLog)
+
+
 def add_with_options(options: AddOptions | Mapping[str, Any]) -> Call[AccountLog]:
     """billing_add(options jsonb): billing_add with the options object services build."""
     args = _Args().required("options", "jsonb", _json(options))
@@ -506,6 +561,12 @@ def metrics_reset() -> Call[None]:
     return _scalar("billing_metrics_reset", _Args(), "::text", _none)
 
 
+def distribute() -> Call[list[Distribution]]:
+    """billing_distribute: on a Citus coordinator, as the extension's owner, distributes the billing
+    tables by user_id and delegates the per-user functions; one row per object. PB009 without Citus."""
+    return _records("billing_distribute", _Args(), Distribution)
+
+
 #: Every builder, by method name (the SQL name without ``billing_``).
 BUILDERS: dict[str, Callable[..., Call[Any]]] = {
     f.__name__: f
@@ -518,6 +579,9 @@ BUILDERS: dict[str, Callable[..., Call[Any]]] = {
         settle,
         release,
         refund,
+        user_settle,
+        user_release,
+        user_refund,
         add_with_options,
         deduct_with_options,
         verify,
@@ -535,5 +599,6 @@ BUILDERS: dict[str, Callable[..., Call[Any]]] = {
         limits,
         metrics,
         metrics_reset,
+        distribute,
     )
 }

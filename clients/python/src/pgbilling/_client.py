@@ -189,6 +189,9 @@ class Billing:
     settle = _Method(_calls.settle)
     release = _Method(_calls.release)
     refund = _Method(_calls.refund)
+    user_settle = _Method(_calls.user_settle)
+    user_release = _Method(_calls.user_release)
+    user_refund = _Method(_calls.user_refund)
     add_with_options = _Method(_calls.add_with_options)
     deduct_with_options = _Method(_calls.deduct_with_options)
     verify = _Method(_calls.verify)
@@ -206,6 +209,7 @@ class Billing:
     limits = _Method(_calls.limits)
     metrics = _Method(_calls.metrics)
     metrics_reset = _Method(_calls.metrics_reset)
+    distribute = _Method(_calls.distribute)
 
 
 class AsyncBilling:
@@ -228,6 +232,9 @@ class AsyncBilling:
     settle = _AsyncMethod(_calls.settle)
     release = _AsyncMethod(_calls.release)
     refund = _AsyncMethod(_calls.refund)
+    user_settle = _AsyncMethod(_calls.user_settle)
+    user_release = _AsyncMethod(_calls.user_release)
+    user_refund = _AsyncMethod(_calls.user_refund)
     add_with_options = _AsyncMethod(_calls.add_with_options)
     deduct_with_options = _AsyncMethod(_calls.deduct_with_options)
     verify = _AsyncMethod(_calls.verify)
@@ -245,3 +252,4 @@ class AsyncBilling:
     limits = _AsyncMethod(_calls.limits)
     metrics = _AsyncMethod(_calls.metrics)
     metrics_reset = _AsyncMethod(_calls.metrics_reset)
+    distribute = _AsyncMethod(_calls.distribute)

@@ -26,6 +26,7 @@ __all__ = [
     "LedgerAppendOnly",
     "TypeCodeFixed",
     "LimitExceeded",
+    "CitusUnavailable",
     "DependentObjects",
     "InvalidArgument",
     "NullArgument",
@@ -215,6 +216,14 @@ class LimitExceeded(BillingError):
                 self.period_end = None
 
 
+class CitusUnavailable(BillingError):
+    """PB009: billing_distribute in a database without the citus extension, on a
+    Citus worker rather than the coordinator, or when a worker could not be given
+    its range of ids (the DETAIL names it). Nothing is distributed."""
+
+    SQLSTATE = "PB009"
+
+
 class DependentObjects(BillingError):
     """2BP01: dropping the extension while the ledger holds entries."""
 
@@ -288,6 +297,7 @@ _BY_SQLSTATE: dict[str, type[BillingError]] = {
         LedgerAppendOnly,
         TypeCodeFixed,
         LimitExceeded,
+        CitusUnavailable,
         DependentObjects,
         InvalidArgument,
         NullArgument,

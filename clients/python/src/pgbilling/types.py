@@ -23,6 +23,7 @@ __all__ = [
     "SpendingLimit",
     "LowBalanceEvent",
     "Metric",
+    "Distribution",
 ]
 
 # How a column travels: as psycopg loads it ("raw"), as a text[] ("array", a
@@ -123,7 +124,8 @@ class _Record:
 @dataclass(frozen=True, slots=True)
 class AccountLog(_Record):
     """A ledger entry (``billing.account_log``), as billing_add, billing_deduct,
-    billing_settle, billing_refund, billing_adjust and the reports return it."""
+    billing_settle, billing_refund, billing_user_settle, billing_user_refund,
+    billing_adjust and the reports return it."""
 
     id: int
     user_id: str
@@ -174,7 +176,7 @@ class AccountLog(_Record):
 
 @dataclass(frozen=True, slots=True)
 class Hold(_Record):
-    """A hold (``billing.holds``), as billing_hold and billing_release return it.
+    """A hold (``billing.holds``), as billing_hold, billing_release and billing_user_release return it.
 
     ``status`` is ``held``, ``settled``, ``released`` or ``expired``.
     """
@@ -330,4 +332,20 @@ class Metric(_Record):
         ("kind", "raw"),
         ("labels", "json"),
         ("value", "numeric"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Distribution(_Record):
+    """A row of billing_distribute: an ``object`` of the extension (a table, ``id
+    sequences``, a function's signature) and what its ``distribution`` is now on
+    Citus (``distributed by user_id``, ``reference table``, ``delegated by
+    user_id``, ...; `` (already)`` appended when an earlier call did it)."""
+
+    object: str
+    distribution: str
+
+    COLUMNS: ClassVar[tuple[tuple[str, Kind], ...]] = (
+        ("object", "raw"),
+        ("distribution", "raw"),
     )
