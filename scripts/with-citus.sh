@@ -13,7 +13,7 @@
 # users; on 127.0.0.1 a connection needs the superuser's password
 # (scram-sha-256), a random one for each run, which the nodes (for their
 # connections to each other) and COMMAND read from a password file in the
-# temporary directory (PGPASSFILE). Every node preloads
+# temporary directory (PGPASSFILE; PGPASSWORD for COMMAND too). Every node preloads
 # citus (prepended to any shared_preload_libraries of BILLING_PG_OPTS, which
 # adds settings to every node: "-c name=value ..."), with max_connections and
 # max_prepared_transactions of 300 (a storm of connections through the
@@ -24,7 +24,8 @@
 # billing extension: that is for COMMAND (on the coordinator; Citus propagates
 # it to the workers).
 #
-# COMMAND sees PGHOST=127.0.0.1, PGPORT (the coordinator), PGUSER, PGDATABASE, PGPASSFILE,
+# COMMAND sees PGHOST=127.0.0.1, PGPORT (the coordinator), PGUSER, PGDATABASE, PGPASSFILE
+# and PGPASSWORD (for clients that read no password file),
 # BILLING_CITUS_WORKERS ("127.0.0.1:5702 127.0.0.1:5703"), BILLING_CITUS_DIR
 # (the temporary directory: coordinator/, worker1/, worker2/, each with data/,
 # server.log and start-server.sh), BILLING_PG_BINDIR, and BILLING_START_SERVER,
@@ -67,7 +68,7 @@ PASSWORD=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 printf '%s\n' "$PASSWORD" | as_pg tee "$DIR/pwfile" >/dev/null
 printf '127.0.0.1:*:*:%s:%s\n' "$PGUSER_NAME" "$PASSWORD" | as_pg tee "$DIR/pgpass" >/dev/null
 as_pg chmod 600 "$DIR/pwfile" "$DIR/pgpass"
-export PGPASSFILE=$DIR/pgpass
+export PGPASSFILE=$DIR/pgpass PGPASSWORD=$PASSWORD
 
 stop_cluster() {
     local node

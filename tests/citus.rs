@@ -67,7 +67,7 @@ mod citus {
     }
 
     fn connect_worker(host: &str, port: u16) -> Client {
-        let dsn = format!("host={host} port={port} user={} dbname={CITUS_DB} application_name=billing-tests", superuser());
+        let dsn = format!("host={host} port={port} user={} dbname={CITUS_DB} application_name=billing-tests{}", superuser(), password());
         Client::connect(&dsn, NoTls).unwrap_or_else(|e| panic!("connect to the worker {host}:{port}: {e}"))
     }
 

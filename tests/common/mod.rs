@@ -19,12 +19,19 @@ fn cluster_var(name: &str) -> String {
 
 pub fn dsn(database: &str, user: &str) -> String {
     format!(
-        "host={} port={} user={} dbname={} application_name=billing-tests",
+        "host={} port={} user={} dbname={} application_name=billing-tests{}",
         cluster_var("PGHOST"),
         cluster_var("PGPORT"),
         user,
-        database
+        database,
+        password()
     )
+}
+
+/// ` password=...` when the cluster wants one (PGPASSWORD, as scripts/with-citus.sh
+/// sets it for its superuser on 127.0.0.1); the postgres crate reads no PGPASSFILE.
+pub fn password() -> String {
+    std::env::var("PGPASSWORD").map(|p| format!(" password={p}")).unwrap_or_default()
 }
 
 pub fn superuser() -> String {

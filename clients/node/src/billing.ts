@@ -71,6 +71,10 @@ export interface SettleOptions {
   remark?: string | null;
   allowDebt?: boolean;
 }
+export interface DistributeOptions {
+  /** true: Citus sends each per-user call to the user's node (docs/citus.md, "Delegation": read it first). */
+  delegate?: boolean | null;
+}
 export interface ReleaseOptions {
   reason?: string | null;
 }
@@ -312,7 +316,11 @@ export const FN = {
   limits: { name: "billing_limits", args: [req("userId", "user_id", "text", keyParam)], result: { kind: "rows", columns: SPENDING_LIMIT } },
   metrics: { name: "billing_metrics", args: [], result: { kind: "rows", columns: METRIC } },
   metricsReset: { name: "billing_metrics_reset", args: [], result: { kind: "void" } },
-  distribute: { name: "billing_distribute", args: [], result: { kind: "rows", columns: DISTRIBUTED_OBJECT } },
+  distribute: {
+    name: "billing_distribute",
+    args: [opt("delegate", "delegate", "boolean", boolParam)],
+    result: { kind: "rows", columns: DISTRIBUTED_OBJECT },
+  },
 } as const satisfies Record<string, FnSpec>;
 
 /**
@@ -457,7 +465,7 @@ export class Billing {
    * the citus extension (or on a worker) CitusUnavailable (PB009), with nothing distributed; PUBLIC may not
    * execute it (42501).
    */
-  distribute(): Promise<DistributedObject[]> {
-    return this.run(FN.distribute, {});
+  distribute(options: DistributeOptions = {}): Promise<DistributedObject[]> {
+    return this.run(FN.distribute, { ...options });
   }
 }

@@ -12,6 +12,7 @@ export type {
   OptionsObject,
   RefundOptions,
   ReleaseOptions,
+  DistributeOptions,
   RevokeOptions,
   SetLimitOptions,
   SettleOptions,

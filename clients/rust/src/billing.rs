@@ -448,6 +448,12 @@ impl<'a, C: GenericClient + Sync> Billing<'a, C> {
         Call::new("billing_distribute").all(self.client).await
     }
 
+    /// `billing_distribute(delegate => true)`: [`Billing::distribute`], and Citus then sends each
+    /// per-user call to the user's node (docs/citus.md, "Delegation": read it first; it stays on).
+    pub async fn distribute_delegated(&self) -> Result<Vec<DistributedObject>> {
+        Call::new("billing_distribute").arg("delegate", &true, Type::BOOL).all(self.client).await
+    }
+
     /// `billing_metrics()`: counters and gauges for monitoring.
     pub async fn metrics(&self) -> Result<Vec<Metric>> {
         Call::new("billing_metrics").all(self.client).await

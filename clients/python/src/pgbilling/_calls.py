@@ -561,10 +561,11 @@ def metrics_reset() -> Call[None]:
     return _scalar("billing_metrics_reset", _Args(), "::text", _none)
 
 
-def distribute() -> Call[list[Distribution]]:
+def distribute(*, delegate: bool | None = None) -> Call[list[Distribution]]:
     """billing_distribute: on a Citus coordinator, as the extension's owner, distributes the billing
-    tables by user_id and delegates the per-user functions; one row per object. PB009 without Citus."""
-    return _records("billing_distribute", _Args(), Distribution)
+    tables by user_id and, with ``delegate=True``, sends the per-user functions' calls to the user's
+    node (docs/citus.md: read about delegation first); one row per object. PB009 without Citus."""
+    return _records("billing_distribute", _Args().optional("delegate", "boolean", delegate), Distribution)
 
 
 #: Every builder, by method name (the SQL name without ``billing_``).
