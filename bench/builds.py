@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""A/B of two builds of the extension on scenarios 1, 2 and 8, in the same run.
+"""A/B of two builds of the extension on scenarios 1, 2, 8 and 6, in the same run.
 
 Two clusters run side by side, A with one build installed and B with another
 (bench/builds.sh starts them, each from its own PostgreSQL tree). Each is set up
 as bench/run.py sets up its database; then, BENCH_AB_ROUNDS rounds over (default
 3), each scenario runs on A and then on B: 1 (10,000 users, 8 clients:
-billing_deduct and the floor), 2 (one hot user: the same two) and 8 (hold then
-settle, and billing_deduct); with BENCH_AB_KEYED=1, also K (billing_deduct with an
+billing_deduct and the floor), 2 (one hot user: the same two), 8 (hold then
+settle, and billing_deduct) and 6 (billing_power and a primary-key SELECT); with BENCH_AB_KEYED=1, also K (billing_deduct with an
 idempotency key and the keyed floor, as bench/targets.py runs them);
 BENCH_AB_SCENARIOS=1,K runs only the scenarios so numbered. Each keeps its best run, so drift on the machine
 falls on both builds. Prints each result, its ratio to its own cluster's
@@ -30,6 +30,7 @@ SCENARIOS = [
     ("1. 10k users, 3 grants, 8 clients", [("floor", run.FLOOR), ("billing_deduct", run.BILLING_DEDUCT)]),
     ("2. one hot user, 8 clients", [("floor", run.hot(run.FLOOR)), ("billing_deduct", run.hot(run.BILLING_DEDUCT))]),
     ("8. metered call, 8 clients", [("billing_deduct", run.BILLING_DEDUCT), ("hold + settle", run.HOLD_SETTLE)]),
+    ("6. reads, 8 clients", [("PK SELECT", run.PK_SELECT), ("billing_power", run.BILLING_POWER)]),
 ] + ([("K. idempotency key, 10k users, 8 clients", [("keyed floor", targets.KEYED_FLOOR), ("billing_deduct", targets.KEYED_DEDUCT)])]
      if os.environ.get("BENCH_AB_KEYED") == "1" else [])
 if os.environ.get("BENCH_AB_SCENARIOS"):
@@ -55,7 +56,7 @@ def main():
                     key = (label, side, name)
                     best[key] = max(best.get(key, 0), tps)
     for label, variants in SCENARIOS:
-        measured, reference = variants[-1][0] if label.startswith("8.") else "billing_deduct", variants[0][0]
+        measured, reference = variants[-1][0], variants[0][0]
         for side in SIDES:
             m, r = best[(label, side, measured)], best[(label, side, reference)]
             print(f"{label} | {side} | {measured} {m:.0f} | {reference} {r:.0f} | {m / r:.2f}x")

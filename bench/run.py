@@ -129,6 +129,8 @@ COMMIT;
 
 
 # A metered call: reserve before, settle the real cost after (two round trips).
+PK_SELECT = USER + "SELECT balance FROM bench.floor_accounts WHERE user_id = 'u' || :u;\n"
+BILLING_POWER = USER + "SELECT billing_power('u' || :u);\n"
 HOLD_SETTLE = USER + """SELECT hold_id AS h FROM billing_hold('u' || :u, 2, 'CHAT_DEC', 'CHAT', 'bench') \\gset
 SELECT id FROM billing_settle(:h, 1);
 """
@@ -239,8 +241,8 @@ def main():
                  f"floor {floor['p50']:.3f} / {floor['p99']:.3f}", ratio(floor["p50"], lat["p50"]) + " (p50 speed)"))
 
     # 6. reads
-    r = compare([("PK SELECT", USER + "SELECT balance FROM bench.floor_accounts WHERE user_id = 'u' || :u;\n"),
-                 ("billing_power", USER + "SELECT billing_power('u' || :u);\n"),
+    r = compare([("PK SELECT", PK_SELECT),
+                 ("billing_power", BILLING_POWER),
                  ("billing_has_power", USER + "SELECT billing_has_power('u' || :u, 5);\n")], CLIENTS)
     pk = r["PK SELECT"]["tps"]
     for name in ["billing_power", "billing_has_power"]:
