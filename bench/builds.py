@@ -10,11 +10,14 @@ settle, and billing_deduct) and 6 (billing_power and a primary-key SELECT); with
 idempotency key and the keyed floor, as bench/targets.py runs them);
 BENCH_AB_SCENARIOS=1,K runs only the scenarios so numbered. Each keeps its best run, so drift on the machine
 falls on both builds. Prints each result, its ratio to its own cluster's
-reference, and B / A.
+reference, and B / A. Each round runs A before B: with BENCH_AB_PAIRED=N it runs
+instead N rounds of A B B A of each scenario's measured script (the fairer
+ratio, as bench/run.py's paired()).
 
     BENCH_A_PG_CONFIG=.../pg_config BENCH_B_PG_CONFIG=.../pg_config bench/builds.sh
 """
 import os
+import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -41,11 +44,32 @@ def use(side):
     os.environ["PGHOST"], os.environ["PGPORT"] = SIDES[side]
 
 
+def paired(rounds):
+    """BENCH_AB_PAIRED=N: for each scenario's measured script, N rounds of A B B A
+    (each side's cluster in turn), so drift within a round and the order fall on
+    both builds alike; prints each round's (B1 + B2) / (A1 + A2) and the median."""
+    for label, variants in SCENARIOS:
+        name, script = variants[-1]
+        ratios = []
+        for _ in range(rounds):
+            tps = {}
+            for n, side in enumerate("ABBA"):
+                use(side)
+                tps[(side, n)] = run.pgbench(script, run.CLIENTS)["tps"]
+            ratios.append((tps[("B", 1)] + tps[("B", 2)]) / (tps[("A", 0)] + tps[("A", 3)]))
+            print(f"{label} | {name} | round: A {tps[('A', 0)]:.0f} B {tps[('B', 1)]:.0f} B {tps[('B', 2)]:.0f} "
+                  f"A {tps[('A', 3)]:.0f} | B / A {ratios[-1]:.3f}", flush=True)
+        print(f"{label} | {name} | B / A, median of {rounds} A B B A rounds: {statistics.median(ratios):.3f}", flush=True)
+
+
 def main():
     for side in SIDES:
         use(side)
         run.setup()
         print(f"{side}: {run.psql('SELECT extversion FROM pg_extension WHERE extname = $$billing$$')} set up", flush=True)
+    if os.environ.get("BENCH_AB_PAIRED"):
+        paired(int(os.environ["BENCH_AB_PAIRED"]))
+        return
     best = {}
     for _ in range(ROUNDS):
         for label, variants in SCENARIOS:

@@ -5,7 +5,7 @@
 //! - `errors`: SQLSTATEs and raising them;
 //! - `amounts`: parsing and bounding amounts (pure);
 //! - `drawdown`: which credits a debit spends (pure);
-//! - `citus`: whether Citus is installed (the one-statement paths then step aside);
+//! - `citus`: whether Citus is installed (the one-statement paths then step aside), kept until an invalidation;
 //! - `fmgr`: entry points and argument reading;
 //! - `statements`: the SQL each function runs (sql/statements/), prepared once per backend;
 //! - `ledger`: types, idempotency and writing ledger entries;
